@@ -1,0 +1,195 @@
+"""The handler both runtimes call: an SQS batch in, a partial batch response out.
+
+Adapters are built once per process, on first use, and reused across warm invocations. Each call
+gets its own `BatchProcessor`, so batches handled concurrently by the poll loop never share state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+from handlers.errors import ConfigError, FileQueueError, MalformedEventError, TransientError
+from handlers.model import ChunkingOptions, ExtractLimits
+from handlers.service import Deps, process_ref
+from handlers.settings import Settings, get_settings
+from handlers.stages.events import parse_notifications
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from handlers.adapters.postgres import PostgresRepository
+    from handlers.model import ExtractedText, FetchedObject
+
+logger = Logger(service="filequeue")
+
+# A failed cold start (database down, bad secret) is retried at most this often, so the other
+# records of the batch fail fast instead of each waiting out its own connect timeout.
+_DEPS_RETRY_SECONDS = 5.0
+
+
+class _DepsCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deps: Deps | None = None
+        self._repository: PostgresRepository | None = None
+        self._failure: FileQueueError | None = None
+        self._failed_at = 0.0
+
+    def get(self) -> tuple[Deps, PostgresRepository]:
+        with self._lock:
+            if self._deps is not None and self._repository is not None:
+                return self._deps, self._repository
+            if self._failure is not None and time.monotonic() - self._failed_at < _DEPS_RETRY_SECONDS:
+                raise self._failure
+            try:
+                self._deps, self._repository = build_deps(get_settings())
+            except FileQueueError as error:
+                self._failure, self._failed_at = error, time.monotonic()
+                raise
+            return self._deps, self._repository
+
+    def reset(self) -> None:
+        with self._lock:
+            self._deps = self._repository = self._failure = None
+
+
+_cache = _DepsCache()
+
+
+def get_deps() -> Deps:
+    return _cache.get()[0]
+
+
+def reset_deps() -> None:
+    """Forget the built adapters (tests and `filequeue` commands that change settings use this)."""
+    _cache.reset()
+
+
+def check_ready() -> None:
+    """Raise if the database does not answer (used by the worker's /readyz)."""
+    _cache.get()[1].ping()
+
+
+def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
+    from handlers.adapters.embedders import build_embedder
+    from handlers.adapters.postgres import PostgresRepository, open_pool
+    from handlers.adapters.s3 import S3ObjectStore, build_s3_client
+    from handlers.adapters.sandbox import extract_file
+
+    settings.require_database()
+    limits = ExtractLimits(max_pages=settings.max_pdf_pages, max_chars=settings.max_text_chars)
+
+    def extract(fetched: FetchedObject) -> ExtractedText:
+        return extract_file(
+            fetched.path,
+            key=fetched.ref.key,
+            declared_content_type=fetched.content_type,
+            limits=limits,
+            timeout_seconds=settings.extract_timeout_seconds,
+            memory_mb=settings.extract_memory_mb,
+        )
+
+    embedder = build_embedder(settings)
+    url, applied = prepare_database(settings, embedder.model, embedder.dimension, apply=settings.auto_migrate)
+    if applied:
+        logger.info("migrations applied", extra={"migrations": applied})
+    repository = PostgresRepository(
+        open_pool(url, max_size=settings.db_pool_max_size, timeout=settings.db_connect_timeout_seconds)
+    )
+    deps = Deps(
+        store=S3ObjectStore(build_s3_client(), settings.max_object_bytes),
+        embedder=embedder,
+        repository=repository,
+        extract=extract,
+        chunking=ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap),
+    )
+    return deps, repository
+
+
+def prepare_database(settings: Settings, model: str, dimension: int, *, apply: bool) -> tuple[str, list[str]]:
+    """Resolve the URL, apply (or check) migrations, and check the store was built for this embedder.
+
+    Returns the URL and the names of the migrations applied.
+    """
+    import psycopg
+
+    from handlers.adapters.migrate import (
+        StoreConfig,
+        check_store_config,
+        migrate,
+        pending_migrations,
+        read_store_config,
+    )
+    from handlers.adapters.postgres import resolve_database_url
+    from handlers.adapters.secrets import fetch_secret
+
+    url = resolve_database_url(settings.database_url, settings.database_secret_arn, fetch_secret)
+    applied: list[str] = []
+    wanted = StoreConfig(model, dimension)
+    try:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=max(1, int(settings.db_connect_timeout_seconds))
+        ) as conn:
+            if apply:
+                applied = migrate(conn, wanted)
+            elif pending := pending_migrations(conn):
+                raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate`")
+            check_store_config(read_store_config(conn), wanted)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
+    return url, applied
+
+
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    fields = {
+        "message_id": record.message_id,
+        "receive_count": record.attributes.approximate_receive_count,
+    }
+    settings = get_settings()
+    if lambda_context is not None:
+        remaining_ms = lambda_context.get_remaining_time_in_millis()
+        if remaining_ms < settings.deadline_margin_seconds * 1000:
+            logger.warning("not started: too close to the deadline", extra={**fields, "remaining_ms": remaining_ms})
+            raise TransientError(f"only {remaining_ms} ms left; retried later", code="deadline")
+    try:
+        notifications = parse_notifications(record.body)
+    except MalformedEventError as error:
+        logger.error(
+            "malformed event", extra={**fields, "outcome": "failed", "error_code": error.code, "error": str(error)}
+        )
+        raise
+    for reason in notifications.ignored:
+        logger.info(f"ignored {reason}", extra={**fields, "outcome": "ignored"})
+    for ref in notifications.refs:
+        ref_fields = {**fields, "bucket": ref.bucket, "key": ref.key, "event_name": ref.event_name}
+        try:
+            outcome = process_ref(ref, get_deps())
+        except FileQueueError as error:
+            logger.warning(
+                "record failed; will be retried",
+                extra={**ref_fields, "outcome": "retry", "error_code": error.code, "error": str(error)},
+            )
+            raise
+        log = logger.warning if outcome.status == "failed" else logger.info
+        log(
+            f"{outcome.status} {ref.uri}",
+            extra={
+                **ref_fields,
+                "outcome": outcome.status,
+                "detail": outcome.detail,
+                "chunks": outcome.chunks,
+                "error_code": outcome.error_code,
+            },
+        )
+
+
+def handle_batch(event: dict[str, Any], context: LambdaContext | None = None) -> PartialItemFailureResponse:
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

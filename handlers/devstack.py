@@ -1,0 +1,139 @@
+"""The embedded stack: moto's server for S3 and SQS, pgserver for PostgreSQL with pgvector.
+
+The demo, `filequeue dev` and the test suite run on it. The bucket is wired like the CDK app wires
+the real one: ObjectCreated and ObjectRemoved under the prefix notify the queue, and the queue moves
+a message to the DLQ after `max_receive_count` receives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from handlers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+REGION = "us-east-1"
+_DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@dataclass
+class MotoServer:
+    """moto's threaded server on a free loopback port."""
+
+    endpoint_url: str
+    _server: Any = field(repr=False)
+
+    @classmethod
+    def start(cls) -> MotoServer:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        return cls(f"http://{host}:{port}", server)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def start_postgres(data_dir: Path) -> tuple[str, Any]:
+    """Start (or reuse) a pgserver cluster in `data_dir`; returns its URL and the handle keeping it alive."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine.
+            warnings.simplefilter("ignore")
+            import pgserver
+    except ImportError as exc:
+        raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    return str(server.get_uri()), server
+
+
+def aws_environment(endpoint_url: str) -> dict[str, str]:
+    """Variables that point boto3 (in this process or a child) at the moto server."""
+    return {**_DUMMY_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint_url}
+
+
+@dataclass(frozen=True)
+class IngestResources:
+    bucket: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    prefix: str
+
+
+def create_ingest_resources(
+    endpoint_url: str,
+    *,
+    bucket: str = "filequeue-demo",
+    queue: str = "filequeue-uploads",
+    prefix: str = "uploads/",
+    max_receive_count: int = 3,
+    visibility_timeout: int = 60,
+) -> IngestResources:
+    """Bucket (versioned) -> notifications -> queue -> DLQ, like the CDK app, inside moto."""
+    import boto3
+
+    clients: dict[str, Any] = {
+        "endpoint_url": endpoint_url,
+        "region_name": REGION,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    s3 = boto3.client("s3", **clients)
+    sqs = boto3.client("sqs", **clients)
+    dlq_url = sqs.create_queue(QueueName=f"{queue}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=queue,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "MessageRetentionPeriod": "86400",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        },
+    )["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+                }
+            ]
+        },
+    )
+    return IngestResources(bucket, queue_url, queue_arn, dlq_url, prefix)
+
+
+def local_settings_environment(database_url: str, endpoint_url: str, queue_url: str | None = None) -> dict[str, str]:
+    """The FILEQUEUE_* and AWS_* variables a process needs to run on the embedded stack."""
+    environment = {**aws_environment(endpoint_url), "FILEQUEUE_DATABASE_URL": database_url}
+    if queue_url:
+        environment["FILEQUEUE_QUEUE_URL"] = queue_url
+    return environment
+
+
+def apply_environment(values: dict[str, str]) -> None:
+    """Export `values` into this process's environment (for the CLI commands that start the stack)."""
+    os.environ.update(values)

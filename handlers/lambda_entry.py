@@ -1,0 +1,19 @@
+"""The AWS Lambda entry point: `handlers.lambda_entry.lambda_handler`.
+
+Importing this module must stay cheap (no pypdf, no psycopg): cold starts pay for what they import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from handlers.batch import handle_batch, logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return handle_batch(event, context)

@@ -1,0 +1,110 @@
+"""Frozen values passed between the stages (layer 1 of DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    CREATED = "created"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """One S3 object event, with its key already `unquote_plus`-decoded."""
+
+    bucket: str
+    key: str
+    kind: EventKind
+    event_name: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    sequencer: str | None = None
+    event_time: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedObject:
+    """An object downloaded to a local file, with what S3 said about it."""
+
+    ref: ObjectRef
+    path: str
+    size: int
+    sha256: str
+    content_type: str | None
+    version_id: str | None
+    etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedText:
+    """Text of one file: pages are 1-based; non-paged formats have a single page 1."""
+
+    content_type: str
+    pages: tuple[Page, ...]
+    title: str | None = None
+    page_count: int | None = None
+
+    @property
+    def separator(self) -> str:
+        return "\n\n"
+
+    @property
+    def text(self) -> str:
+        return self.separator.join(page.text for page in self.pages)
+
+    def page_offsets(self) -> list[tuple[int, int]]:
+        """(page number, start offset in `text`) for each page, in order."""
+        offsets: list[tuple[int, int]] = []
+        position = 0
+        for page in self.pages:
+            offsets.append((page.number, position))
+            position += len(page.text) + len(self.separator)
+        return offsets
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A span of the document text: `text == document_text[char_start:char_end]`."""
+
+    ordinal: int
+    text: str
+    page: int
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkingOptions:
+    size: int = 1000
+    overlap: int = 150
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractLimits:
+    max_pages: int = 2000
+    max_chars: int = 20_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What processing one object event did; logged once per record."""
+
+    status: str
+    ref: ObjectRef
+    detail: str = ""
+    chunks: int = 0
+    error_code: str | None = None

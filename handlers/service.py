@@ -1,0 +1,69 @@
+"""Orchestration of one object event over the ports; the one place where failures are classified.
+
+Permanent failures (the file itself is at fault) are recorded on the document row and the event is
+acknowledged. Everything else propagates: the batch layer reports it in `batchItemFailures` so SQS
+redelivers the message and, after the last receive, moves it to the DLQ.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from handlers.errors import PermanentError
+from handlers.model import ChunkingOptions, EventKind, Outcome
+from handlers.stages.chunking import chunk_document
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from handlers.model import ExtractedText, FetchedObject, ObjectRef
+    from handlers.ports import Embedder, ObjectStore, Repository
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """The adapters one process uses, built once from settings and reused across invocations."""
+
+    store: ObjectStore
+    embedder: Embedder
+    repository: Repository
+    extract: Callable[[FetchedObject], ExtractedText]
+    chunking: ChunkingOptions
+    scratch_dir: str | None = None
+
+
+def process_ref(ref: ObjectRef, deps: Deps) -> Outcome:
+    if ref.kind is EventKind.REMOVED:
+        reason = deps.repository.delete_document(ref)
+        return Outcome("skipped", ref, reason) if reason else Outcome("deleted", ref)
+    reason = deps.repository.should_process(ref)
+    if reason:
+        return Outcome("skipped", ref, reason)
+    with tempfile.TemporaryDirectory(prefix="filequeue-", dir=deps.scratch_dir) as workdir:
+        try:
+            fetched = deps.store.fetch(ref, workdir)
+        except PermanentError as error:
+            return _record_failure(deps, ref, error, sha256=None)
+        if deps.repository.mark_unchanged(ref, fetched.sha256):
+            return Outcome("unchanged", ref, f"same content as stored (sha256 {fetched.sha256[:12]})")
+        try:
+            extracted = deps.extract(fetched)
+            chunks = chunk_document(extracted, deps.chunking)
+            if not chunks:
+                raise PermanentError("the file has no extractable text", code="no_text")
+        except PermanentError as error:
+            return _record_failure(deps, ref, error, sha256=fetched.sha256)
+    vectors = deps.embedder.embed([chunk.text for chunk in chunks])
+    reason = deps.repository.store_document(fetched, extracted, chunks, vectors, deps.embedder.model)
+    if reason:
+        return Outcome("skipped", ref, reason)
+    return Outcome("stored", ref, extracted.content_type, chunks=len(chunks))
+
+
+def _record_failure(deps: Deps, ref: ObjectRef, error: PermanentError, sha256: str | None) -> Outcome:
+    reason = deps.repository.record_failure(ref, error.code, str(error), sha256)
+    if reason:
+        return Outcome("skipped", ref, reason)
+    return Outcome("failed", ref, str(error), error_code=error.code)

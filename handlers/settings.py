@@ -1,0 +1,164 @@
+"""The one settings object: read once from the environment, validated, frozen.
+
+The same variable names are used in Lambda (set by the CDK app), in the pod (set by the
+Kubernetes manifests) and locally. `Settings.from_env` is a pure function of a mapping.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import TYPE_CHECKING
+
+from handlers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+PREFIX = "FILEQUEUE_"
+EMBEDDER_KINDS = ("hashing", "bedrock", "openai")
+BEDROCK_DIMENSIONS = (256, 512, 1024)
+DEFAULT_MODELS = {
+    "hashing": "hashing-v1",
+    "bedrock": "amazon.titan-embed-text-v2:0",
+    "openai": "text-embedding-3-small",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the pipeline. Field `foo_bar` is read from `FILEQUEUE_FOO_BAR`."""
+
+    database_url: str | None = None
+    database_secret_arn: str | None = None
+    auto_migrate: bool = True
+    db_pool_max_size: int = 4
+    db_connect_timeout_seconds: float = 10.0
+
+    max_object_bytes: int = 100 * 1024 * 1024
+    max_pdf_pages: int = 2000
+    max_text_chars: int = 20_000_000
+    extract_timeout_seconds: float = 120.0
+    extract_memory_mb: int = 2048
+
+    chunk_size: int = 1000
+    chunk_overlap: int = 150
+
+    embedder: str = "hashing"
+    embedding_model: str = ""
+    embedding_dimension: int = 256
+    embedding_batch_size: int = 32
+    embedding_concurrency: int = 4
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    http_timeout_seconds: float = 30.0
+
+    similar_top_k: int = 5
+    similar_threshold: float = 0.75
+
+    deadline_margin_seconds: float = 30.0
+
+    queue_url: str | None = None
+    worker_processes: int = 0
+    worker_visibility_timeout_seconds: int = 0
+    worker_wait_time_seconds: int = 20
+    worker_batch_size: int = 10
+    worker_shutdown_grace_seconds: float = 25.0
+    health_port: int = 8080
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from `environ`; raises ConfigError naming the variable at fault."""
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            name = PREFIX + spec.name.upper()
+            raw = environ.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            values[spec.name] = _parse(name, raw.strip(), spec.default)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    @property
+    def resolved_embedding_model(self) -> str:
+        return self.embedding_model or DEFAULT_MODELS[self.embedder]
+
+    def validate(self) -> None:
+        """Cross-field checks; each error names the variable a user must change."""
+        if self.database_url and self.database_secret_arn:
+            raise ConfigError("set only one of FILEQUEUE_DATABASE_URL and FILEQUEUE_DATABASE_SECRET_ARN")
+        _require(self.embedder in EMBEDDER_KINDS, "FILEQUEUE_EMBEDDER", f"must be one of {', '.join(EMBEDDER_KINDS)}")
+        _require(1 <= self.embedding_dimension <= 16000, "FILEQUEUE_EMBEDDING_DIMENSION", "must be in 1..16000")
+        if self.embedder == "bedrock":
+            _require(
+                self.embedding_dimension in BEDROCK_DIMENSIONS,
+                "FILEQUEUE_EMBEDDING_DIMENSION",
+                "must be 256, 512 or 1024 for Titan Text Embeddings V2",
+            )
+        if self.embedder == "openai":
+            _require(
+                bool(self.openai_base_url), "FILEQUEUE_OPENAI_BASE_URL", "is required with FILEQUEUE_EMBEDDER=openai"
+            )
+        _require(self.chunk_size >= 50, "FILEQUEUE_CHUNK_SIZE", "must be at least 50 characters")
+        _require(
+            0 <= self.chunk_overlap < self.chunk_size // 2,
+            "FILEQUEUE_CHUNK_OVERLAP",
+            "must be >= 0 and less than half of FILEQUEUE_CHUNK_SIZE",
+        )
+        for name in ("max_object_bytes", "max_pdf_pages", "max_text_chars", "embedding_batch_size", "db_pool_max_size"):
+            _require(getattr(self, name) > 0, PREFIX + name.upper(), "must be positive")
+        _require(self.extract_timeout_seconds > 0, "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS", "must be positive")
+        _require(self.embedding_concurrency >= 1, "FILEQUEUE_EMBEDDING_CONCURRENCY", "must be at least 1")
+        _require(0.0 <= self.similar_threshold <= 1.0, "FILEQUEUE_SIMILAR_THRESHOLD", "must be in 0..1")
+        _require(self.similar_top_k >= 0, "FILEQUEUE_SIMILAR_TOP_K", "must be >= 0")
+        _require(self.deadline_margin_seconds >= 0, "FILEQUEUE_DEADLINE_MARGIN_SECONDS", "must be >= 0")
+        _require(0 <= self.worker_wait_time_seconds <= 20, "FILEQUEUE_WORKER_WAIT_TIME_SECONDS", "must be in 0..20")
+        _require(1 <= self.worker_batch_size <= 10, "FILEQUEUE_WORKER_BATCH_SIZE", "must be in 1..10")
+        _require(self.worker_processes >= 0, "FILEQUEUE_WORKER_PROCESSES", "must be >= 0 (0 means one per CPU)")
+        _require(0 <= self.health_port <= 65535, "FILEQUEUE_HEALTH_PORT", "must be a TCP port (0 disables)")
+
+    def require_database(self) -> None:
+        if not (self.database_url or self.database_secret_arn):
+            raise ConfigError("FILEQUEUE_DATABASE_URL (or FILEQUEUE_DATABASE_SECRET_ARN) is required")
+
+    def require_queue(self) -> str:
+        if not self.queue_url:
+            raise ConfigError("FILEQUEUE_QUEUE_URL is required for the worker")
+        return self.queue_url
+
+
+def env_names() -> list[str]:
+    """Every environment variable the settings object reads (used by the infrastructure tests)."""
+    return [PREFIX + spec.name.upper() for spec in fields(Settings)]
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings; the only place that reads `os.environ`."""
+    return Settings.from_env(os.environ)
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} {message}")
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    parsers: dict[type, Callable[[str], object]] = {bool: _parse_bool, int: int, float: float}
+    parser = parsers.get(type(default), str)
+    try:
+        return parser(raw)
+    except ValueError:
+        kind = type(default).__name__ if type(default) in parsers else "str"
+        raise ConfigError(f"{name} must be a {kind}, got {raw!r}") from None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

@@ -1,0 +1,103 @@
+"""Session-wide real services: PostgreSQL with pgvector (pgserver) and moto's server (S3, SQS).
+
+`FILEQUEUE_TEST_DATABASE_URL` points the suite at another PostgreSQL server (it needs pgvector and
+the right to create databases). Each test that needs the database gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+
+from handlers.batch import reset_deps
+from handlers.devstack import REGION, MotoServer, aws_environment, create_ingest_resources, start_postgres
+from handlers.settings import get_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from handlers.devstack import IngestResources
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO_ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    override = os.environ.get("FILEQUEUE_TEST_DATABASE_URL")
+    if override:
+        yield override
+        return
+    url, server = start_postgres(tmp_path_factory.mktemp("pgdata"))
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A new, empty database on the session's server, dropped after the test."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(postgres_url, dbname=name)
+    reset_deps()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    server = MotoServer.start()
+    yield server.endpoint_url
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in aws_environment(moto_server).items():
+        monkeypatch.setenv(name, value)
+    return moto_server
+
+
+@pytest.fixture
+def ingest(aws_env: str) -> IngestResources:
+    """A bucket wired to a queue and a DLQ, with names unique to the test."""
+    suffix = uuid.uuid4().hex[:10]
+    return create_ingest_resources(aws_env, bucket=f"bucket-{suffix}", queue=f"queue-{suffix}", visibility_timeout=2)
+
+
+@pytest.fixture
+def s3(aws_env: str) -> Any:
+    return boto3.client("s3", region_name=REGION)
+
+
+@pytest.fixture
+def sqs(aws_env: str) -> Any:
+    return boto3.client("sqs", region_name=REGION)
+
+
+@pytest.fixture
+def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Settings for the handler on the embedded stack; adapters rebuilt for this test."""
+    monkeypatch.setenv("FILEQUEUE_DATABASE_URL", database_url)
+    monkeypatch.setenv("FILEQUEUE_DB_CONNECT_TIMEOUT_SECONDS", "3")
+    monkeypatch.setenv("FILEQUEUE_DEADLINE_MARGIN_SECONDS", "5")
+    get_settings.cache_clear()
+    reset_deps()
+    yield database_url
+    get_settings.cache_clear()
+    reset_deps()
+
+
+def load_event(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((REPO_ROOT / "events" / name).read_text(encoding="utf-8"))
+    return data
