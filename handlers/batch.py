@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from handlers.adapters.postgres import PostgresRepository
     from handlers.model import ExtractedText, FetchedObject
+    from handlers.runtime_context import DeadlineContext
 
 logger = Logger(service="filequeue")
 
@@ -57,6 +58,8 @@ class _DepsCache:
 
     def reset(self) -> None:
         with self._lock:
+            if self._repository is not None:
+                self._repository.close()
             self._deps = self._repository = self._failure = None
 
 
@@ -190,6 +193,15 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         )
 
 
-def handle_batch(event: dict[str, Any], context: LambdaContext | None = None) -> PartialItemFailureResponse:
+def handle_batch(
+    event: dict[str, Any], context: LambdaContext | DeadlineContext | None = None
+) -> PartialItemFailureResponse:
+    """Run every record of a Lambda-shaped SQS event; the failed ones are listed for redelivery.
+
+    `context` is Lambda's, or a `DeadlineContext` from the other runtimes: the handler only reads
+    its remaining time.
+    """
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=cast("LambdaContext | None", context)
+    )

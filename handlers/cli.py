@@ -81,7 +81,7 @@ def _invoke(args: argparse.Namespace) -> int:
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
         print(f"filequeue: error: {args.event} is not a Lambda SQS event (no Records list)", file=sys.stderr)
         return 2
-    response = handle_batch(event, DeadlineContext.lasting(args.timeout))  # type: ignore[arg-type]
+    response = handle_batch(event, DeadlineContext.lasting(args.timeout))
     print(json.dumps(response))
     return 0
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from handlers.batch import reset_deps
+from handlers.batch import prepare_database, reset_deps
 from handlers.devstack import REGION, MotoServer, aws_environment, create_ingest_resources, start_postgres
 from handlers.settings import get_settings
 
@@ -29,14 +31,18 @@ REPO_ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     override = os.environ.get("FILEQUEUE_TEST_DATABASE_URL")
     if override:
         yield override
         return
-    url, server = start_postgres(tmp_path_factory.mktemp("pgdata"))
+    # Not under pytest's basetemp: PostgreSQL runs as another user, and pytest resets the mode of
+    # its per-user temp root (and prunes old runs) whenever another pytest session starts.
+    data_dir = Path(tempfile.mkdtemp(prefix="filequeue-test-pg-"))
+    url, server = start_postgres(data_dir / "pgdata")
     yield url
     server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -87,12 +93,14 @@ def sqs(aws_env: str) -> Any:
 
 @pytest.fixture
 def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Settings for the handler on the embedded stack; adapters rebuilt for this test."""
+    """Settings for the handler on a migrated database of the embedded stack; adapters rebuilt for this test."""
     monkeypatch.setenv("FILEQUEUE_DATABASE_URL", database_url)
     monkeypatch.setenv("FILEQUEUE_DB_CONNECT_TIMEOUT_SECONDS", "3")
     monkeypatch.setenv("FILEQUEUE_DEADLINE_MARGIN_SECONDS", "5")
     get_settings.cache_clear()
     reset_deps()
+    settings = get_settings()
+    prepare_database(settings, "hashing-v1", settings.embedding_dimension, apply=True)
     yield database_url
     get_settings.cache_clear()
     reset_deps()

@@ -75,6 +75,9 @@ class PostgresRepository:
         self._pool = pool
         self._unavailable_until = 0.0
 
+    def close(self) -> None:
+        self._pool.close()
+
     def ping(self) -> None:
         with self._connection() as conn:
             conn.execute("SELECT 1")
