@@ -1,0 +1,456 @@
+"""Text extraction per content type (pure: bytes and values in, `ExtractedText` out).
+
+The content type comes from the bytes first, then from the key's extension, then from the
+declared Content-Type, because uploads are often mislabelled. Every failure is a
+`PermanentError` with a stable `code`; no library exception escapes. Time and memory bounds are
+not enforced here: `handlers.adapters.sandbox` runs this code in a bounded child process.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import mimetypes
+import re
+import unicodedata
+from html.parser import HTMLParser
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+from handlers.errors import PermanentError
+from handlers.model import ExtractedText, ExtractLimits, Page
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pypdf import PdfReader
+
+PDF = "application/pdf"
+TEXT = "text/plain"
+MARKDOWN = "text/markdown"
+HTML = "text/html"
+CSV = "text/csv"
+JSON = "application/json"
+SUPPORTED_TYPES = (PDF, TEXT, MARKDOWN, HTML, CSV, JSON)
+
+# Spellings seen in Content-Type headers and extension tables, folded onto the types we handle.
+_TYPE_ALIASES = {
+    "application/x-pdf": PDF,
+    "text/x-markdown": MARKDOWN,
+    "application/xhtml+xml": HTML,
+    "text/tab-separated-values": CSV,
+    "application/csv": CSV,
+    "text/x-csv": CSV,
+    "text/json": JSON,
+    "application/ld+json": JSON,
+}
+# Python 3.11's built-in table lacks Markdown, and the system tables mimetypes may also read
+# differ between machines, so the extensions we rely on are pinned here.
+_EXTENSION_TYPES = {
+    ".pdf": PDF,
+    ".txt": TEXT,
+    ".text": TEXT,
+    ".md": MARKDOWN,
+    ".markdown": MARKDOWN,
+    ".html": HTML,
+    ".htm": HTML,
+    ".csv": CSV,
+    ".tsv": CSV,
+    ".json": JSON,
+}
+
+# Magic numbers of formats people upload by mistake, so the error can say what the file is.
+_BINARY_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (0, b"\xff\xd8\xff", "a JPEG image"),
+    (0, b"GIF87a", "a GIF image"),
+    (0, b"GIF89a", "a GIF image"),
+    (0, b"II*\x00", "a TIFF image"),
+    (0, b"MM\x00*", "a TIFF image"),
+    (8, b"WEBP", "a WebP image"),
+    (0, b"PK\x03\x04", "a ZIP archive (or DOCX/XLSX/ODT, which are ZIP files)"),
+    (0, b"\x1f\x8b", "a gzip archive"),
+    (0, b"BZh", "a bzip2 archive"),
+    (0, b"\xfd7zXZ\x00", "an xz archive"),
+    (0, b"(\xb5/\xfd", "a Zstandard archive"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (0, b"Rar!\x1a\x07", "a RAR archive"),
+    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Microsoft Office (OLE2) document"),
+    (4, b"ftyp", "an MP4/QuickTime media file"),
+    (0, b"\x7fELF", "an ELF executable"),
+)
+_PDF_MAGIC = b"%PDF-"
+_PDF_MAGIC_WINDOW = 1024  # PDF readers accept junk before the header within the first KiB
+_SNIFF_BYTES = 64 * 1024
+_HTML_MARKERS = ("<!doctype html", "<html", "<head", "<body", "<title")
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: its BOM starts with the UTF-16 LE BOM
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Text in UTF-16/32 without a BOM decodes as "valid" UTF-8 full of NULs: above this share of
+# NUL bytes, the encoding is detected instead of assumed.
+_NUL_SHARE_FOR_DETECTION = 0.1
+# Share of control characters above which decoded "text" is really binary data.
+_MAX_CONTROL_SHARE = 0.05
+_ALLOWED_CONTROLS = frozenset("\t\n\r\f\v\x00")
+_MARKDOWN_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(?P<title>.+?)(?:[ \t]+#+)?[ \t]*$")
+_MARKDOWN_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_NO_TEXT_MESSAGE = "no extractable text (scanned or image-only PDF?)"
+
+
+def detect_content_type(data: bytes, key: str, declared: str | None) -> str:
+    """One of `SUPPORTED_TYPES`: content sniffing first, then the key's extension, then `declared`.
+
+    Raises PermanentError(code="unsupported_type") for binary content that is not a PDF,
+    naming the format when its magic number is known.
+    """
+    if _PDF_MAGIC in data[:_PDF_MAGIC_WINDOW]:
+        return PDF
+    _reject_known_binary(data)
+    labelled = _type_from_extension(key) or _normalise_declared(declared)
+    sample = _decode(data[:_SNIFF_BYTES], sample=True)
+    if sample is None or _looks_binary(sample):
+        if labelled == PDF:
+            return PDF  # named a PDF but without a header: let the PDF parser give the reason
+        raise PermanentError(f"unsupported file type: binary content that is not text ({key})", code="unsupported_type")
+    head = sample.lstrip()
+    if head.startswith("<") and any(marker in head[:1024].lower() for marker in _HTML_MARKERS):
+        return HTML
+    if head[:1] in ("{", "[") and _parses_as_json(data):
+        return JSON
+    return labelled or TEXT
+
+
+def extract_text(data: bytes, *, key: str, declared_content_type: str | None, limits: ExtractLimits) -> ExtractedText:
+    """Extract the text of one file; raises PermanentError with a stable `code` on failure."""
+    if not data:
+        raise PermanentError("the file is empty (0 bytes)", code="empty_file")
+    content_type = detect_content_type(data, key, declared_content_type)
+    if content_type == PDF:
+        return _extract_pdf(data, limits)
+    text = _decode_text(data)
+    title: str | None = None
+    if content_type == HTML:
+        text, title = _html_to_text(text)
+    elif content_type == CSV:
+        text = _csv_to_text(text)
+    elif content_type == JSON:
+        text = _json_to_text(text)
+    elif content_type == MARKDOWN:
+        title = _markdown_title(text)
+    if not text.strip():
+        raise PermanentError("no extractable text (the file holds only whitespace or markup)", code="no_text")
+    _check_size(len(text), limits)
+    return ExtractedText(content_type=content_type, pages=(Page(number=1, text=text),), title=title)
+
+
+def _reject_known_binary(data: bytes) -> None:
+    for offset, magic, description in _BINARY_SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            raise PermanentError(f"unsupported file type: the content is {description}", code="unsupported_type")
+
+
+def _type_from_extension(key: str) -> str | None:
+    suffix = PurePosixPath(key).suffix.lower()
+    if suffix in _EXTENSION_TYPES:
+        return _EXTENSION_TYPES[suffix]
+    guessed, _ = mimetypes.guess_type(PurePosixPath(key).name, strict=False)
+    return _supported_or_none(guessed)
+
+
+def _normalise_declared(declared: str | None) -> str | None:
+    if not declared:
+        return None
+    return _supported_or_none(declared.split(";", 1)[0].strip().lower())
+
+
+def _supported_or_none(content_type: str | None) -> str | None:
+    if content_type is None:
+        return None
+    content_type = _TYPE_ALIASES.get(content_type, content_type)
+    return content_type if content_type in SUPPORTED_TYPES else None
+
+
+def _parses_as_json(data: bytes) -> bool:
+    text = _decode(data, sample=False)
+    if text is None:
+        return False
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _looks_binary(sample: str) -> bool:
+    window = sample[:4096]
+    if not window:
+        return False
+    controls = sum(1 for char in window if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS)
+    return controls / len(window) > _MAX_CONTROL_SHARE
+
+
+def _decode_text(data: bytes) -> str:
+    text = _decode(data, sample=False)
+    if text is None:
+        raise PermanentError("unsupported file type: binary content that is not text", code="unsupported_type")
+    return text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _decode(data: bytes, *, sample: bool) -> str | None:
+    """Decode text: a BOM wins, then strict UTF-8, then charset detection; None if not text.
+
+    With `sample`, `data` may end in the middle of a multi-byte character.
+    """
+    errors = "ignore" if sample else "replace"
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding, errors=errors)
+    if data.count(0) <= len(data) * _NUL_SHARE_FOR_DETECTION:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if sample and error.start >= len(data) - 3:
+                return data[: error.start].decode("utf-8")
+    return _detect_and_decode(data)
+
+
+def _detect_and_decode(data: bytes) -> str | None:
+    from charset_normalizer import from_bytes  # only needed for non-UTF-8 text
+
+    matches = from_bytes(data)
+    best = matches.best()
+    if best is None:
+        return None
+    # Short Western texts score the same in several single-byte code pages, and the detector then
+    # picks e.g. cp1250 ("crème" -> "crčme"); like browsers (WHATWG), prefer Windows-1252 on a tie.
+    for match in matches:
+        if match.encoding == "cp1252" and match.chaos <= best.chaos and match.coherence >= best.coherence:
+            return str(match)
+    return str(best)
+
+
+def _check_size(chars: int, limits: ExtractLimits) -> None:
+    if chars > limits.max_chars:
+        raise PermanentError(f"too much text: more than {limits.max_chars} characters", code="too_much_text")
+
+
+def _markdown_title(text: str) -> str | None:
+    in_fence = False
+    for line in text.split("\n"):
+        if _MARKDOWN_FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        match = None if in_fence else _MARKDOWN_HEADING.match(line)
+        if match:
+            return match.group("title").strip()
+    return None
+
+
+class _VisibleTextParser(HTMLParser):
+    """Collects the text a browser would show; `<title>` is kept apart as the title."""
+
+    _HIDDEN = frozenset({"script", "style", "head", "template", "noscript", "svg", "title"})
+    _BLOCKS = frozenset(
+        {
+            "address", "article", "aside", "blockquote", "br", "dd", "details", "div", "dl", "dt",
+            "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
+            "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table",
+            "tr", "ul",
+        }
+    )  # fmt: skip
+    _CELLS = frozenset({"td", "th"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self._parts: list[str] = []
+        self._title_parts: list[str] = []
+        self._hidden_depth = 0
+        self._in_title = False
+        self._title_seen = False  # an <svg> in the body may hold <title> elements of its own
+        self._pre_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body" and self._hidden_depth:
+            self._hidden_depth = 0  # a <head> left open ends where the body starts
+        if tag in self._HIDDEN:
+            self._hidden_depth += 1
+            if tag == "title" and not self._title_seen:
+                self._in_title = self._title_seen = True
+        elif tag in self._BLOCKS:
+            self._parts.append("\n")
+        elif tag in self._CELLS:
+            self._parts.append(" ")
+        if tag == "pre":
+            self._pre_depth += 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._BLOCKS:
+            self._parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._HIDDEN and self._hidden_depth:
+            self._hidden_depth -= 1
+            if tag == "title":
+                self._in_title = False
+        elif tag in self._BLOCKS:
+            self._parts.append("\n")
+        if tag == "pre" and self._pre_depth:
+            self._pre_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self._title_parts.append(data)
+        elif not self._hidden_depth:
+            self._parts.append(data if self._pre_depth else re.sub(r"\s+", " ", data))
+
+    def text(self) -> str:
+        lines = (line.strip() for line in "".join(self._parts).split("\n"))
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+    def title(self) -> str | None:
+        title = " ".join("".join(self._title_parts).split())
+        return title or None
+
+
+def _html_to_text(markup: str) -> tuple[str, str | None]:
+    parser = _VisibleTextParser()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except (AssertionError, ValueError) as error:  # html.parser's reaction to some malformed markup
+        raise PermanentError(f"corrupt HTML file: {error}", code="corrupt_file") from None
+    return parser.text(), parser.title()
+
+
+def _csv_to_text(text: str) -> str:
+    """One line per row, `header: value; header: value`, so a row stays meaningful in a chunk.
+
+    The first row is taken as the header: `csv.Sniffer.has_header` guesses wrong on all-text tables.
+    """
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:_SNIFF_BYTES], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
+    except csv.Error as error:
+        raise PermanentError(f"corrupt CSV file: {error}", code="corrupt_file") from None
+    if not rows:
+        return ""
+    header = [cell.strip() for cell in rows[0]]
+    if len(rows) == 1:
+        return "; ".join(header)
+    return "\n".join(_csv_row_line(header, row) for row in rows[1:])
+
+
+def _csv_row_line(header: list[str], row: list[str]) -> str:
+    pairs = []
+    for index, value in enumerate(row):
+        name = header[index] if index < len(header) and header[index] else f"column {index + 1}"
+        if value.strip():
+            pairs.append(f"{name}: {value.strip()}")
+    return "; ".join(pairs)
+
+
+def _json_to_text(text: str) -> str:
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise PermanentError(f"corrupt JSON file: {error}", code="corrupt_file") from None
+    return "\n".join(f"{path}: {value}" if path else value for path, value in _flatten_json(document))
+
+
+def _flatten_json(document: object) -> Iterator[tuple[str, str]]:
+    """(path, value) for every scalar, paths like `items[0].name`; iterative so depth cannot overflow."""
+    stack: list[tuple[str, object]] = [("", document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            children = [(f"{path}.{key}" if path else str(key), child) for key, child in value.items()]
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{path}[{index}]", child) for index, child in enumerate(value)]))
+        elif isinstance(value, str):
+            yield path, value
+        else:
+            yield path, json.dumps(value)
+
+
+def _extract_pdf(data: bytes, limits: ExtractLimits) -> ExtractedText:
+    from pypdf import PdfReader  # heavy import kept off the Lambda import path
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        _require_decrypted(reader)
+        page_count = len(reader.pages)
+    except (PermanentError, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001  (broken files make pypdf raise many types)
+        raise _corrupt_pdf(error) from None
+    if page_count > limits.max_pages:
+        raise PermanentError(f"too many pages: {page_count} > {limits.max_pages} allowed", code="too_many_pages")
+    pages = _pdf_pages(reader, page_count, limits)
+    if not pages:
+        reason = "no extractable text: the PDF has no pages" if page_count == 0 else _NO_TEXT_MESSAGE
+        raise PermanentError(reason, code="no_text")
+    return ExtractedText(content_type=PDF, pages=pages, title=_pdf_title(reader), page_count=page_count)
+
+
+def _require_decrypted(reader: PdfReader) -> None:
+    """Accept an encrypted PDF only if the empty password opens it (what a viewer does silently)."""
+    from pypdf import PasswordType
+
+    if not reader.is_encrypted:
+        return
+    try:
+        opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001  (unsupported or broken encryption dictionaries)
+        raise PermanentError(f"PDF is encrypted and cannot be opened: {error}", code="encrypted_pdf") from None
+    if not opened:
+        raise PermanentError("PDF is encrypted with a password", code="encrypted_pdf")
+
+
+def _pdf_pages(reader: PdfReader, page_count: int, limits: ExtractLimits) -> tuple[Page, ...]:
+    """Pages with text, 1-based; one broken page fails the file rather than silently losing text."""
+    pages: list[Page] = []
+    chars = 0
+    for number in range(1, page_count + 1):
+        try:
+            text = reader.pages[number - 1].extract_text().replace("\x00", "")
+        except MemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001  (broken pages make pypdf raise many types)
+            raise _corrupt_pdf(error, page=number) from None
+        if not text.strip():
+            continue  # blank or image-only page: skipped, later pages keep their numbers
+        chars += len(text)
+        _check_size(chars, limits)
+        pages.append(Page(number=number, text=text))
+    return tuple(pages)
+
+
+def _pdf_title(reader: PdfReader) -> str | None:
+    try:
+        metadata = reader.metadata
+        title = None if metadata is None else metadata.title
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001  (a broken Info dictionary must not lose the text)
+        return None
+    if not isinstance(title, str):
+        return None
+    return title.replace("\x00", "").strip() or None
+
+
+def _corrupt_pdf(error: Exception, *, page: int | None = None) -> PermanentError:
+    where = f" (page {page})" if page is not None else ""
+    reason = str(error) or "no details"
+    return PermanentError(f"corrupt PDF{where}: {type(error).__name__}: {reason}", code="corrupt_file")

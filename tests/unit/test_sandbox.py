@@ -1,0 +1,196 @@
+"""The bounded runner: every way a forked child can end maps to a value or a specific error."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from handlers.adapters.sandbox import extract_file, run_bounded
+from handlers.errors import PermanentError, TransientError
+from handlers.model import ExtractLimits
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+REPOSITORY = Path(__file__).parent.parent.parent
+GENEROUS_MEMORY_MB = 4096
+
+
+def current_address_space_mb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("VmSize missing from /proc/self/status")
+
+
+def bounded(
+    function: Callable[..., Any], *args: Any, timeout_seconds: float = 30, memory_mb: int = GENEROUS_MEMORY_MB
+) -> Any:
+    return run_bounded(function, *args, timeout_seconds=timeout_seconds, memory_mb=memory_mb)
+
+
+def error_of(function: Callable[..., Any], *args: Any, **limits: Any) -> PermanentError:
+    with pytest.raises(PermanentError) as caught:
+        bounded(function, *args, **limits)
+    return caught.value
+
+
+def raise_transient(message: str) -> None:
+    raise TransientError(message, code="s3_throttled")
+
+
+def raise_permanent() -> None:
+    raise PermanentError("PDF is encrypted with a password", code="encrypted_pdf")
+
+
+def raise_value_error() -> None:
+    raise ValueError("unexpected byte 0x00")
+
+
+def loop_forever_after_recording_pid(pid_file: Path) -> None:
+    pid_file.write_text(str(os.getpid()))
+    while True:
+        pass
+
+
+def allocate(megabytes: int) -> int:
+    return len(bytearray(megabytes * 1024 * 1024))
+
+
+def kill_self(signal_number: int) -> None:
+    faulthandler.disable()  # in the child only: pytest's handler would print a traceback on SIGSEGV
+    os.kill(os.getpid(), signal_number)
+
+
+def exit_without_result() -> None:
+    os._exit(3)
+
+
+def unpicklable_result() -> object:
+    return lambda: None
+
+
+def test_run_bounded_returns_the_value():
+    assert bounded(pow, 2, 10) == 1024
+
+
+def test_run_bounded_returns_a_result_larger_than_the_pipe_buffer():
+    assert bounded(str.__mul__, "x", 5_000_000) == "x" * 5_000_000
+
+
+def test_run_bounded_reraises_file_queue_errors_with_their_code():
+    with pytest.raises(TransientError) as caught:
+        bounded(raise_transient, "slow down")
+    assert caught.value.code == "s3_throttled"
+    assert str(caught.value) == "slow down"
+
+
+def test_run_bounded_reraises_permanent_errors_unchanged():
+    error = error_of(raise_permanent)
+    assert error.code == "encrypted_pdf"
+    assert str(error) == "PDF is encrypted with a password"
+
+
+def test_run_bounded_stops_a_child_that_never_ends(tmp_path):
+    pid_file = tmp_path / "child.pid"
+
+    error = error_of(loop_forever_after_recording_pid, pid_file, timeout_seconds=1)
+
+    assert error.code == "extract_timeout"
+    assert "1 s" in str(error)
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left as a zombie
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_run_bounded_enforces_the_memory_limit():
+    limit_mb = current_address_space_mb() + 256
+    assert bounded(allocate, 64, memory_mb=limit_mb) == 64 * 1024 * 1024  # within the limit: fine
+
+    error = error_of(allocate, 4096, memory_mb=limit_mb)
+
+    assert error.code == "extract_memory"
+    assert f"{limit_mb} MB" in str(error)
+
+
+def test_run_bounded_reports_a_sigkill_as_out_of_memory():
+    assert error_of(kill_self, signal.SIGKILL).code == "extract_memory"
+
+
+def test_run_bounded_names_the_signal_of_a_crash():
+    error = error_of(kill_self, signal.SIGSEGV)
+    assert error.code == "extract_crashed"
+    assert "SIGSEGV" in str(error)
+
+
+def test_run_bounded_reports_unexpected_exceptions_as_crashes():
+    error = error_of(raise_value_error)
+    assert error.code == "extract_crashed"
+    assert "ValueError: unexpected byte 0x00" in str(error)
+
+
+def test_run_bounded_reports_a_child_that_exits_without_a_result():
+    error = error_of(exit_without_result)
+    assert error.code == "extract_crashed"
+    assert "status 3" in str(error)
+
+
+def test_run_bounded_reports_an_unpicklable_result():
+    error = error_of(unpicklable_result)
+    assert error.code == "extract_crashed"
+    assert "could not be sent back" in str(error)
+
+
+def test_run_bounded_child_runs_no_atexit_handler_and_repeats_no_output():
+    script = textwrap.dedent(
+        """
+        import atexit, sys
+        from handlers.adapters.sandbox import run_bounded
+        atexit.register(lambda: print("atexit ran"))
+        sys.stdout.write("pending output;")  # still in the buffer when the child is forked
+        print(run_bounded(len, "abc", timeout_seconds=30, memory_mb=4096))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert completed.stdout == "pending output;3\natexit ran\n"
+
+
+def test_extract_file_reads_and_extracts_in_the_child(tmp_path):
+    path = tmp_path / "upload.bin"
+    path.write_bytes("# Notes\n\nCafé".encode("utf-16"))
+
+    extracted = extract_file(
+        str(path),
+        key="notes.md",
+        declared_content_type=None,
+        limits=ExtractLimits(),
+        timeout_seconds=30,
+        memory_mb=GENEROUS_MEMORY_MB,
+    )
+
+    assert extracted.content_type == "text/markdown"
+    assert extracted.title == "Notes"
+    assert extracted.text == "# Notes\n\nCafé"
+
+
+def test_extract_file_of_a_missing_file_is_a_crash(tmp_path):
+    with pytest.raises(PermanentError) as caught:
+        extract_file(
+            str(tmp_path / "gone"),
+            key="gone.txt",
+            declared_content_type=None,
+            limits=ExtractLimits(),
+            timeout_seconds=30,
+            memory_mb=GENEROUS_MEMORY_MB,
+        )
+    assert caught.value.code == "extract_crashed"
+    assert "FileNotFoundError" in str(caught.value)
