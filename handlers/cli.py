@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="long-poll the queue and run the handler (the EKS runtime)")
     worker.add_argument("--processes", type=int, default=None, help="worker processes (default: CPU count)")
     worker.set_defaults(command=_worker)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on the embedded stack, with a summary")
+    demo.add_argument("--processes", type=int, default=2, help="worker processes")
+    demo.set_defaults(command=_demo)
+
+    dev = commands.add_parser("dev", help="keep the embedded stack and a worker running; prints how to use it")
+    dev.add_argument("--data-dir", type=Path, default=Path(".filequeue/dev"), help="where PostgreSQL keeps its data")
+    dev.add_argument("--processes", type=int, default=1, help="worker processes")
+    dev.set_defaults(command=_dev)
     return parser
 
 
@@ -109,6 +118,19 @@ def _worker(args: argparse.Namespace) -> int:
     from handlers.worker import run_worker
 
     return run_worker(get_settings(), processes=args.processes)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from handlers.demo import run_demo
+
+    report = run_demo(args.processes)
+    return 0 if report.queue_left == 0 and report.dead_letters == 0 else 1
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from handlers.demo import run_dev
+
+    return run_dev(args.data_dir, args.processes)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ a message to the DLQ after `max_receive_count` receives.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class MotoServer:
             from moto.server import ThreadedMotoServer
         except ImportError as exc:
             raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
+        # werkzeug logs every request at INFO; the demo's output is the summary, not moto's access log.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()

@@ -70,6 +70,19 @@ def stale_reason(ref: ObjectRef, stored: StoredState | None) -> str | None:
     return None
 
 
+def _other_version_deleted(ref: ObjectRef, stored: StoredState | None) -> str | None:
+    """A permanent delete of one version (not a delete marker) leaves the stored version in place."""
+    if (
+        ref.event_name == "ObjectRemoved:Delete"
+        and ref.version_id
+        and stored is not None
+        and stored.version_id
+        and stored.version_id != ref.version_id
+    ):
+        return f"deleted version {ref.version_id} is not the stored version {stored.version_id}"
+    return None
+
+
 class PostgresRepository:
     def __init__(self, pool: ConnectionPool[Any]) -> None:
         self._pool = pool
@@ -176,7 +189,7 @@ class PostgresRepository:
         with self._connection() as conn, conn.transaction():
             _lock(conn, ref)
             stored = _load_state(conn, ref)
-            reason = stale_reason(ref, stored)
+            reason = stale_reason(ref, stored) or _other_version_deleted(ref, stored)
             if reason:
                 return reason
             if stored is not None and stored.document_id is not None:

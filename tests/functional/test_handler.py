@@ -413,3 +413,16 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_permanent_delete_of_an_older_version_keeps_the_document(s3, bucket, handler_env):
+    first = _put(s3, "uploads/doc.txt", b"first version", sequencer="01")
+    second = _put(s3, "uploads/doc.txt", b"second version", sequencer="02")
+    assert _invoke(_event(second)) == []
+    old_version = first["Records"][0]["s3"]["object"]["versionId"]
+    s3.delete_object(Bucket=BUCKET, Key="uploads/doc.txt", VersionId=old_version)
+    delete = s3_notification(
+        BUCKET, "uploads/doc.txt", event_name="ObjectRemoved:Delete", version_id=old_version, sequencer="03"
+    )
+    assert _invoke(_event(delete)) == []
+    assert _rows(handler_env, "SELECT text FROM chunks") == [("second version",)]

@@ -1,0 +1,282 @@
+"""`filequeue demo` and `filequeue dev`: the whole pipeline on the embedded stack.
+
+moto's server delivers real S3 notifications to a real SQS queue (with a DLQ after 3 receives),
+the worker long-polls it exactly as it would in a pod, and pgserver provides PostgreSQL with pgvector.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from handlers.devstack import (
+    REGION,
+    MotoServer,
+    create_ingest_resources,
+    local_settings_environment,
+    start_postgres,
+)
+from handlers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from handlers.devstack import IngestResources
+
+_FIXTURE_PDFS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "pdf"
+
+# Upload key -> source. PDFs are real files from the test corpus (attributions in its SOURCES.md);
+# the Markdown and HTML were written for the demo.
+DEMO_FILES: dict[str, str] = {
+    "uploads/getting-started.md": "demo:getting-started.md",
+    "uploads/jit-compilers.html": "demo:jit-compilers.html",
+    "uploads/tracemonkey.pdf": "pdf:pdfjs-tracemonkey-14-pages-two-column.pdf",
+    "uploads/bitcoin.pdf": "pdf:pdfjs-issue13201-bitcoin-paper.pdf",
+    "uploads/crazy-ones.pdf": "pdf:pypdf-crazyones-ligatures.pdf",
+    "uploads/crazy-ones-annotated.pdf": "pdf:pypdf-attachment.pdf",
+    "uploads/secret.pdf": "pdf:pdfminer-enc-aes-128-user-baz-owner-foo.pdf",
+    "uploads/broken.pdf": "pdf:qpdf-bad1-5-bytes.pdf",
+}
+SAMPLE_QUERY = "trace-based just-in-time compilation of JavaScript loops"
+
+
+@dataclass
+class LocalStack:
+    moto: MotoServer
+    database_url: str
+    resources: IngestResources
+    environment: dict[str, str]
+    _postgres: Any = field(repr=False)
+    _data_dir: Path | None = field(repr=False, default=None)
+
+    def stop(self) -> None:
+        self.moto.stop()
+        self._postgres.cleanup()
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+
+
+def start_local_stack(data_dir: Path | None = None, *, visibility_timeout: int = 60) -> LocalStack:
+    """Start moto (S3, SQS, DLQ wired like the CDK app) and pgserver; a temporary data dir unless given."""
+    temporary = data_dir is None
+    root = Path(tempfile.mkdtemp(prefix="filequeue-")) if data_dir is None else data_dir
+    database_url, postgres = start_postgres(root / "pgdata")
+    moto = MotoServer.start()
+    ingest = create_ingest_resources(moto.endpoint_url, visibility_timeout=visibility_timeout)
+    environment = local_settings_environment(database_url, moto.endpoint_url, ingest.queue_url)
+    return LocalStack(moto, database_url, ingest, environment, postgres, root if temporary else None)
+
+
+def demo_file_bytes(source: str) -> bytes:
+    kind, name = source.split(":", 1)
+    if kind == "demo":
+        return resources.files("handlers.demo_files").joinpath(name).read_bytes()
+    path = _FIXTURE_PDFS / name
+    if not path.exists():
+        raise ConfigError(f"the demo reads sample PDFs from a source checkout; {path} is missing")
+    return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    files: int
+    seconds: float
+    stored: int
+    failed: list[tuple[str, str, str]]
+    chunks: int
+    edges: dict[str, int]
+    queue_left: int
+    dead_letters: int
+
+
+def upload_demo_files(environment: dict[str, str], bucket: str, files: dict[str, str]) -> None:
+    s3 = _client("s3", environment)
+    for key, source in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=demo_file_bytes(source))
+
+
+@contextmanager
+def running_worker(
+    environment: dict[str, str], processes: int, health_port: int = 0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`filequeue worker` as a child process; SIGTERM on exit, as Kubernetes would stop it."""
+    # A short long-poll keeps the stop quick: a worker finishes its receive before it exits.
+    env = {
+        **os.environ,
+        **environment,
+        "FILEQUEUE_HEALTH_PORT": str(health_port),
+        "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": os.environ.get("FILEQUEUE_WORKER_WAIT_TIME_SECONDS", "5"),
+    }
+    command = [sys.executable, "-m", "handlers.cli", "worker", "--processes", str(processes)]
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def wait_until_processed(
+    database_url: str,
+    expected_documents: int,
+    *,
+    timeout: float,
+    worker: subprocess.Popen[bytes],
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> None:
+    """Block until `expected_documents` rows exist (stored or failed), or fail with the worker's output."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    done = -1
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            output = worker.stderr.read().decode(errors="replace") if worker.stderr else ""
+            raise ConfigError(f"the worker exited with code {worker.returncode}:\n{output[-4000:]}")
+        try:
+            with psycopg.connect(database_url) as conn:
+                row = conn.execute("SELECT count(*) FROM documents").fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = (0,)
+        current = int(row[0]) if row else 0
+        if current != done:
+            done = current
+            on_progress(done, expected_documents)
+        if done >= expected_documents:
+            return
+        time.sleep(0.2)
+    raise ConfigError(f"only {done} of {expected_documents} files were processed within {timeout:.0f} s")
+
+
+def collect_report(stack: LocalStack, files: int, seconds: float) -> DemoReport:
+    import psycopg
+
+    with psycopg.connect(stack.database_url) as conn:
+        stored_row = conn.execute("SELECT count(*) FROM documents WHERE status = 'ready'").fetchone()
+        failed = [
+            (str(key), str(code), str(error))
+            for key, code, error in conn.execute(
+                "SELECT key, error_code, error FROM documents WHERE status = 'failed' ORDER BY key"
+            )
+        ]
+        chunks_row = conn.execute("SELECT count(*) FROM chunks").fetchone()
+        edges = {
+            str(relation): int(count)
+            for relation, count in conn.execute(
+                "SELECT relation, count(*) FROM edges GROUP BY relation ORDER BY relation"
+            )
+        }
+    sqs = _client("sqs", stack.environment)
+    return DemoReport(
+        files=files,
+        seconds=seconds,
+        stored=int(stored_row[0]) if stored_row else 0,
+        failed=failed,
+        chunks=int(chunks_row[0]) if chunks_row else 0,
+        edges=edges,
+        queue_left=_queue_depth(sqs, stack.resources.queue_url),
+        dead_letters=_queue_depth(sqs, stack.resources.dlq_url),
+    )
+
+
+def run_demo(processes: int, *, out: Callable[[str], None] = print) -> DemoReport:
+    out("starting the embedded stack: moto (S3, SQS, DLQ) and PostgreSQL with pgvector ...")
+    stack = start_local_stack()
+    try:
+        out(f"  bucket s3://{stack.resources.bucket}/{stack.resources.prefix} -> {stack.resources.queue_url}")
+        started = time.monotonic()
+        upload_demo_files(stack.environment, stack.resources.bucket, DEMO_FILES)
+        out(f"uploaded {len(DEMO_FILES)} files; running `filequeue worker --processes {processes}` ...")
+        with running_worker(stack.environment, processes) as worker:
+            wait_until_processed(
+                stack.database_url, len(DEMO_FILES), timeout=300, worker=worker, on_progress=_progress_bar
+            )
+            seconds = time.monotonic() - started
+            _wait_for_empty_queue(stack)
+        sys.stderr.write("\n")
+        report = collect_report(stack, len(DEMO_FILES), seconds)
+        _print_report(report, out)
+        return report
+    finally:
+        stack.stop()
+
+
+def run_dev(data_dir: Path, processes: int, *, out: Callable[[str], None] = print) -> int:
+    """Keep the stack and a worker running until Ctrl-C, printing how to use it from a shell."""
+    stack = start_local_stack(data_dir)
+    try:
+        out("File Queue dev stack is running. In another shell:")
+        for name, value in sorted(stack.environment.items()):
+            out(f"  export {name}={value}")
+        out(f"  aws s3 cp ./notes.md s3://{stack.resources.bucket}/{stack.resources.prefix}notes.md")
+        out(f"  filequeue search 'your words'    # queue: {stack.resources.queue_url}")
+        out("Ctrl-C stops everything.")
+        with running_worker(stack.environment, processes, health_port=8080) as worker:
+            try:
+                worker.wait()
+            except KeyboardInterrupt:
+                out("stopping ...")
+        return 0
+    finally:
+        stack.stop()
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * min(done, total) // max(total, 1)
+    sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} files")
+    sys.stderr.flush()
+
+
+def _wait_for_empty_queue(stack: LocalStack, timeout: float = 30) -> None:
+    sqs = _client("sqs", stack.environment)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _queue_depth(sqs, stack.resources.queue_url):
+        time.sleep(0.2)
+
+
+def _queue_depth(sqs: Any, queue_url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _print_report(report: DemoReport, out: Callable[[str], None]) -> None:
+    out("")
+    out(f"processed {report.files} files in {report.seconds:.1f} s ({report.files / report.seconds:.2f} files/s)")
+    out(f"  stored:  {report.stored}")
+    out(f"  failed:  {len(report.failed)} (recorded on the document row, acknowledged, not retried)")
+    for key, code, error in report.failed:
+        out(f"    {key}: {code}: {error}")
+    out(f"  chunks:  {report.chunks}")
+    out("  edges:   " + ", ".join(f"{relation} {count}" for relation, count in report.edges.items()))
+    out(f"  queue:   {report.queue_left} left, {report.dead_letters} in the DLQ")
+
+
+def _client(service: str, environment: dict[str, str]) -> Any:
+    import boto3
+
+    make_client: Any = boto3.client
+    return make_client(
+        service,
+        endpoint_url=environment["AWS_ENDPOINT_URL"],
+        region_name=REGION,
+        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+    )
