@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handlers.devstack import (
-    REGION,
     MotoServer,
+    aws_client,
     create_ingest_resources,
     local_settings_environment,
     start_postgres,
@@ -100,7 +100,7 @@ class DemoReport:
 
 
 def upload_demo_files(environment: dict[str, str], bucket: str, files: dict[str, str]) -> None:
-    s3 = _client("s3", environment)
+    s3 = aws_client("s3", environment)
     for key, source in files.items():
         s3.put_object(Bucket=bucket, Key=key, Body=demo_file_bytes(source))
 
@@ -180,7 +180,7 @@ def collect_report(stack: LocalStack, files: int, seconds: float) -> DemoReport:
                 "SELECT relation, count(*) FROM edges GROUP BY relation ORDER BY relation"
             )
         }
-    sqs = _client("sqs", stack.environment)
+    sqs = aws_client("sqs", stack.environment)
     return DemoReport(
         files=files,
         seconds=seconds,
@@ -243,7 +243,7 @@ def _progress_bar(done: int, total: int) -> None:
 
 
 def _wait_for_empty_queue(stack: LocalStack, timeout: float = 30) -> None:
-    sqs = _client("sqs", stack.environment)
+    sqs = aws_client("sqs", stack.environment)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _queue_depth(sqs, stack.resources.queue_url):
         time.sleep(0.2)
@@ -267,16 +267,3 @@ def _print_report(report: DemoReport, out: Callable[[str], None]) -> None:
     out(f"  chunks:  {report.chunks}")
     out("  edges:   " + ", ".join(f"{relation} {count}" for relation, count in report.edges.items()))
     out(f"  queue:   {report.queue_left} left, {report.dead_letters} in the DLQ")
-
-
-def _client(service: str, environment: dict[str, str]) -> Any:
-    import boto3
-
-    make_client: Any = boto3.client
-    return make_client(
-        service,
-        endpoint_url=environment["AWS_ENDPOINT_URL"],
-        region_name=REGION,
-        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
-    )

@@ -129,6 +129,20 @@ def create_ingest_resources(
     return IngestResources(bucket, queue_url, queue_arn, dlq_url, prefix)
 
 
+def aws_client(service: str, environment: dict[str, str]) -> Any:
+    """A boto3 client for `service` configured from `environment` (see `aws_environment`), not os.environ."""
+    import boto3
+
+    make_client: Any = boto3.client
+    return make_client(
+        service,
+        endpoint_url=environment["AWS_ENDPOINT_URL"],
+        region_name=environment["AWS_REGION"],
+        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 def local_settings_environment(database_url: str, endpoint_url: str, queue_url: str | None = None) -> dict[str, str]:
     """The FILEQUEUE_* and AWS_* variables a process needs to run on the embedded stack."""
     environment = {**aws_environment(endpoint_url), "FILEQUEUE_DATABASE_URL": database_url}

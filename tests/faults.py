@@ -93,10 +93,12 @@ def s3_error_response(status: int, code: str, message: str) -> AWSResponse:
     ).encode()
     headers = HTTPHeaders()
     headers["Content-Type"] = "application/xml"
-    return AWSResponse("https://s3.test", status, headers, _RawBody(body))
+    return AWSResponse("https://s3.test", status, headers, RawBody(body))
 
 
-class _RawBody:
+class RawBody:
+    """The raw stream botocore reads a response body from."""
+
     def __init__(self, data: bytes) -> None:
         self._data = data
 

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import psycopg
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from handlers.batch import handle_batch
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, s3_test_event, sns_wrap, sqs_event
 from tests.conftest import FIXTURES
-from tests.faults import PostgresProxy, on_get_object, s3_error_response
+from tests.faults import PostgresProxy, RawBody, on_get_object, s3_error_response
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -426,3 +427,26 @@ def test_permanent_delete_of_an_older_version_keeps_the_document(s3, bucket, han
     )
     assert _invoke(_event(delete)) == []
     assert _rows(handler_env, "SELECT text FROM chunks") == [("second version",)]
+
+
+def test_download_shorter_than_its_content_length_is_retried(s3, bucket, handler_env, boto_session):
+    put = _put(s3, "uploads/short.txt", b"0123456789" * 10)
+
+    def truncated(key: str) -> AWSResponse | None:
+        headers = HTTPHeaders()
+        headers["Content-Length"] = "100"
+        headers["Content-Type"] = "text/plain"
+        return AWSResponse("https://s3.test", 200, headers, RawBody(b"0123456789"))
+
+    on_get_object(boto_session, truncated)
+    event = _event(put)
+    assert _invoke(event) == [event["Records"][0]["messageId"]]
+    assert _counts(handler_env) == (0, 0, 0)
+
+
+def test_lambda_entry_point_returns_the_partial_batch_response(s3, bucket, handler_env):
+    from handlers.lambda_entry import lambda_handler
+
+    event = _event(_put(s3, "uploads/notes.md", _markdown("lambda")), "{not json")
+    response = lambda_handler(event, DeadlineContext.lasting(60))  # type: ignore[arg-type]
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}

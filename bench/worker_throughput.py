@@ -1,0 +1,108 @@
+"""Files per second through the worker with 1 and 2 processes, and the poll loop's overhead.
+
+Each run starts a fresh embedded stack (moto + pgserver), uploads COPIES x the demo set under
+distinct keys (real S3 notifications fill the queue) and times until every file has its row.
+The overhead run feeds the same notifications straight into `handle_batch`, ten per batch, in
+this process: what remains is the cost of receiving, deleting and supervising.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from handlers.demo import (
+    DEMO_FILES,
+    demo_file_bytes,
+    running_worker,
+    start_local_stack,
+    wait_until_processed,
+)
+from handlers.devstack import aws_client
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def _files(copies: int) -> dict[str, bytes]:
+    return {
+        key.replace("uploads/", f"uploads/copy{copy}/"): demo_file_bytes(source)
+        for copy in range(copies)
+        for key, source in DEMO_FILES.items()
+    }
+
+
+def through_worker(files: dict[str, bytes], processes: int) -> float:
+    stack = start_local_stack()
+    try:
+        s3 = aws_client("s3", stack.environment)
+        with running_worker(stack.environment, processes) as worker:
+            started = time.monotonic()
+            for key, body in files.items():
+                s3.put_object(Bucket=stack.resources.bucket, Key=key, Body=body)
+            wait_until_processed(stack.database_url, len(files), timeout=900, worker=worker)
+            return time.monotonic() - started
+    finally:
+        stack.stop()
+
+
+def direct(files: dict[str, bytes]) -> float:
+    from handlers.batch import handle_batch, reset_deps
+    from handlers.runtime_context import DeadlineContext
+    from handlers.sample_events import s3_notification, sqs_event
+    from handlers.settings import get_settings
+
+    stack = start_local_stack()
+    saved = dict(os.environ)
+    try:
+        os.environ.update(stack.environment)
+        get_settings.cache_clear()
+        reset_deps()
+        s3 = aws_client("s3", stack.environment)
+        started = time.monotonic()
+        bodies: list[str] = []
+        for key, body in files.items():
+            response: dict[str, Any] = s3.put_object(Bucket=stack.resources.bucket, Key=key, Body=body)
+            notification = s3_notification(
+                stack.resources.bucket, key, size=len(body), version_id=response.get("VersionId")
+            )
+            bodies.append(json.dumps(notification))
+        for start in range(0, len(bodies), 10):
+            handle_batch(sqs_event(bodies[start : start + 10]), DeadlineContext.lasting(900))
+        return time.monotonic() - started
+    finally:
+        reset_deps()
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--copies", type=int, default=5, help="copies of the demo set (8 files each)")
+    args = parser.parse_args()
+    files = _files(args.copies)
+    results: dict[str, Any] = {"files": len(files), "cpus": os.cpu_count()}
+    runs: list[tuple[str, Callable[[], float]]] = [
+        ("worker_1_process", lambda: through_worker(files, 1)),
+        ("worker_2_processes", lambda: through_worker(files, 2)),
+        ("direct_handler", lambda: direct(files)),
+    ]
+    for name, run in runs:
+        seconds = run()
+        results[name] = {"seconds": round(seconds, 2), "files_per_second": round(len(files) / seconds, 2)}
+        print(f"{name:20} {seconds:7.2f} s  {len(files) / seconds:6.2f} files/s")
+    overhead = results["worker_1_process"]["seconds"] / results["direct_handler"]["seconds"] - 1
+    results["poll_loop_overhead_percent"] = round(overhead * 100, 1)
+    print(f"poll loop overhead (1 process vs direct): {overhead * 100:.1f} %")
+    out = Path(__file__).parent / "results" / "worker_throughput.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
