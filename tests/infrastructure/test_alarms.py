@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource, resources
+
+if TYPE_CHECKING:
+    from tests.infrastructure.conftest import Synthesized
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: alarm["Properties"] for logical_id, alarm in resources(template, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def _alarm_on(template: dict[str, Any], namespace: str, metric: str) -> dict[str, Any]:
+    (alarm,) = [
+        alarm
+        for alarm in _alarms(template).values()
+        if alarm["Namespace"] == namespace and alarm["MetricName"] == metric
+    ]
+    return alarm
+
+
+def _queue_dimension(template: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    queue_id = logical_id_by_prefix(template, "AWS::SQS::Queue", prefix)
+    return [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+
+
+def test_any_message_in_the_dead_letter_queue_raises_an_alarm(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    alarm = _alarm_on(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible")
+
+    assert alarm["Dimensions"] == _queue_dimension(template, "IngestDeadLetterQueue")
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["Statistic"] == "Maximum"
+
+
+def test_an_old_message_in_the_queue_raises_an_alarm(default_synth: Synthesized, full_synth: Synthesized) -> None:
+    default_alarm = _alarm_on(default_synth.template_json, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+    full_alarm = _alarm_on(full_synth.template_json, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+
+    assert default_alarm["Dimensions"] == _queue_dimension(default_synth.template_json, "IngestQueue")
+    assert (default_alarm["ComparisonOperator"], default_alarm["Threshold"]) == ("GreaterThanThreshold", 3600)
+    assert full_alarm["Threshold"] == 900
+    # Well before the queue's one-day retention drops the message.
+    assert default_alarm["Threshold"] * default_alarm["EvaluationPeriods"] < 24 * 60 * 60
+
+
+def test_lambda_errors_and_throttles_raise_alarms(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    function_id = logical_id_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
+
+    for metric in ("Errors", "Throttles"):
+        alarm = _alarm_on(template, "AWS/Lambda", metric)
+        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
+        assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["Statistic"]) == (
+            "GreaterThanThreshold",
+            0,
+            "Sum",
+        )
+
+
+def test_alarms_have_no_actions_without_a_topic(default_synth: Synthesized) -> None:
+    template = default_synth.template_json
+
+    assert resources(template, "AWS::SNS::Topic") == {}
+    assert all("AlarmActions" not in alarm for alarm in _alarms(template).values())
+
+
+def test_alarm_topic_receives_every_alarm_and_mails_the_given_address(full_synth: Synthesized) -> None:
+    template = full_synth.template_json
+    topic_id, _ = only_resource(template, "AWS::SNS::Topic")
+    _, subscription = only_resource(template, "AWS::SNS::Subscription")
+
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["Endpoint"] == "ops@example.com"
+    alarms = _alarms(template)
+    assert len(alarms) == 4
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": topic_id}]
+        assert alarm["OKActions"] == [{"Ref": topic_id}]
+    assert template["Outputs"]["alarmTopicArn"]["Value"] == {"Ref": topic_id}
+
+
+def test_alarm_topic_refuses_plain_http(full_synth: Synthesized) -> None:
+    _, policy = only_resource(full_synth.template_json, "AWS::SNS::TopicPolicy")
+
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert any(
+        statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for statement in statements
+    )

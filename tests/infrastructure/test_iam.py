@@ -1,0 +1,165 @@
+"""The consumer policy, the least-privilege guard over every IAM statement, and the IRSA roles."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from tests.infrastructure.conftest import FULL_CONTEXT, OIDC_ISSUER
+from tests.infrastructure.template_queries import (
+    as_list,
+    flatten,
+    identity_statements,
+    logical_id_by_prefix,
+    only_resource,
+    resources,
+    statements_of_role,
+)
+
+if TYPE_CHECKING:
+    from tests.infrastructure.conftest import Synthesized
+
+CONSUMER_QUEUE_ACTIONS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+}
+# The one wildcard allowed on S3/SQS grants: objects under the uploads prefix of our own bucket.
+OBJECTS_UNDER_PREFIX = re.compile(r"^<IngestUploadsBucket\w+\.Arn>/[A-Za-z0-9_-]+/\*$")
+
+
+def _consumer_policy(template: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    policy_id, policy = only_resource(template, "AWS::IAM::ManagedPolicy")
+    return policy_id, policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _trust_statement(template: dict[str, Any], role_id: str) -> dict[str, Any]:
+    statements = template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert len(statements) == 1
+    return statements[0]  # type: ignore[no-any-return]
+
+
+def _web_identity_roles(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        role_id: role
+        for role_id, role in resources(template, "AWS::IAM::Role").items()
+        if _trust_statement(template, role_id)["Action"] == "sts:AssumeRoleWithWebIdentity"
+    }
+
+
+def test_default_consumer_policy_grants_exactly_what_a_consumer_needs(default_synth: Synthesized) -> None:
+    template = default_synth.template_json
+    queue_id = logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestQueue")
+    _, statements = _consumer_policy(template)
+
+    grants = {(frozenset(as_list(statement["Action"])), flatten(statement["Resource"])) for statement in statements}
+    bucket_id = logical_id_by_prefix(template, "AWS::S3::Bucket", "IngestUploadsBucket")
+    assert grants == {
+        (frozenset(CONSUMER_QUEUE_ACTIONS), f"<{queue_id}.Arn>"),
+        (frozenset({"s3:GetObject", "s3:GetObjectVersion"}), f"<{bucket_id}.Arn>/uploads/*"),
+    }
+    assert all(statement["Effect"] == "Allow" and "Condition" not in statement for statement in statements)
+
+
+def test_consumer_policy_reads_only_the_configured_prefix(full_synth: Synthesized) -> None:
+    _, statements = _consumer_policy(full_synth.template_json)
+
+    object_resources = [flatten(s["Resource"]) for s in statements if "s3:GetObject" in as_list(s["Action"])]
+    assert len(object_resources) == 1
+    assert object_resources[0].endswith(".Arn>/incoming/*")
+
+
+def test_no_s3_or_sqs_grant_has_a_wildcard_resource(any_synth: Synthesized) -> None:
+    offending = []
+    for statement in identity_statements(any_synth.template_json):
+        actions = as_list(statement["Action"])
+        if statement["Effect"] != "Allow" or not any(
+            action == "*" or action.startswith(("s3:", "sqs:")) for action in actions
+        ):
+            continue
+        for resource in as_list(statement["Resource"]):
+            text = flatten(resource)
+            if "*" in text and not OBJECTS_UNDER_PREFIX.match(text):
+                offending.append((actions, text))
+    assert offending == []
+
+
+def test_no_grant_uses_an_action_wildcard_on_s3_or_sqs(any_synth: Synthesized) -> None:
+    actions = {
+        action for statement in identity_statements(any_synth.template_json) for action in as_list(statement["Action"])
+    }
+
+    assert not {action for action in actions if action == "*" or re.match(r"^(s3|sqs):.*\*", action)}
+
+
+def test_lambda_role_gets_the_consumer_policy_and_no_aws_managed_policy_by_default(default_synth: Synthesized) -> None:
+    template = default_synth.template_json
+    policy_id, _ = _consumer_policy(template)
+    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")
+
+    assert template["Resources"][role_id]["Properties"]["ManagedPolicyArns"] == [{"Ref": policy_id}]
+
+
+def test_lambda_role_reads_only_the_database_secret(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")
+
+    secret_grants = [
+        statement
+        for statement in statements_of_role(template, role_id)
+        if any(action.startswith("secretsmanager:") for action in as_list(statement["Action"]))
+    ]
+    assert [(s["Action"], s["Resource"]) for s in secret_grants] == [
+        ("secretsmanager:GetSecretValue", {"Ref": "DatabaseCredentialsArn"})
+    ]
+
+
+def test_default_stack_has_no_irsa_roles(default_synth: Synthesized) -> None:
+    assert _web_identity_roles(default_synth.template_json) == {}
+
+
+def test_file_processor_role_trusts_only_its_service_account_tokens_for_sts(full_synth: Synthesized) -> None:
+    template = full_synth.template_json
+    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaFileProcessorRole")
+
+    assert _trust_statement(template, role_id) == {
+        "Effect": "Allow",
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Principal": {"Federated": FULL_CONTEXT["oidcProviderArn"]},
+        "Condition": {
+            "StringEquals": {
+                f"{OIDC_ISSUER}:sub": "system:serviceaccount:file-queue:file-processor",
+                f"{OIDC_ISSUER}:aud": "sts.amazonaws.com",
+            }
+        },
+    }
+
+
+def test_file_processor_role_has_the_consumer_policy_and_nothing_else(full_synth: Synthesized) -> None:
+    template = full_synth.template_json
+    policy_id, _ = _consumer_policy(template)
+    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaFileProcessorRole")
+
+    assert template["Resources"][role_id]["Properties"]["ManagedPolicyArns"] == [{"Ref": policy_id}]
+    assert statements_of_role(template, role_id) == []
+
+
+def test_keda_operator_role_may_only_read_queue_attributes(full_synth: Synthesized) -> None:
+    template = full_synth.template_json
+    queue_id = logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestQueue")
+    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaKedaOperatorRole")
+
+    assert _trust_statement(template, role_id)["Condition"] == {
+        "StringEquals": {
+            f"{OIDC_ISSUER}:sub": "system:serviceaccount:keda:keda-operator",
+            f"{OIDC_ISSUER}:aud": "sts.amazonaws.com",
+        }
+    }
+    assert "ManagedPolicyArns" not in template["Resources"][role_id]["Properties"]
+    grants = [
+        (statement["Effect"], statement["Action"], statement["Resource"])
+        for statement in statements_of_role(template, role_id)
+    ]
+    assert grants == [("Allow", "sqs:GetQueueAttributes", {"Fn::GetAtt": [queue_id, "Arn"]})]

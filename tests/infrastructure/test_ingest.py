@@ -1,0 +1,232 @@
+"""Bucket, notifications, queue and DLQ, including RELIABILITY.md §E's queue guards."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_cdk.assertions import Annotations, Match
+
+from tests.infrastructure.template_queries import (
+    flatten,
+    logical_id_by_prefix,
+    only_resource,
+    resources,
+)
+
+if TYPE_CHECKING:
+    from tests.infrastructure.conftest import Synthesized
+
+S3_NOTIFICATION_MAX_BYTES = 64 * 1024
+
+
+def _uploads_bucket_id(template: dict[str, Any]) -> str:
+    return logical_id_by_prefix(template, "AWS::S3::Bucket", "IngestUploadsBucket")
+
+
+def _queue_ids(template: dict[str, Any]) -> tuple[str, str]:
+    return (
+        logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestQueue"),
+        logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestDeadLetterQueue"),
+    )
+
+
+def _queue(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"][_queue_ids(template)[0]]["Properties"]  # type: ignore[no-any-return]
+
+
+def _dead_letter_queue(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"][_queue_ids(template)[1]]["Properties"]  # type: ignore[no-any-return]
+
+
+def _event_source_mapping(template: dict[str, Any]) -> dict[str, Any]:
+    return only_resource(template, "AWS::Lambda::EventSourceMapping")[1]["Properties"]  # type: ignore[no-any-return]
+
+
+def _consumer_function(template: dict[str, Any]) -> dict[str, Any]:
+    function_id = logical_id_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
+    return template["Resources"][function_id]["Properties"]  # type: ignore[no-any-return]
+
+
+def _denies_insecure_transport(statements: list[dict[str, Any]]) -> bool:
+    return any(
+        statement["Effect"] == "Deny" and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        for statement in statements
+    )
+
+
+def test_uploads_bucket_is_versioned_private_encrypted_and_logged(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    bucket = template["Resources"][_uploads_bucket_id(template)]["Properties"]
+
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    encryption = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert flatten(bucket["LoggingConfiguration"]["DestinationBucketName"]).startswith("<IngestAccessLogsBucket")
+
+
+def test_uploads_bucket_expires_noncurrent_versions(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    rules = template["Resources"][_uploads_bucket_id(template)]["Properties"]["LifecycleConfiguration"]["Rules"]
+
+    noncurrent = [rule for rule in rules if "NoncurrentVersionExpiration" in rule]
+    assert len(noncurrent) == 1
+    assert noncurrent[0]["Status"] == "Enabled"
+    assert noncurrent[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+
+
+def test_every_bucket_policy_denies_insecure_transport(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    buckets = resources(template, "AWS::S3::Bucket")
+    policies = resources(template, "AWS::S3::BucketPolicy").values()
+
+    protected = {
+        flatten(policy["Properties"]["Bucket"])
+        for policy in policies
+        if _denies_insecure_transport(policy["Properties"]["PolicyDocument"]["Statement"])
+    }
+    assert protected == {f"<{bucket_id}>" for bucket_id in buckets}
+
+
+def test_default_notifications_cover_created_and_removed_under_uploads(default_synth: Synthesized) -> None:
+    template = default_synth.template_json
+    queue_id, _ = _queue_ids(template)
+    _, notifications = only_resource(template, "Custom::S3BucketNotifications")
+
+    configurations = notifications["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert sorted(event for configuration in configurations for event in configuration["Events"]) == [
+        "s3:ObjectCreated:*",
+        "s3:ObjectRemoved:*",
+    ]
+    for configuration in configurations:
+        assert configuration["QueueArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+        assert configuration["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}}
+    assert notifications["Properties"]["BucketName"] == {"Ref": _uploads_bucket_id(template)}
+
+
+def test_notification_prefix_follows_context(full_synth: Synthesized) -> None:
+    _, notifications = only_resource(full_synth.template_json, "Custom::S3BucketNotifications")
+
+    prefixes = {
+        rule["Value"]
+        for configuration in notifications["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+        for rule in configuration["Filter"]["Key"]["FilterRules"]
+    }
+    assert prefixes == {"incoming/"}
+
+
+def test_queue_policy_lets_only_this_bucket_of_this_account_send(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    queue_id, _ = _queue_ids(template)
+    policy = next(
+        policy
+        for policy in resources(template, "AWS::SQS::QueuePolicy").values()
+        if policy["Properties"]["Queues"] == [{"Ref": queue_id}]
+    )
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+
+    allows = [statement for statement in statements if statement["Effect"] == "Allow"]
+    assert allows == [
+        {
+            "Sid": "AllowUploadBucketNotifications",
+            "Effect": "Allow",
+            "Principal": {"Service": "s3.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": [queue_id, "Arn"]},
+            "Condition": {
+                "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [_uploads_bucket_id(template), "Arn"]}},
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            },
+        }
+    ]
+    assert _denies_insecure_transport(statements)
+
+
+def test_both_queues_are_encrypted_and_refuse_plain_http(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    queue_ids = set(_queue_ids(template))
+
+    for queue_id in queue_ids:
+        assert template["Resources"][queue_id]["Properties"]["SqsManagedSseEnabled"] is True
+    protected = {
+        flatten(queue_ref)
+        for policy in resources(template, "AWS::SQS::QueuePolicy").values()
+        if _denies_insecure_transport(policy["Properties"]["PolicyDocument"]["Statement"])
+        for queue_ref in policy["Properties"]["Queues"]
+    }
+    assert protected == {f"<{queue_id}>" for queue_id in queue_ids}
+
+
+def test_visibility_timeout_covers_six_function_timeouts_plus_the_batching_window(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    function_timeout = _consumer_function(template)["Timeout"]
+    batching_window = _event_source_mapping(template)["MaximumBatchingWindowInSeconds"]
+
+    assert _queue(template)["VisibilityTimeout"] >= 6 * function_timeout + batching_window
+
+
+def test_default_function_timeout_and_visibility_follow_the_seed(default_synth: Synthesized) -> None:
+    template = default_synth.template_json
+
+    assert _consumer_function(template)["Timeout"] == 300
+    assert _queue(template)["VisibilityTimeout"] == 6 * 300 + 5
+
+
+def test_configured_timeout_and_window_move_the_visibility_timeout(full_synth: Synthesized) -> None:
+    template = full_synth.template_json
+
+    assert _consumer_function(template)["Timeout"] == 120
+    assert _event_source_mapping(template)["MaximumBatchingWindowInSeconds"] == 10
+    assert _queue(template)["VisibilityTimeout"] == 6 * 120 + 10
+
+
+def test_queue_keeps_messages_one_day_and_accepts_every_s3_notification(any_synth: Synthesized) -> None:
+    queue = _queue(any_synth.template_json)
+
+    assert queue["MessageRetentionPeriod"] == 24 * 60 * 60
+    assert queue["MaximumMessageSize"] >= S3_NOTIFICATION_MAX_BYTES
+
+
+def test_dead_letter_queue_outlives_the_source_queue(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+
+    assert _dead_letter_queue(template)["MessageRetentionPeriod"] > _queue(template)["MessageRetentionPeriod"]
+    assert _dead_letter_queue(template)["MessageRetentionPeriod"] == 14 * 24 * 60 * 60
+
+
+def test_default_redrive_after_three_receives_is_flagged_below_the_recommended_five(
+    default_synth: Synthesized,
+) -> None:
+    template = default_synth.template_json
+    _, dead_letter_queue_id = _queue_ids(template)
+
+    assert _queue(template)["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dead_letter_queue_id, "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    Annotations.from_stack(default_synth.stack).has_info(
+        "/FileQueue/Ingest/Queue", Match.string_like_regexp("maxReceiveCount is 3, below the 5 AWS recommends")
+    )
+
+
+def test_configured_receive_count_of_five_is_not_flagged(full_synth: Synthesized) -> None:
+    assert _queue(full_synth.template_json)["RedrivePolicy"]["maxReceiveCount"] == 5
+    infos = Annotations.from_stack(full_synth.stack).find_info("*", Match.string_like_regexp("maxReceiveCount"))
+    assert infos == []
+
+
+def test_every_queue_except_the_dead_letter_queue_redrives(any_synth: Synthesized) -> None:
+    template = any_synth.template_json
+    queue_id, _ = _queue_ids(template)
+
+    redriving = {
+        logical_id
+        for logical_id, queue in resources(template, "AWS::SQS::Queue").items()
+        if "RedrivePolicy" in queue["Properties"]
+    }
+    assert redriving == {queue_id}
