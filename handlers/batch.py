@@ -104,7 +104,9 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
     if applied:
         logger.info("migrations applied", extra={"migrations": applied})
     repository = PostgresRepository(
-        open_pool(url, max_size=settings.db_pool_max_size, timeout=settings.db_connect_timeout_seconds)
+        open_pool(url, max_size=settings.db_pool_max_size, timeout=settings.db_connect_timeout_seconds),
+        similar_top_k=settings.similar_top_k,
+        similar_threshold=settings.similar_threshold,
     )
     deps = Deps(
         store=S3ObjectStore(build_s3_client(), settings.max_object_bytes),

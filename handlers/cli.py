@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import FileQueueError
+from handlers.errors import ConfigError, FileQueueError, TransientError
 from handlers.settings import get_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
+
+    import psycopg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from handlers.adapters.graph import MAX_HOPS
+
     parser = argparse.ArgumentParser(prog="filequeue", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -63,6 +70,47 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, default=Path(".filequeue/dev"), help="where PostgreSQL keeps its data")
     dev.add_argument("--processes", type=int, default=1, help="worker processes")
     dev.set_defaults(command=_dev)
+
+    search = commands.add_parser("search", help="the chunks that best match a text, with key, page and snippet")
+    search.add_argument("text", help="what to look for")
+    search.add_argument("--limit", type=_positive_int, default=10, help="how many chunks (default 10)")
+    search.add_argument(
+        "--hybrid", action="store_true", help="fuse vector similarity with full-text ranking (reciprocal rank fusion)"
+    )
+    search.add_argument("--json", action="store_true", help="print a JSON list")
+    search.set_defaults(command=_search)
+
+    graph = commands.add_parser("graph", help="a document's neighbours in the graph, by relation")
+    graph.add_argument("key", help="the document's key")
+    graph.add_argument("--bucket", default=None, help="the bucket, if several hold the key")
+    graph.add_argument(
+        "--hops",
+        type=int,
+        choices=range(1, MAX_HOPS + 1),
+        default=1,
+        metavar="N",
+        help=f"how many edges to walk, 1-{MAX_HOPS} (default 1)",
+    )
+    graph.add_argument(
+        "--relation",
+        action="append",
+        choices=("similar", "references", "referenced_by"),
+        help="walk only this relation (repeatable; default all)",
+    )
+    graph.add_argument("--json", action="store_true", help="print JSON")
+    graph.set_defaults(command=_graph)
+
+    reembed = commands.add_parser(
+        "reembed", help="move the store to the embedding model and dimension in the settings, search answering"
+    )
+    reembed.add_argument("--batch-size", type=_positive_int, default=256, help="chunks per transaction (default 256)")
+    reembed.add_argument(
+        "--max-batches", type=_positive_int, default=None, help="stop after this many batches; run again to resume"
+    )
+    reembed.add_argument(
+        "--no-switch", action="store_true", help="build the new vectors and their indexes, but do not switch yet"
+    )
+    reembed.set_defaults(command=_reembed)
     return parser
 
 
@@ -131,6 +179,126 @@ def _dev(args: argparse.Namespace) -> int:
     from handlers.demo import run_dev
 
     return run_dev(args.data_dir, args.processes)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from handlers.adapters.embedders import build_embedder
+    from handlers.adapters.search import search
+    from handlers.batch import prepare_database
+
+    settings = get_settings()
+    settings.require_database()
+    embedder = build_embedder(settings)
+    url, _ = prepare_database(settings, embedder.model, embedder.dimension, apply=False)
+    with _connect(url) as conn:
+        hits = search(conn, embedder, args.text, limit=args.limit, hybrid=args.hybrid)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        print("no results")
+        return 0
+    rows = [["rank", "score", "page", "key", "snippet"]] + [
+        [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key, hit.snippet] for rank, hit in enumerate(hits, 1)
+    ]
+    print(_table(rows, right_aligned=3))
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from handlers.adapters.graph import RELATIONS, find_document, neighbours
+
+    with _connect(_database_url()) as conn:
+        try:
+            document_id = find_document(conn, args.key, args.bucket)
+        except LookupError as error:
+            print(f"filequeue: error: {error.args[0]}", file=sys.stderr)
+            return 2
+        found = neighbours(conn, document_id, hops=args.hops, relations=args.relation or RELATIONS)
+    if args.json:
+        listed = [dataclasses.asdict(neighbour) for neighbour in found]
+        print(json.dumps({"key": args.key, "neighbours": listed}, ensure_ascii=False, indent=2))
+        return 0
+    print(args.key)
+    if not found:
+        print("  no neighbours")
+    for relation, group in itertools.groupby(found, key=lambda neighbour: neighbour.relation):
+        print(relation)
+        for neighbour in group:
+            route = f"  ({neighbour.hops} hops, via {neighbour.via})" if neighbour.via else ""
+            print(f"  {neighbour.weight:.3f}  {neighbour.key}{route}")
+    return 0
+
+
+def _reembed(args: argparse.Namespace) -> int:
+    from handlers.adapters.embedders import build_embedder
+    from handlers.adapters.migrate import pending_migrations
+    from handlers.adapters.reembed import ReembedOptions, reembed
+
+    settings = get_settings()
+    embedder = build_embedder(settings)
+    options = ReembedOptions(
+        batch_size=args.batch_size,
+        max_batches=args.max_batches,
+        switch=not args.no_switch,
+        similar_top_k=settings.similar_top_k,
+        similar_threshold=settings.similar_threshold,
+    )
+    with _connect(_database_url()) as conn:
+        if pending := pending_migrations(conn):
+            raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate` first")
+        report = reembed(conn, embedder, options, on_batch=lambda batch: print(f"batch {batch} written"))
+    target = f"{report.target.embedding_model!r} (dimension {report.target.embedding_dimension})"
+    print(f"embedded {report.chunks_embedded} chunks in {report.batches} batches toward {target}")
+    if report.complete:
+        print(f"switched to {target}; similar edges recomputed for {report.documents_relinked} documents")
+    else:
+        print("not switched yet; run `filequeue reembed` again to continue")
+    return 0
+
+
+def _database_url() -> str:
+    from handlers.adapters.postgres import resolve_database_url
+    from handlers.adapters.secrets import fetch_secret
+
+    settings = get_settings()
+    return resolve_database_url(settings.database_url, settings.database_secret_arn, fetch_secret)
+
+
+@contextmanager
+def _connect(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection that knows the vector type; unreachable databases are FileQueueErrors."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    timeout = max(1, int(get_settings().db_connect_timeout_seconds))
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout, application_name="filequeue-cli")
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
+    with conn:
+        register_vector(conn)
+        yield conn
+
+
+def _table(rows: list[list[str]], *, right_aligned: int) -> str:
+    """Rows as aligned columns; the first `right_aligned` columns are numbers, the last is not padded."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if column < right_aligned else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=False))
+        ]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 if __name__ == "__main__":

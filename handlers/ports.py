@@ -50,6 +50,8 @@ class Repository(Protocol):
     ) -> str | None:
         """Replace the document and its chunks and edges in one transaction.
 
+        The edges are the structure (`has_chunk`, `next`) and the graph: `similar` to the nearest
+        stored documents and `references` to and from the documents it mentions or that mention it.
         Returns None when written, or the reason it was skipped (a newer event won meanwhile).
         """
         ...

@@ -84,9 +84,11 @@ def _other_version_deleted(ref: ObjectRef, stored: StoredState | None) -> str | 
 
 
 class PostgresRepository:
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *, similar_top_k: int = 5, similar_threshold: float = 0.75) -> None:
         self._pool = pool
         self._unavailable_until = 0.0
+        self._similar_top_k = similar_top_k
+        self._similar_threshold = similar_threshold
 
     def close(self) -> None:
         self._pool.close()
@@ -124,6 +126,9 @@ class PostgresRepository:
     ) -> str | None:
         from pgvector import Vector
 
+        from handlers.adapters.graph import link_document
+        from handlers.adapters.migrate import StoreConfig, check_store_config, read_store_config
+
         ref = fetched.ref
         with self._connection() as conn, conn.transaction():
             _lock(conn, ref)
@@ -143,6 +148,10 @@ class PostgresRepository:
                 embedding_model=embedding_model,
             )
             _clear_content(conn, document_id)
+            if vectors:
+                # Under the document row's lock a `filequeue reembed` switch has either committed (and
+                # this worker, still on the old model, is refused) or waits for this transaction.
+                check_store_config(read_store_config(conn), StoreConfig(embedding_model, len(vectors[0])))
             with conn.cursor().copy(
                 "COPY chunks (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
                 " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
@@ -163,6 +172,15 @@ class PostgresRepository:
                         )
                     )
             _write_structure_edges(conn, document_id)
+            link_document(
+                conn,
+                document_id,
+                bucket=ref.bucket,
+                key=ref.key,
+                text=extracted.text,
+                top_k=self._similar_top_k,
+                threshold=self._similar_threshold,
+            )
             conn.execute("DELETE FROM tombstones WHERE bucket = %s AND key = %s", (ref.bucket, ref.key))
             return None
 
@@ -333,12 +351,20 @@ def _upsert_document(conn: psycopg.Connection[Any], ref: ObjectRef, **values: ob
 
 
 def _clear_content(conn: psycopg.Connection[Any], document_id: int) -> None:
-    """Remove the document's chunks and every edge that touches it or its chunks."""
+    """Remove the document's chunks, its vector, its names and mentions, and every edge that touches it.
+
+    Edges between two documents may be owned by the other one (it found this one when it was linked),
+    so they are matched by both ends, not only by owner.
+    """
     conn.execute(
-        "DELETE FROM edges WHERE owner_document_id = %s OR (target_kind = 'document' AND target_id = %s)",
-        (document_id, document_id),
+        "DELETE FROM edges WHERE owner_document_id = %s OR (target_kind = 'document' AND target_id = %s)"
+        " OR (source_kind = 'document' AND source_id = %s)",
+        (document_id, document_id, document_id),
     )
     conn.execute("DELETE FROM chunks WHERE document_id = %s", (document_id,))
+    conn.execute("DELETE FROM document_mentions WHERE document_id = %s", (document_id,))
+    conn.execute("DELETE FROM document_names WHERE document_id = %s", (document_id,))
+    conn.execute("UPDATE documents SET embedding = NULL WHERE id = %s AND embedding IS NOT NULL", (document_id,))
 
 
 def _write_structure_edges(conn: psycopg.Connection[Any], document_id: int) -> None:

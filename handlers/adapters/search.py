@@ -1,0 +1,182 @@
+"""Search over chunks: pgvector nearest neighbours, optionally fused with PostgreSQL full-text ranking.
+
+Hybrid search fuses two rankings by reciprocal rank fusion (Cormack et al., 2009): a chunk scores
+the sum over the rankings it appears in of 1 / (k + rank), with k = 60. Ranks, not raw scores, are
+combined, so cosine similarity and `ts_rank_cd` need no common scale.
+
+`hnsw.ef_search` is raised for the query: an HNSW scan yields at most ef_search rows (pgvector 0.6
+has no iterative scan), so the default 40 would cut a hybrid candidate list of 50 short; 100 also
+gives better recall than the default for a cost that stays small next to the round trip (see
+bench/search_latency.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import psycopg
+
+    from handlers.ports import Embedder
+
+RRF_K = 60
+CANDIDATES = 50
+EF_SEARCH = 100
+SNIPPET_CHARS = 200
+
+# The nearest chunks first, by id and distance alone, so that an exact scan (no usable index)
+# sorts narrow rows; their text and document are fetched for the few that are kept.
+VECTOR_QUERY = """
+SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, 1 - nearest.distance AS score,
+       NULL::bigint AS vector_rank, NULL::bigint AS text_rank
+FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
+      ORDER BY embedding <=> %(vector)s LIMIT %(limit)s) AS nearest
+JOIN chunks AS chunk ON chunk.id = nearest.id
+JOIN documents AS document ON document.id = chunk.document_id
+ORDER BY nearest.distance, chunk.id
+"""
+
+HYBRID_QUERY = """
+WITH by_vector AS (
+    SELECT id, row_number() OVER (ORDER BY distance, id) AS rank
+    FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
+          ORDER BY embedding <=> %(vector)s LIMIT %(candidates)s) AS nearest
+),
+by_text AS (
+    SELECT id, row_number() OVER (ORDER BY text_score DESC, id) AS rank
+    FROM (SELECT id, ts_rank_cd(tsv, query) AS text_score
+          FROM chunks, websearch_to_tsquery('simple', %(text)s) AS query
+          WHERE tsv @@ query ORDER BY text_score DESC, id LIMIT %(candidates)s) AS matches
+),
+fused AS (
+    SELECT id, sum(1.0 / (%(rrf_k)s + rank)) AS score, min(vector_rank) AS vector_rank, min(text_rank) AS text_rank
+    FROM (SELECT id, rank, rank AS vector_rank, NULL::bigint AS text_rank FROM by_vector
+          UNION ALL
+          SELECT id, rank, NULL, rank FROM by_text) AS ranked
+    GROUP BY id
+)
+SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, fused.score::float8,
+       fused.vector_rank, fused.text_rank
+FROM fused
+JOIN chunks AS chunk ON chunk.id = fused.id
+JOIN documents AS document ON document.id = chunk.document_id
+ORDER BY fused.score DESC, chunk.id
+LIMIT %(limit)s
+"""
+
+_TERM = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One chunk found: where it is, a snippet, and its score (cosine similarity, or the RRF sum).
+
+    In hybrid search the ranks (1-based) the chunk had in each ranking, None where it was not a
+    candidate.
+    """
+
+    chunk_id: int
+    bucket: str
+    key: str
+    page: int
+    score: float
+    snippet: str
+    vector_rank: int | None = None
+    text_rank: int | None = None
+
+
+def search(
+    conn: psycopg.Connection[Any], embedder: Embedder, query: str, *, limit: int = 10, hybrid: bool = False
+) -> list[SearchHit]:
+    """Embed `query` with the store's embedder and return the best `limit` chunks."""
+    [vector] = embedder.embed([query])
+    return search_chunks(conn, query, vector, limit=limit, hybrid=hybrid)
+
+
+def search_chunks(
+    conn: psycopg.Connection[Any],
+    query: str,
+    vector: Sequence[float],
+    *,
+    limit: int = 10,
+    hybrid: bool = False,
+    candidates: int = CANDIDATES,
+    ef_search: int = EF_SEARCH,
+) -> list[SearchHit]:
+    """The best `limit` chunks for a query already embedded as `vector`.
+
+    Only ready documents have chunks (a failed document's chunks go in the transaction that marks
+    it failed), so no status filter is needed. `conn` must have the pgvector types registered; the
+    query runs in its own transaction, so the `hnsw.ef_search` setting stays local to it.
+    """
+    from pgvector import Vector
+
+    params = {
+        "vector": Vector(list(vector)),
+        "text": query,
+        "limit": limit,
+        "candidates": max(candidates, limit),
+        "rrf_k": RRF_K,
+    }
+    with conn.transaction():
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(ef_search, limit, candidates)),))
+        rows = conn.execute(HYBRID_QUERY if hybrid else VECTOR_QUERY, params).fetchall()
+    return [
+        SearchHit(chunk_id, bucket, key, page, float(score), make_snippet(text, query), vector_rank, text_rank)
+        for chunk_id, bucket, key, page, text, score, vector_rank, text_rank in rows
+    ]
+
+
+def make_snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """The `width` characters of `text` that hold the most distinct query terms, cut at word boundaries.
+
+    Whitespace runs become one space; an ellipsis marks a cut.
+    """
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    terms = {term.casefold() for term in _TERM.findall(query)}
+    hits = [(match.start(), match.group(0).casefold()) for match in _TERM.finditer(flat)]
+    hits = [(position, term) for position, term in hits if term in terms]
+    # The terms go in the last four fifths of the window; the first fifth shows what leads up to them.
+    lead = width // 5
+    start = _best_window_start(hits, width - lead) - lead if hits else 0
+    start = max(0, min(start, len(flat) - width))
+    end = start + width
+    if start > 0:
+        start = _word_start_at_or_after(flat, start)
+    if end < len(flat):
+        end = _word_end_at_or_before(flat, end)
+    prefix = "…" if start > 0 else ""
+    suffix = "…" if end < len(flat) else ""
+    return f"{prefix}{flat[start:end]}{suffix}"
+
+
+def _best_window_start(hits: list[tuple[int, str]], width: int) -> int:
+    """Start of the window of `width` that covers the most distinct terms (earliest on ties)."""
+    best_start, best_count = hits[0][0], 0
+    for index, (start, _) in enumerate(hits):
+        covered = {term for position, term in hits[index:] if position < start + width}
+        if len(covered) > best_count:
+            best_start, best_count = start, len(covered)
+    return best_start
+
+
+def _word_start_at_or_after(text: str, position: int) -> int:
+    """`position` if a word starts there, else the start of the next word (if one starts nearby)."""
+    if text[position - 1] == " ":
+        return position
+    space = text.find(" ", position, position + 30)
+    return space + 1 if space >= 0 else position
+
+
+def _word_end_at_or_before(text: str, position: int) -> int:
+    """`position` if a word ends there, else the end of the previous word (if one ends nearby)."""
+    if text[position] == " ":
+        return position
+    space = text.rfind(" ", max(0, position - 30), position)
+    return space if space > 0 else position
