@@ -178,7 +178,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from handlers.demo import run_dev
 
-    return run_dev(args.data_dir, args.processes)
+    return run_dev(args.data_dir, args.processes, get_settings().health_port)
 
 
 def _search(args: argparse.Namespace) -> int:

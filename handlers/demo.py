@@ -210,12 +210,16 @@ def run_demo(processes: int, *, out: Callable[[str], None] = print) -> DemoRepor
         sys.stderr.write("\n")
         report = collect_report(stack, len(DEMO_FILES), seconds)
         _print_report(report, out)
+        out(f"\n$ filequeue search {SAMPLE_QUERY!r} --hybrid --limit 3")
+        out(_run_cli(stack.environment, "search", SAMPLE_QUERY, "--hybrid", "--limit", "3"))
+        out("$ filequeue graph uploads/tracemonkey.pdf")
+        out(_run_cli(stack.environment, "graph", "uploads/tracemonkey.pdf"))
         return report
     finally:
         stack.stop()
 
 
-def run_dev(data_dir: Path, processes: int, *, out: Callable[[str], None] = print) -> int:
+def run_dev(data_dir: Path, processes: int, health_port: int, *, out: Callable[[str], None] = print) -> int:
     """Keep the stack and a worker running until Ctrl-C, printing how to use it from a shell."""
     stack = start_local_stack(data_dir)
     try:
@@ -224,8 +228,10 @@ def run_dev(data_dir: Path, processes: int, *, out: Callable[[str], None] = prin
             out(f"  export {name}={value}")
         out(f"  aws s3 cp ./notes.md s3://{stack.resources.bucket}/{stack.resources.prefix}notes.md")
         out(f"  filequeue search 'your words'    # queue: {stack.resources.queue_url}")
+        if health_port:
+            out(f"  curl localhost:{health_port}/metrics   # the worker's health and Prometheus metrics")
         out("Ctrl-C stops everything.")
-        with running_worker(stack.environment, processes, health_port=8080) as worker:
+        with running_worker(stack.environment, processes, health_port=health_port) as worker:
             try:
                 worker.wait()
             except KeyboardInterrupt:
@@ -233,6 +239,19 @@ def run_dev(data_dir: Path, processes: int, *, out: Callable[[str], None] = prin
         return 0
     finally:
         stack.stop()
+
+
+def _run_cli(environment: dict[str, str], *arguments: str) -> str:
+    """Run a `filequeue` command against the stack, the way a user in another shell would."""
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "handlers.cli", *arguments],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    return (result.stdout + result.stderr).rstrip()
 
 
 def _progress_bar(done: int, total: int) -> None:

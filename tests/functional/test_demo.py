@@ -1,0 +1,80 @@
+"""The README's first command and `filequeue dev`, run as a user runs them: as processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import boto3
+import psycopg
+
+from tests.conftest import REPO_ROOT
+
+
+def test_demo_processes_every_file_and_prints_the_summary():
+    result = subprocess.run(
+        [sys.executable, "-m", "handlers.cli", "demo", "--processes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "stored:  6" in out
+    assert "uploads/broken.pdf: corrupt_file" in out
+    assert "uploads/secret.pdf: encrypted_pdf" in out
+    assert "queue:   0 left, 0 in the DLQ" in out
+    edges = dict(re.findall(r"(\w+) (\d+)", out.split("edges:", 1)[1].splitlines()[0]))
+    assert set(edges) == {"has_chunk", "next", "references", "similar"}
+    assert "uploads/tracemonkey.pdf" in out.split("filequeue search", 1)[1]
+
+
+def test_dev_stack_takes_an_upload_from_another_client_and_stops_on_ctrl_c(tmp_path):
+    with subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "dev", "--data-dir", str(tmp_path), "--processes", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "FILEQUEUE_HEALTH_PORT": "0", "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "1"},
+    ) as dev:
+        try:
+            _upload_and_wait(dev)
+        finally:
+            dev.send_signal(signal.SIGINT)
+            code = dev.wait(timeout=90)
+            errors = dev.stderr.read() if dev.stderr else ""
+    assert code == 0, errors
+
+
+def _upload_and_wait(dev: subprocess.Popen[str]) -> None:
+    exports: dict[str, str] = {}
+    assert dev.stdout is not None
+    for line in dev.stdout:
+        if match := re.match(r"\s+export (\w+)=(.*)", line):
+            exports[match.group(1)] = match.group(2)
+        if "Ctrl-C stops everything" in line:
+            break
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=exports["AWS_ENDPOINT_URL"],
+        region_name=exports["AWS_REGION"],
+        aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
+    )
+    s3.put_object(Bucket="filequeue-demo", Key="uploads/notes.md", Body=b"# Notes\n\nUploaded from another shell.")
+    deadline = time.monotonic() + 120
+    rows: list[tuple[object, ...]] = []
+    while time.monotonic() < deadline and not rows:
+        with psycopg.connect(exports["FILEQUEUE_DATABASE_URL"]) as conn:
+            exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
+            if exists and exists[0]:
+                rows = conn.execute("SELECT key, status FROM documents").fetchall()
+        time.sleep(0.2)
+    assert rows == [("uploads/notes.md", "ready")]
