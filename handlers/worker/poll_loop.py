@@ -1,0 +1,410 @@
+"""The container runtime: long-poll SQS, call the Lambda handler with a Lambda-shaped event, act on its answer.
+
+Parity with Lambda's SQS event source (RELIABILITY §1.9): the same records, a context whose
+remaining time follows the visibility lease, the response read as strictly as Lambda reads it,
+successes deleted, failures left to reappear. Beyond Lambda: a visibility heartbeat, redelivered
+messages processed alone (C5), and a graceful stop that leaves nothing invisible (§4.4).
+
+The handler is injected, so this module never imports the pipeline.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from handlers.worker.backoff import Backoff
+from handlers.worker.context import WorkerContext, function_arn, memory_limit_mb
+from handlers.worker.heartbeat import VisibilityHeartbeat
+from handlers.worker.metrics import WorkerMetrics
+from handlers.worker.records import build_event, group_received, plan_batches
+from handlers.worker.response import InvalidBatchResponseError, failed_message_ids
+from handlers.worker.shutdown import StopSignal
+from handlers.worker.sqs import SQS_ERRORS, Acknowledger, QueueInfo, describe_queue, error_code, receive
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+    from handlers.settings import Settings
+    from handlers.worker.records import Lease, Received
+
+BatchHandler = Callable[[dict[str, Any], Any], Any]
+"""`handler(event, context) -> {"batchItemFailures": [...]}`, the Lambda handler's shape."""
+
+logger = Logger(service="filequeue")
+
+EXIT_OK = 0
+EXIT_ABORTED = 1
+HTTP_SLACK_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopOptions:
+    queue_url: str
+    wait_time_seconds: int = 20
+    batch_size: int = 10
+    visibility_timeout_seconds: int = 0
+    """0: use the queue's VisibilityTimeout attribute."""
+    shutdown_grace_seconds: float = 25.0
+    ack_reserve_seconds: float = 2.0
+    """Kept back from the lease for deleting after the handler returns."""
+    handler_margin_seconds: float = 0.0
+    """The handler's own deadline margin: it starts no record with less time left than this."""
+    heartbeat: bool = True
+    receive_backoff_base_seconds: float = 1.0
+    receive_backoff_cap_seconds: float = 10.0
+    failure_backoff_base_seconds: float = 1.0
+    failure_backoff_cap_seconds: float = 30.0
+    ack_attempts: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoopOptions:
+        return cls(
+            queue_url=settings.require_queue(),
+            wait_time_seconds=settings.worker_wait_time_seconds,
+            batch_size=settings.worker_batch_size,
+            visibility_timeout_seconds=settings.worker_visibility_timeout_seconds,
+            shutdown_grace_seconds=settings.worker_shutdown_grace_seconds,
+            handler_margin_seconds=settings.deadline_margin_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    size: int
+    succeeded: int
+    reason: str | None
+    """Why the failed messages failed (None when all succeeded)."""
+
+
+@dataclass(slots=True)
+class _Tally:
+    processed: int = 0
+    deleted: int = 0
+    released: int = 0
+
+
+def _no_liveness(_alive_until: float) -> None:
+    return None
+
+
+class PollLoop:
+    """One consumer: receive, hand each batch to the handler, delete what succeeded.
+
+    `process_messages` may be called from several threads at once (each call owns its batch).
+    """
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        handler: BatchHandler,
+        options: LoopOptions,
+        *,
+        stop: StopSignal | None = None,
+        metrics: WorkerMetrics | None = None,
+        liveness: Callable[[float], None] = _no_liveness,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], object] | None = None,
+    ) -> None:
+        self._sqs = sqs
+        self._handler = handler
+        self._options = options
+        self._stop = stop or StopSignal(clock)
+        self._metrics = metrics or WorkerMetrics(registry=None)
+        self._liveness = liveness
+        self._clock = clock
+        self._pause = pause or self._stop.wait
+        jitter = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._receive_backoff = Backoff(
+            options.receive_backoff_base_seconds, options.receive_backoff_cap_seconds, rng=jitter
+        )
+        self._failure_backoff = Backoff(
+            options.failure_backoff_base_seconds, options.failure_backoff_cap_seconds, rng=jitter
+        )
+        self._acknowledger = Acknowledger(sqs, options.queue_url, self._metrics, attempts=options.ack_attempts)
+        self._queue: QueueInfo | None = None
+        self._queue_lock = threading.Lock()
+        self._heartbeat: VisibilityHeartbeat | None = None
+        self._memory_mb = memory_limit_mb()
+        self._tally = _Tally()
+        self._tally_lock = threading.Lock()
+        self._aborted = False
+
+    @property
+    def visibility_timeout(self) -> int:
+        queue = self._queue
+        if queue is None:
+            raise RuntimeError("the queue has not been described yet")
+        return self._options.visibility_timeout_seconds or queue.visibility_timeout_seconds
+
+    def run(self) -> int:
+        """Poll until a stop is requested; returns the process exit code."""
+        try:
+            while not self._stop.is_set():
+                self.poll_once()
+        finally:
+            self.close()
+            tally = self._tally
+            logger.info(
+                f"shutdown processed={tally.processed} released={tally.released}",
+                extra={
+                    "processed": tally.processed,
+                    "released": tally.released,
+                    "deleted": tally.deleted,
+                    "reason": self._stop.reason,
+                },
+            )
+        return EXIT_ABORTED if self._aborted else EXIT_OK
+
+    def close(self) -> None:
+        """Stop the visibility heartbeat (run() does this on its way out)."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+
+    def poll_once(self) -> None:
+        """One receive and the processing of what it returned."""
+        if self._ensure_queue() is None:
+            return
+        self._liveness(self._clock() + self._idle_budget())
+        received_at = self._clock()
+        logger.debug("receive_started")
+        try:
+            messages = receive(
+                self._sqs,
+                self._options.queue_url,
+                max_messages=self._options.batch_size,
+                wait_seconds=self._options.wait_time_seconds,
+                visibility_timeout=self._options.visibility_timeout_seconds,
+            )
+        except SQS_ERRORS as exc:
+            self._back_off_after_error("receive", exc, self._receive_backoff)
+            return
+        self._receive_backoff.reset()
+        if not messages:
+            return
+        reports = self.process_messages(messages, received_at=received_at)
+        if any(report.succeeded for report in reports):
+            self._failure_backoff.reset()
+        elif reports and not self._stop.is_set():
+            delay = self._failure_backoff.next_delay()
+            logger.warning(
+                "batch_all_failed",
+                extra={"retry_in_seconds": round(delay, 3), "consecutive": self._failure_backoff.attempts},
+            )
+            self._pause(delay)
+
+    def process_messages(self, messages: Sequence[MessageTypeDef], *, received_at: float) -> list[BatchReport]:
+        """Handle the messages of one receive; `received_at` is when the receive call started."""
+        queue = self._ensure_queue()
+        if queue is None:
+            raise RuntimeError("the queue cannot be described; nothing was processed")
+        received = group_received(messages)
+        self._note_received(messages, received)
+        leases = [lease for item in received for lease in item.leases]
+        if self._stop.is_set():
+            # A long poll that was in flight when the stop came: hand its messages straight back (C3).
+            self._release(leases, "shutdown")
+            return []
+        heartbeat = self._heartbeat
+        if heartbeat is not None:
+            heartbeat.track(leases, received_at=received_at)
+        reports: list[BatchReport] = []
+        try:
+            batches = plan_batches(received, self._options.batch_size)
+            for position, batch in enumerate(batches):
+                if self._stop.is_set():
+                    not_started = [item for rest in batches[position:] for item in rest]
+                    self._release(_leases(not_started), "shutdown")
+                    break
+                reports.append(self._run_batch(batch, queue, received_at))
+        finally:
+            if heartbeat is not None:
+                heartbeat.untrack(leases)
+        return reports
+
+    def _run_batch(self, batch: list[Received], queue: QueueInfo, received_at: float) -> BatchReport:
+        started = self._clock()
+        budget_end = started + self.visibility_timeout
+        # The batch is stuck if it outlives its budget by another visibility timeout.
+        self._liveness(budget_end + self.visibility_timeout)
+        event = build_event(batch, queue.identity)
+        context = self._context(queue, self._deadline(_leases(batch), received_at, budget_end))
+        message_ids = frozenset(item.message_id for item in batch)
+        self._metrics.in_flight.inc(len(batch))
+        try:
+            failed_ids, reason = self._invoke(event, context, message_ids)
+        finally:
+            self._metrics.in_flight.dec(len(batch))
+            seconds = self._clock() - started
+            self._metrics.batch_seconds.observe(seconds)
+        succeeded = [item for item in batch if item.message_id not in failed_ids]
+        failed = [item for item in batch if item.message_id in failed_ids]
+        deleted = self._acknowledger.delete(_leases(succeeded))
+        if failed and self._stop.is_set():
+            # Leaving them invisible until the timeout would strand them (celery #8875): hand them back.
+            self._release(_leases(failed), "shutdown")
+        self._metrics.processed.inc(len(succeeded))
+        if failed:
+            self._metrics.failed.labels(reason=reason).inc(len(failed))
+        with self._tally_lock:
+            self._tally.processed += len(batch)
+            self._tally.deleted += len(deleted.done)
+        logger.info(
+            "batch_done",
+            extra={
+                "request_id": context.aws_request_id,
+                "size": len(batch),
+                "succeeded": len(succeeded),
+                "failed": len(failed),
+                "deleted": len(deleted.done),
+                "reason": reason if failed else None,
+                "seconds": round(seconds, 3),
+                "message_ids": sorted(message_ids),
+            },
+        )
+        return BatchReport(len(batch), len(succeeded), reason if failed else None)
+
+    def _invoke(
+        self, event: dict[str, Any], context: WorkerContext, message_ids: frozenset[str]
+    ) -> tuple[frozenset[str], str]:
+        """Call the handler; the failed message ids and why. Anything but a valid response fails all."""
+        ids = sorted(message_ids)
+        try:
+            response = self._handler(event, context)
+        except Exception:  # Lambda's rule: a handler exception fails the whole batch
+            logger.exception("handler_failed", extra={"message_ids": ids, "outcome": "failed"})
+            return message_ids, "handler_exception"
+        except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt: Powertools lets them through (C7)
+            logger.error(
+                "handler_aborted",
+                extra={"message_ids": ids, "exception": type(exc).__name__, "outcome": "failed"},
+            )
+            self._aborted = True
+            self._stop.request("handler_aborted")
+            return message_ids, "aborted"
+        try:
+            return failed_message_ids(response, message_ids), "reported"
+        except InvalidBatchResponseError as exc:
+            logger.error("invalid_batch_response", extra={"message_ids": ids, "error": str(exc), "outcome": "failed"})
+            return message_ids, "invalid_response"
+
+    def _deadline(self, leases: Sequence[Lease], received_at: float, budget_end: float) -> Callable[[], float]:
+        """When the batch must be done: the earliest of its budget, its lease and the shutdown grace.
+
+        Like a Lambda timeout, each batch gets one visibility timeout of time from its start. The
+        heartbeat keeps the lease beyond that; should renewals stop working, the real end of the
+        lease comes first. After SIGTERM, the end of the grace period does.
+        """
+        heartbeat = self._heartbeat
+        reserve = self._options.ack_reserve_seconds
+        grace = self._options.shutdown_grace_seconds
+        visibility = self.visibility_timeout
+
+        def deadline() -> float:
+            lease_end = heartbeat.expiry(leases) if heartbeat is not None else received_at + visibility
+            return min(budget_end, lease_end, self._stop.deadline(grace)) - reserve
+
+        return deadline
+
+    def _context(self, queue: QueueInfo, deadline: Callable[[], float]) -> WorkerContext:
+        return WorkerContext(
+            deadline=deadline,
+            invoked_function_arn=function_arn(queue.identity.arn),
+            memory_limit_in_mb=self._memory_mb,
+            clock=self._clock,
+        )
+
+    def _release(self, leases: Sequence[Lease], reason: str) -> None:
+        if not leases:
+            return
+        result = self._acknowledger.release(leases, reason)
+        with self._tally_lock:
+            self._tally.released += len(result.done)
+
+    def _note_received(self, messages: Sequence[MessageTypeDef], received: Sequence[Received]) -> None:
+        self._metrics.received.inc(len(messages))
+        for item in received:
+            for copy, lease in enumerate(item.leases):
+                if copy == 0:
+                    logger.info("received", extra=lease.log_fields())
+                else:
+                    self._metrics.skipped.inc()
+                    logger.info("duplicate_in_receive", extra={**lease.log_fields(), "outcome": "skipped"})
+
+    def _ensure_queue(self) -> QueueInfo | None:
+        """Describe the queue once (ARN for the records, visibility for deadlines); None after a failure."""
+        if self._queue is not None:
+            return self._queue
+        with self._queue_lock:
+            if self._queue is not None:
+                return self._queue
+            self._liveness(self._clock() + self._idle_budget())
+            try:
+                queue = describe_queue(self._sqs, self._options.queue_url)
+            except SQS_ERRORS as exc:
+                self._back_off_after_error("get_queue_attributes", exc, self._receive_backoff)
+                return None
+            self._receive_backoff.reset()
+            self._start(queue)
+            self._queue = queue  # published last: other threads read it without the lock
+            return queue
+
+    def _start(self, queue: QueueInfo) -> None:
+        visibility = self._options.visibility_timeout_seconds or queue.visibility_timeout_seconds
+        interval = max(0.5, visibility / 3)
+        # With a heartbeat, a lease may be up to one interval old when a batch starts.
+        usable = visibility - interval if self._options.heartbeat else visibility
+        if usable <= self._options.handler_margin_seconds + self._options.ack_reserve_seconds:
+            logger.error(
+                "visibility_timeout_too_short",
+                extra={
+                    "visibility_timeout": visibility,
+                    "deadline_margin_seconds": self._options.handler_margin_seconds,
+                    "hint": "the handler will start no record: raise the queue's VisibilityTimeout or set "
+                    "FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS",
+                },
+            )
+        if self._options.heartbeat:
+            self._heartbeat = VisibilityHeartbeat(
+                self._acknowledger,
+                interval_seconds=interval,
+                visibility_timeout=visibility,
+                clock=self._clock,
+            )
+            self._heartbeat.start()
+        logger.info(
+            "worker_started",
+            extra={
+                "queue_arn": queue.identity.arn,
+                "visibility_timeout": visibility,
+                "wait_time_seconds": self._options.wait_time_seconds,
+                "batch_size": self._options.batch_size,
+            },
+        )
+
+    def _back_off_after_error(self, operation: str, exc: Exception, backoff: Backoff) -> None:
+        self._metrics.sqs_errors.labels(operation=operation).inc()
+        delay = backoff.next_delay()
+        logger.warning(
+            f"{operation}_failed",
+            extra={"error_code": error_code(exc), "retry_in_seconds": round(delay, 3), "consecutive": backoff.attempts},
+        )
+        self._pause(delay)
+
+    def _idle_budget(self) -> float:
+        """How long one poll may take before the loop counts as stuck."""
+        return self._options.wait_time_seconds + HTTP_SLACK_SECONDS + self._options.receive_backoff_cap_seconds
+
+
+def _leases(items: Iterable[Received]) -> list[Lease]:
+    return [lease for item in items for lease in item.leases]

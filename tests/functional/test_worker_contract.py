@@ -1,0 +1,296 @@
+"""The poll loop's Lambda parity pieces: record shape (§1.7), response rules (§1.5), backoff, context."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+
+from handlers.errors import ConfigError
+from handlers.worker.backoff import Backoff
+from handlers.worker.context import WorkerContext, function_arn, memory_limit_mb
+from handlers.worker.records import QueueIdentity, Received, build_event, describe_body, group_received, plan_batches
+from handlers.worker.response import InvalidBatchResponseError, failed_message_ids
+from handlers.worker.shutdown import StopSignal
+from handlers.worker.supervisor import available_cpus, worker_count
+from tests.functional.worker_app import new_queue
+
+
+def receive_all(sqs: Any, queue_url: str) -> list[Any]:
+    messages: list[Any] = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=1,
+        MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    )["Messages"]
+    return messages
+
+
+def test_records_built_from_a_real_receive_match_lambdas_shape(sqs):
+    # Given a message with string, number and binary attributes
+    queue_url, _ = new_queue(sqs)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.send_message(
+        QueueUrl=queue_url,
+        MessageBody='{"hello": "world"}',
+        MessageAttributes={
+            "kind": {"DataType": "String", "StringValue": "upload"},
+            "size": {"DataType": "Number", "StringValue": "42"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\xff"},
+        },
+    )
+    # When it is received and shaped
+    message = receive_all(sqs, queue_url)[0]
+    event = build_event(group_received([message]), QueueIdentity(queue_arn))
+    record = event["Records"][0]
+
+    # Then every field Lambda sends is there, with Lambda's names and encodings
+    assert set(record) == {
+        "messageId",
+        "receiptHandle",
+        "body",
+        "attributes",
+        "messageAttributes",
+        "md5OfBody",
+        "md5OfMessageAttributes",
+        "eventSource",
+        "eventSourceARN",
+        "awsRegion",
+    }
+    assert record["messageId"] == message["MessageId"]
+    assert record["receiptHandle"] == message["ReceiptHandle"]
+    assert record["md5OfBody"] == hashlib.md5(b'{"hello": "world"}').hexdigest()  # noqa: S324 - SQS's checksum
+    assert record["eventSource"] == "aws:sqs"
+    assert record["eventSourceARN"] == queue_arn
+    assert record["awsRegion"] == "us-east-1"
+    assert record["attributes"]["ApproximateReceiveCount"] == "1"
+    assert record["messageAttributes"]["kind"] == {
+        "stringValue": "upload",
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": "String",
+    }
+    assert base64.b64decode(record["messageAttributes"]["blob"]["binaryValue"]) == b"\x00\x01\xff"
+    assert record["messageAttributes"]["blob"]["dataType"] == "Binary"
+    json.dumps(event)  # Lambda delivers JSON: no bytes may remain
+
+    # And Powertools' strict parser model and data class accept it
+    parsed = SqsRecordModel.model_validate(record)
+    assert parsed.attributes.ApproximateReceiveCount == "1"
+    assert SQSRecord(record).queue_url.endswith("/123456789012/" + queue_arn.rsplit(":", 1)[1])
+
+
+def test_a_message_without_attributes_has_null_md5_of_attributes(sqs):
+    queue_url, _ = new_queue(sqs)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.send_message(QueueUrl=queue_url, MessageBody="plain")
+
+    record = build_event(group_received(receive_all(sqs, queue_url)), QueueIdentity(queue_arn))["Records"][0]
+
+    assert record["messageAttributes"] == {}
+    assert record["md5OfMessageAttributes"] is None
+    SqsRecordModel.model_validate(record)
+
+
+def message(message_id: str, handle: str, receive_count: int = 1, body: str = "{}") -> Any:
+    return {
+        "MessageId": message_id,
+        "ReceiptHandle": handle,
+        "Body": body,
+        "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's checksum
+        "Attributes": {
+            "ApproximateReceiveCount": str(receive_count),
+            "SentTimestamp": "1",
+            "SenderId": "x",
+            "ApproximateFirstReceiveTimestamp": "2",
+        },
+    }
+
+
+def test_a_message_received_twice_in_one_receive_is_one_record_with_both_handles():
+    grouped = group_received([message("m1", "h1"), message("m2", "h2"), message("m1", "h1-again")])
+
+    assert [item.message_id for item in grouped] == ["m1", "m2"]
+    assert [lease.receipt_handle for lease in grouped[0].leases] == ["h1", "h1-again"]
+
+
+def test_redelivered_messages_are_planned_alone_and_fresh_ones_together():
+    grouped = group_received(
+        [message("a", "ha"), message("b", "hb", receive_count=2), message("c", "hc"), message("d", "hd", 3)]
+    )
+
+    batches = plan_batches(grouped, batch_size=10)
+
+    assert [[item.message_id for item in batch] for batch in batches] == [["a", "c"], ["b"], ["d"]]
+
+
+def test_planned_batches_respect_the_batch_size():
+    grouped = group_received([message(f"m{i}", f"h{i}") for i in range(7)])
+
+    assert [len(batch) for batch in plan_batches(grouped, batch_size=3)] == [3, 3, 1]
+
+
+BATCH = frozenset({"m1", "m2"})
+
+
+@pytest.mark.parametrize(
+    ("response", "failed"),
+    [
+        (None, set()),
+        ({}, set()),
+        ({"batchItemFailures": []}, set()),
+        ({"batchItemFailures": None}, set()),
+        ({"batchItemFailures": [{"itemIdentifier": "m2"}]}, {"m2"}),
+        ({"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}, {"m1", "m2"}),
+    ],
+)
+def test_valid_responses_name_the_failed_messages(response, failed):
+    assert failed_message_ids(response, BATCH) == failed
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "ok",
+        [],
+        {"batchItemFailures": [{"itemIdentifier": ""}]},
+        {"batchItemFailures": [{"itemIdentifier": None}]},
+        {"batchItemFailures": [{"messageId": "m1"}]},
+        {"batchItemFailures": [{"itemIdentifier": "not-in-batch"}]},
+        {"batchItemFailures": [{"itemIdentifier": 1}]},
+        {"batchItemFailures": ["m1"]},
+        {"batchItemFailures": "m1"},
+        {"batchItemFailure": [{"itemIdentifier": "m1"}]},
+        {"batchItemFailures": [{"itemIdentifier": "m1", "extra": {1, 2}}]},
+    ],
+    ids=[
+        "string",
+        "list",
+        "empty-identifier",
+        "null-identifier",
+        "wrong-key",
+        "not-in-batch",
+        "number-identifier",
+        "bare-string-items",
+        "not-a-list",
+        "misspelt-top-key",
+        "not-json",
+    ],
+)
+def test_invalid_responses_are_rejected_like_lambda_rejects_them(response):
+    with pytest.raises(InvalidBatchResponseError):
+        failed_message_ids(response, BATCH)
+
+
+def test_backoff_ceilings_grow_exponentially_up_to_the_cap_and_delays_stay_below_them():
+    backoff = Backoff(base_seconds=1.0, cap_seconds=10.0, rng=random.Random(7))  # noqa: S311 - jitter
+    ceilings, delays = [], []
+    for _ in range(8):
+        ceilings.append(backoff.ceiling())
+        delays.append(backoff.next_delay())
+
+    assert ceilings == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
+    assert all(0.0 <= delay <= ceiling for delay, ceiling in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
+    backoff.reset()
+    assert backoff.ceiling() == 1.0
+
+
+def test_backoff_survives_thousands_of_attempts():
+    backoff = Backoff(base_seconds=0.5, cap_seconds=30.0, attempts=5000)
+    assert backoff.ceiling() == 30.0
+
+
+def test_context_counts_down_to_its_deadline_and_never_below_zero():
+    now = [100.0]
+    context = WorkerContext(
+        deadline=lambda: 130.0, invoked_function_arn="arn", memory_limit_in_mb=1, clock=lambda: now[0]
+    )
+
+    assert context.get_remaining_time_in_millis() == 30_000
+    now[0] = 131.0
+    assert context.get_remaining_time_in_millis() == 0
+
+
+def test_context_has_the_attributes_powertools_reads():
+    context = WorkerContext(
+        deadline=lambda: 0.0,
+        invoked_function_arn=function_arn("arn:aws:sqs:eu-west-1:123456789012:uploads"),
+        memory_limit_in_mb=memory_limit_mb(),
+    )
+
+    assert context.invoked_function_arn == "arn:aws:lambda:eu-west-1:123456789012:function:filequeue-worker"
+    assert context.function_name == "filequeue-worker"
+    assert context.memory_limit_in_mb > 0
+    assert (
+        context.aws_request_id
+        != WorkerContext(deadline=lambda: 0.0, invoked_function_arn="", memory_limit_in_mb=0).aws_request_id
+    )
+    for name in ("log_group_name", "log_stream_name", "function_version"):
+        assert getattr(context, name)
+
+
+def test_memory_limit_prefers_the_cgroup_limit(tmp_path):
+    limit = tmp_path / "memory.max"
+    limit.write_text("536870912\n")
+    assert memory_limit_mb(limit) == 512
+    limit.write_text("max\n")
+    assert memory_limit_mb(limit) > 0
+
+
+def test_stop_signal_deadline_starts_at_the_request():
+    now = [10.0]
+    stop = StopSignal(clock=lambda: now[0])
+    assert stop.deadline(25.0) == float("inf")
+    stop.request("SIGTERM")
+    now[0] = 50.0
+    stop.request("again")
+    assert stop.deadline(25.0) == 35.0
+    assert stop.reason == "SIGTERM"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            json.dumps({"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "red+flower%3A.jpg"}}}]}),
+            ("b", "red flower:.jpg"),
+        ),
+        (json.dumps({"detail": {"bucket": {"name": "b"}, "object": {"key": "k"}}}), ("b", "k")),
+        ("{not json", (None, None)),
+        ("[1]", (None, None)),
+        (json.dumps({"Records": [{"s3": {"bucket": "b"}}]}), (None, None)),
+    ],
+)
+def test_describe_body_finds_bucket_and_key_for_log_lines(body, expected):
+    assert describe_body(body) == expected
+
+
+def test_received_reports_the_highest_receive_count_of_its_copies():
+    grouped = group_received([message("m", "h1", receive_count=1), message("m", "h2", receive_count=2)])
+    assert isinstance(grouped[0], Received)
+    assert grouped[0].receive_count == 2
+
+
+def test_the_worker_count_follows_the_cgroup_cpu_quota(tmp_path):
+    quota = tmp_path / "cpu.max"
+    cpus = len(os.sched_getaffinity(0))
+    quota.write_text("150000 100000\n")
+    assert available_cpus(quota) == min(cpus, 2)
+    quota.write_text("max 100000\n")
+    assert available_cpus(quota) == cpus
+    assert available_cpus(tmp_path / "missing") == cpus
+    assert worker_count(3) == 3
+
+
+def test_a_negative_worker_count_is_a_configuration_error():
+    with pytest.raises(ConfigError, match="worker processes"):
+        worker_count(-1)

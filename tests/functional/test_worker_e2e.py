@@ -1,0 +1,262 @@
+"""The worker end to end: real S3 notifications in moto -> queue -> the worker -> the real handler -> PostgreSQL.
+
+Cases of RELIABILITY §5.2 where the database matters: C2 and C4 with the real pipeline (nothing lost,
+nothing duplicated), D4 (concurrent batches through the real handler never mix their answers), and
+the DLQ rules (a persistent transient failure dead-letters after 3 receives with nothing written; a
+permanent failure never does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from handlers.batch import handle_batch, reset_deps
+from handlers.settings import get_settings
+from handlers.worker.metrics import WorkerMetrics
+from handlers.worker.poll_loop import LoopOptions, PollLoop
+from tests.conftest import FIXTURES
+from tests.faults import PostgresProxy
+from tests.functional.worker_app import WorkerProcess, drain, queue_counts, wait_until
+
+if TYPE_CHECKING:
+    from handlers.devstack import IngestResources
+
+TEXT_PDFS = [
+    "pdfjs-tamreview.pdf",
+    "pdfjs-tracemonkey-14-pages-two-column.pdf",
+    "pdfjs-issue13201-bitcoin-paper.pdf",
+    "pdfjs-basicapi-3-pages.pdf",
+    "pdfjs-issue11913-legal-judgment.pdf",
+    "pdfminer-pagelabels.pdf",
+    "pdfjs-bug2013793-paragraphs.pdf",
+    "pdfjs-french-diacritics.pdf",
+    "pdfjs-copy-paste-ligatures.pdf",
+    "pdfjs-issue16221-hello-world.pdf",
+]
+CORRUPT_PDF = "pdfjs-bug1020226-severely-corrupt.pdf"
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def document_count(url: str) -> int:
+    return int(rows(url, "SELECT count(*) FROM documents")[0][0])
+
+
+def upload_pdfs(s3: Any, ingest: IngestResources, names: list[str]) -> list[str]:
+    keys = []
+    for index, name in enumerate(names):
+        key = f"{ingest.prefix}{index:02d}-{name}"
+        s3.put_object(Bucket=ingest.bucket, Key=key, Body=(FIXTURES / "pdf" / name).read_bytes())
+        keys.append(key)
+    return keys
+
+
+def worker_process(ingest: IngestResources, processes: int, **overrides: str) -> WorkerProcess:
+    env = {name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        {
+            "FILEQUEUE_QUEUE_URL": ingest.queue_url,
+            "FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS": "30",
+            "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "2",
+            "FILEQUEUE_HEALTH_PORT": "0",
+        }
+    )
+    env.update(overrides)
+    return WorkerProcess([sys.executable, "-m", "handlers.worker", "--processes", str(processes)], env)
+
+
+@pytest.fixture
+def started():
+    workers: list[WorkerProcess] = []
+    yield workers
+    for worker in workers:
+        worker.kill()
+
+
+def test_uploads_flow_through_notifications_and_a_two_process_worker_into_the_database(
+    s3, sqs, ingest, handler_env, started
+):
+    # Given text PDFs and one corrupt PDF uploaded to the bucket
+    keys = upload_pdfs(s3, ingest, [*TEXT_PDFS[2:6], CORRUPT_PDF])
+
+    # When a two-process worker runs until the queue is empty
+    worker = worker_process(ingest, processes=2)
+    started.append(worker)
+    wait_until(lambda: document_count(handler_env) == len(keys), timeout=180)
+    wait_until(lambda: queue_counts(sqs, ingest.queue_url) == (0, 0), timeout=60)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output()
+
+    # Then every upload is a document; the corrupt one is recorded as failed and never dead-lettered
+    statuses = dict(rows(handler_env, "SELECT key, status FROM documents"))
+    assert set(statuses) == set(keys)
+    assert statuses.pop(keys[-1]) == "failed"
+    assert set(statuses.values()) == {"ready"}
+    assert queue_counts(sqs, ingest.dlq_url) == (0, 0)
+    outcomes = {record.get("outcome") for record in worker.logs() if record.get("key") in keys}
+    assert {"stored", "failed"} <= outcomes  # the handler logs each record's outcome with its key
+
+
+def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothing_invisible(
+    s3, sqs, ingest, handler_env, started
+):
+    # Given ten uploads and a one-process worker (C2)
+    keys = upload_pdfs(s3, ingest, TEXT_PDFS)
+    worker = worker_process(ingest, processes=1, FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS="10")
+    started.append(worker)
+
+    # When SIGTERM arrives once the first document is stored
+    wait_until(lambda: document_count(handler_env) >= 1, timeout=120)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output()
+
+    # Then nothing is in flight; every upload is either stored (and its message deleted) or visible again
+    visible, in_flight = queue_counts(sqs, ingest.queue_url)
+    assert in_flight == 0
+    stored = {key for (key,) in rows(handler_env, "SELECT key FROM documents")}
+    waiting = set()
+    for message in drain(sqs, ingest.queue_url):
+        for record in json.loads(message["Body"]).get("Records", []):
+            waiting.add(unquote_plus(record["s3"]["object"]["key"]))
+    assert stored | waiting == set(keys)
+    assert not stored & waiting
+    shutdown = worker.wait_for_log(lambda record: str(record.get("message", "")).startswith("shutdown "))
+    assert shutdown["released"] <= visible  # the rest were never received
+
+
+def test_sigkill_mid_batch_then_a_new_worker_stores_every_document_exactly_once(s3, sqs, ingest, handler_env, started):
+    # Given ten uploads and a worker with a 6 s lease (C4)
+    keys = upload_pdfs(s3, ingest, TEXT_PDFS)
+    settings = {"FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS": "6", "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "1"}
+    first = worker_process(ingest, processes=1, **settings)
+    started.append(first)
+
+    # When it is SIGKILLed after it stored some documents, and a new worker takes over
+    wait_until(lambda: document_count(handler_env) >= 2, timeout=120)
+    first.process.kill()
+    first.wait()
+    stored_before = document_count(handler_env)
+    second = worker_process(ingest, processes=1, **settings)
+    started.append(second)
+    wait_until(lambda: document_count(handler_env) == len(keys), timeout=180, explain=second.output)
+    wait_until(lambda: queue_counts(sqs, ingest.queue_url) == (0, 0), timeout=60, explain=second.output)
+    second.process.send_signal(signal.SIGTERM)
+    assert second.wait() == 0, second.output()
+
+    # Then each document exists once, with one set of chunks, and the redelivered ones were skipped
+    assert 2 <= stored_before < len(keys)  # killed mid-batch
+    assert rows(handler_env, "SELECT key, count(*) FROM documents GROUP BY key HAVING count(*) > 1") == []
+    assert (
+        rows(handler_env, "SELECT document_id, ordinal FROM chunks GROUP BY document_id, ordinal HAVING count(*) > 1")
+        == []
+    )
+    assert queue_counts(sqs, ingest.dlq_url) == (0, 0)
+
+
+def test_two_batches_in_work_at_once_get_only_their_own_failures(s3, sqs, ingest, handler_env):
+    # Given two batches from one receive, each with one body that is not an event (D4)
+    upload_pdfs(s3, ingest, TEXT_PDFS[6:10])
+    for text in ("{not json", "[also not an event]"):
+        sqs.send_message(QueueUrl=ingest.queue_url, MessageBody=text)
+    wait_until(lambda: queue_counts(sqs, ingest.queue_url)[0] == 7, timeout=30)
+    messages = sqs.receive_message(
+        QueueUrl=ingest.queue_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=1,
+        VisibilityTimeout=120,
+        MessageSystemAttributeNames=["All"],
+    )["Messages"]
+    assert len(messages) == 7
+    bad = [message for message in messages if message["Body"] in ("{not json", "[also not an event]")]
+    good = [message for message in messages if message not in bad]
+    batches = [[bad[0], *good[:3]], [bad[-1], *good[3:]]]
+    barrier = threading.Barrier(2)
+    answers: list[tuple[set[str], set[str]]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        barrier.wait(timeout=30)  # both batches are inside the handler at the same time
+        response = handle_batch(event, context)
+        ids = {record["messageId"] for record in event["Records"]}
+        answers.append((ids, {str(failure["itemIdentifier"]) for failure in response["batchItemFailures"]}))
+        return response
+
+    loop = PollLoop(
+        sqs,
+        handler,
+        LoopOptions(queue_url=ingest.queue_url, visibility_timeout_seconds=60, heartbeat=False),
+        metrics=WorkerMetrics(CollectorRegistry()),
+    )
+
+    # When both are processed by two threads at once
+    threads = [
+        threading.Thread(target=loop.process_messages, args=(batch,), kwargs={"received_at": time.monotonic()})
+        for batch in batches
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    # Then each answer names exactly its own bad message, and everything else was stored and deleted
+    assert len(answers) == 2
+    for ids, failures in answers:
+        assert failures <= ids
+        assert failures == {message["MessageId"] for message in bad} & ids
+    assert document_count(handler_env) == 4
+    assert queue_counts(sqs, ingest.queue_url) == (0, 2)
+
+
+def test_a_database_outage_dead_letters_after_three_receives_with_nothing_written(
+    s3, sqs, ingest, handler_env, monkeypatch
+):
+    # Given the database behind a proxy that is cut, and a 4 s lease (B3 persisting)
+    proxy = PostgresProxy(handler_env)
+    monkeypatch.setenv("FILEQUEUE_DATABASE_URL", proxy.url)
+    monkeypatch.setenv("FILEQUEUE_DEADLINE_MARGIN_SECONDS", "1")
+    get_settings.cache_clear()
+    reset_deps()
+    proxy.cut()
+    keys = upload_pdfs(s3, ingest, TEXT_PDFS[8:9])
+    pauses: list[float] = []
+    loop = PollLoop(
+        sqs,
+        handle_batch,
+        LoopOptions(queue_url=ingest.queue_url, wait_time_seconds=1, visibility_timeout_seconds=4),
+        metrics=WorkerMetrics(CollectorRegistry()),
+        rng=random.Random(2),  # noqa: S311 - jitter
+        pause=pauses.append,
+    )
+
+    # When the worker keeps receiving it
+    def dead_lettered() -> bool:
+        loop.poll_once()
+        return queue_counts(sqs, ingest.dlq_url)[0] == 1
+
+    try:
+        wait_until(dead_lettered, timeout=120, interval=0)
+    finally:
+        loop.close()
+        proxy.close()
+
+    # Then it is in the DLQ after its third receive, nothing was written, and the loop backed off
+    (message,) = drain(sqs, ingest.dlq_url)
+    assert unquote_plus(json.loads(message["Body"])["Records"][0]["s3"]["object"]["key"]) == keys[0]
+    assert int(message["Attributes"]["ApproximateReceiveCount"]) >= 3
+    assert rows(handler_env, "SELECT count(*) FROM documents") == [(0,)]
+    assert rows(handler_env, "SELECT count(*) FROM chunks") == [(0,)]
+    assert len(pauses) >= 2  # every receive failed entirely but the first (it also held the S3 test event)

