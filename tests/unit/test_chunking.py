@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from handlers.model import ChunkingOptions, ExtractedText, Page
@@ -58,7 +60,7 @@ def test_unbroken_run_is_hard_cut_at_the_size():
 def test_overlap_repeats_the_tail_of_the_previous_chunk():
     text = " ".join(f"w{i}" for i in range(400))
     chunks = chunk_document(_doc(text), ChunkingOptions(size=200, overlap=50))
-    for previous, current in zip(chunks, chunks[1:], strict=False):
+    for previous, current in itertools.pairwise(chunks):
         assert current.char_start < previous.char_end
         assert previous.char_end - current.char_start <= 50
         assert current.text.split()[0] in previous.text.split()
