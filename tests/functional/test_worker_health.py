@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 from prometheus_client import CollectorRegistry
 
 from handlers.worker.health import HealthServer, LivenessBoard, ReadinessProbe
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.shutdown import StopSignal
-from tests.functional.worker_app import new_queue
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+from tests.functional.worker_app import get, new_queue
 
 
 def test_readiness_needs_the_database_and_the_queue_and_caches_its_answer(sqs):

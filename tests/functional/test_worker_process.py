@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import socket
-import urllib.error
-import urllib.request
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from handlers.devstack import aws_environment
 from tests.functional.worker_app import (
     WorkerProcess,
     drain,
+    get,
     iter_steps,
     new_queue,
     queue_counts,
@@ -183,14 +182,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def metric(text: str, name: str) -> float:

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -187,6 +189,15 @@ def send_bodies(sqs: Any, queue_url: str, bodies: list[dict[str, Any]]) -> list[
         by_id = {entry["Id"]: entry["MessageId"] for entry in response["Successful"]}
         ids.extend(by_id[str(index)] for index in range(len(chunk)))
     return ids
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """GET an endpoint of the worker's health server; (status, body), errors included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def queue_counts(sqs: Any, queue_url: str) -> tuple[int, int]:
