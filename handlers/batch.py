@@ -17,7 +17,7 @@ from handlers.errors import ConfigError, FileQueueError, MalformedEventError, Tr
 from handlers.model import ChunkingOptions, ExtractLimits
 from handlers.service import Deps, process_ref
 from handlers.settings import Settings, get_settings
-from handlers.stages.events import parse_notifications
+from handlers.stages.events import NO_RECORDS, parse_notifications
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -171,7 +171,8 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         )
         raise
     for reason in notifications.ignored:
-        logger.info(f"ignored {reason}", extra={**fields, "outcome": "ignored"})
+        log = logger.warning if reason == NO_RECORDS else logger.info
+        log(f"ignored {reason}", extra={**fields, "outcome": "ignored"})
     for ref in notifications.refs:
         ref_fields = {**fields, "bucket": ref.bucket, "key": ref.key, "event_name": ref.event_name}
         try:

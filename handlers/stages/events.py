@@ -24,6 +24,10 @@ from handlers.model import EventKind, ObjectRef
 from handlers.stages.sequencer import is_sequencer
 
 
+# The reason given for `{"Records": []}`: acknowledged, but worth a warning (something upstream sent it).
+NO_RECORDS = "no records"
+
+
 @dataclass(frozen=True, slots=True)
 class Notifications:
     """The objects one message body asks to process, and one reason per thing it acknowledges but skips."""
@@ -110,7 +114,7 @@ def _parse_s3_notification(records: Any, where: str) -> Notifications:
     if not isinstance(records, list):
         raise MalformedEventError(f"{where}: Records is a {type(records).__name__}, not a list", code="unknown_shape")
     if not records:
-        return Notifications(ignored=("no records",))
+        return Notifications(ignored=(NO_RECORDS,))
     refs: list[ObjectRef] = []
     ignored: list[str] = []
     # S3 sends one record per message, but the shape allows several: all of them count.

@@ -152,13 +152,16 @@ def test_a1_test_event_raw_and_sns_wrapped_is_acknowledged(handler_env, caplog):
     assert _counts(handler_env) == (0, 0, 0)
 
 
-def test_a2_a3_malformed_bodies_fail_alone_and_batch_mates_are_stored(s3, bucket, handler_env):
+def test_a2_a3_malformed_bodies_fail_alone_and_batch_mates_are_stored(s3, bucket, handler_env, caplog):
     valid = [_put(s3, f"uploads/file-{i}.txt", f"document number {i} text".encode()) for i in range(7)]
     event = _event(*valid, "{not json", json.dumps({"unexpected": "shape"}), json.dumps({"Records": []}))
     failures = _invoke(event)
     records = event["Records"]
     assert failures == [records[7]["messageId"], records[8]["messageId"]]
     assert _rows(handler_env, "SELECT count(*) FROM documents WHERE status = 'ready'") == [(7,)]
+    levels = {record.getMessage(): record.levelname for record in caplog.records}
+    assert levels["malformed event"] == "ERROR"
+    assert levels["ignored no records"] == "WARNING"
 
 
 @pytest.mark.parametrize(
