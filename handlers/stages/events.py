@@ -23,7 +23,6 @@ from handlers.errors import MalformedEventError
 from handlers.model import EventKind, ObjectRef
 from handlers.stages.sequencer import is_sequencer
 
-
 # The reason given for `{"Records": []}`: acknowledged, but worth a warning (something upstream sent it).
 NO_RECORDS = "no records"
 
