@@ -146,7 +146,7 @@ def _invoke(args: argparse.Namespace) -> int:
 def _generate_event(args: argparse.Namespace) -> int:
     import time
 
-    from handlers.sample_events import s3_notification, sqs_event
+    from handlers.sample_events import message_body, s3_notification, sqs_event
 
     sequencer = args.sequencer or format(time.time_ns(), "X")
     notification = s3_notification(
@@ -158,7 +158,7 @@ def _generate_event(args: argparse.Namespace) -> int:
         version_id=args.version_id,
         sequencer=sequencer,
     )
-    print(json.dumps(sqs_event([json.dumps(notification)]), indent=2))
+    print(json.dumps(sqs_event([message_body(notification)]), indent=2))
     return 0
 
 
