@@ -6,6 +6,7 @@ the worker long-polls it exactly as it would in a pod, and pgserver provides Pos
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,11 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from handlers.devstack import (
     MotoServer,
@@ -29,7 +31,7 @@ from handlers.devstack import (
 from handlers.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from handlers.devstack import IngestResources
 
@@ -47,6 +49,7 @@ DEMO_FILES: dict[str, str] = {
     "uploads/secret.pdf": "pdf:pdfminer-enc-aes-128-user-baz-owner-foo.pdf",
     "uploads/broken.pdf": "pdf:qpdf-bad1-5-bytes.pdf",
 }
+REUPLOADED = "uploads/getting-started.md"
 SAMPLE_QUERY = "trace-based just-in-time compilation of JavaScript loops"
 
 
@@ -91,6 +94,7 @@ def demo_file_bytes(source: str) -> bytes:
 class DemoReport:
     files: int
     seconds: float
+    outcomes: dict[str, int]
     stored: int
     failed: list[tuple[str, str, str]]
     chunks: int
@@ -107,9 +111,13 @@ def upload_demo_files(environment: dict[str, str], bucket: str, files: dict[str,
 
 @contextmanager
 def running_worker(
-    environment: dict[str, str], processes: int, health_port: int = 0
+    environment: dict[str, str], processes: int, *, health_port: int = 0, log: IO[bytes] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`filequeue worker` as a child process; SIGTERM on exit, as Kubernetes would stop it."""
+    """`filequeue worker` as a child process; SIGTERM on exit, as Kubernetes would stop it.
+
+    Its JSON logs go to `log` (or this terminal): a file, never a pipe nobody reads, which would
+    block the worker once the pipe's buffer is full.
+    """
     # A short long-poll keeps the stop quick: a worker finishes its receive before it exits.
     env = {
         **os.environ,
@@ -118,7 +126,7 @@ def running_worker(
         "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": os.environ.get("FILEQUEUE_WORKER_WAIT_TIME_SECONDS", "5"),
     }
     command = [sys.executable, "-m", "handlers.cli", "worker", "--processes", str(processes)]
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+    worker = subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603
     try:
         yield worker
     finally:
@@ -145,8 +153,7 @@ def wait_until_processed(
     done = -1
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            output = worker.stderr.read().decode(errors="replace") if worker.stderr else ""
-            raise ConfigError(f"the worker exited with code {worker.returncode}:\n{output[-4000:]}")
+            raise ConfigError(f"the worker exited with code {worker.returncode}")
         try:
             with psycopg.connect(database_url) as conn:
                 row = conn.execute("SELECT count(*) FROM documents").fetchone()
@@ -162,7 +169,22 @@ def wait_until_processed(
     raise ConfigError(f"only {done} of {expected_documents} files were processed within {timeout:.0f} s")
 
 
-def collect_report(stack: LocalStack, files: int, seconds: float) -> DemoReport:
+def count_outcomes(log_lines: Iterable[str]) -> dict[str, int]:
+    """Count per-record outcomes (stored, unchanged, skipped, failed, ...) in the handler's JSON logs."""
+    outcomes: Counter[str] = Counter()
+    for line in log_lines:
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if str(entry.get("location", "")).startswith("record_handler") and "outcome" in entry:
+            outcomes[str(entry["outcome"])] += 1
+    return dict(sorted(outcomes.items()))
+
+
+def collect_report(stack: LocalStack, files: int, seconds: float, outcomes: dict[str, int]) -> DemoReport:
     import psycopg
 
     with psycopg.connect(stack.database_url) as conn:
@@ -184,6 +206,7 @@ def collect_report(stack: LocalStack, files: int, seconds: float) -> DemoReport:
     return DemoReport(
         files=files,
         seconds=seconds,
+        outcomes=outcomes,
         stored=int(stored_row[0]) if stored_row else 0,
         failed=failed,
         chunks=int(chunks_row[0]) if chunks_row else 0,
@@ -196,25 +219,37 @@ def collect_report(stack: LocalStack, files: int, seconds: float) -> DemoReport:
 def run_demo(processes: int, *, out: Callable[[str], None] = print) -> DemoReport:
     out("starting the embedded stack: moto (S3, SQS, DLQ) and PostgreSQL with pgvector ...")
     stack = start_local_stack()
+    lines: list[str] = []
     try:
         out(f"  bucket s3://{stack.resources.bucket}/{stack.resources.prefix} -> {stack.resources.queue_url}")
         started = time.monotonic()
         upload_demo_files(stack.environment, stack.resources.bucket, DEMO_FILES)
-        out(f"uploaded {len(DEMO_FILES)} files; running `filequeue worker --processes {processes}` ...")
-        with running_worker(stack.environment, processes) as worker:
-            wait_until_processed(
-                stack.database_url, len(DEMO_FILES), timeout=300, worker=worker, on_progress=_progress_bar
-            )
-            seconds = time.monotonic() - started
-            _wait_for_empty_queue(stack)
-        sys.stderr.write("\n")
-        report = collect_report(stack, len(DEMO_FILES), seconds)
+        # The same bytes again under the same key: a new version whose content is already stored.
+        upload_demo_files(stack.environment, stack.resources.bucket, {REUPLOADED: DEMO_FILES[REUPLOADED]})
+        out(f"uploaded {len(DEMO_FILES)} files (one twice); running `filequeue worker --processes {processes}` ...")
+        with tempfile.TemporaryFile() as log:
+            try:
+                with running_worker(stack.environment, processes, log=log) as worker:
+                    wait_until_processed(
+                        stack.database_url, len(DEMO_FILES), timeout=300, worker=worker, on_progress=_progress_bar
+                    )
+                    seconds = time.monotonic() - started
+                    _wait_for_empty_queue(stack)
+            finally:
+                sys.stderr.write("\n")
+                log.seek(0)
+                lines.extend(log.read().decode(errors="replace").splitlines())
+            outcomes = count_outcomes(lines)
+        report = collect_report(stack, len(DEMO_FILES), seconds, outcomes)
         _print_report(report, out)
         out(f"\n$ filequeue search {SAMPLE_QUERY!r} --hybrid --limit 3")
         out(_run_cli(stack.environment, "search", SAMPLE_QUERY, "--hybrid", "--limit", "3"))
         out("$ filequeue graph uploads/tracemonkey.pdf")
         out(_run_cli(stack.environment, "graph", "uploads/tracemonkey.pdf"))
         return report
+    except ConfigError:
+        out("\n".join(["worker log (last lines):", *lines[-40:]]))
+        raise
     finally:
         stack.stop()
 
@@ -279,6 +314,7 @@ def _queue_depth(sqs: Any, queue_url: str) -> int:
 def _print_report(report: DemoReport, out: Callable[[str], None]) -> None:
     out("")
     out(f"processed {report.files} files in {report.seconds:.1f} s ({report.files / report.seconds:.2f} files/s)")
+    out("  events:  " + ", ".join(f"{outcome} {count}" for outcome, count in report.outcomes.items()))
     out(f"  stored:  {report.stored}")
     out(f"  failed:  {len(report.failed)} (recorded on the document row, acknowledged, not retried)")
     for key, code, error in report.failed:

@@ -27,6 +27,11 @@ def test_demo_processes_every_file_and_prints_the_summary():
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "stored:  6" in out
+    events = dict(re.findall(r"(\w+) (\d+)", out.split("events:", 1)[1].splitlines()[0]))
+    assert events["stored"] == "6"
+    assert events["failed"] == "2"
+    assert events["ignored"] == "1", "the s3:TestEvent moto sends when the notification is configured"
+    assert int(events.get("unchanged", 0)) + int(events.get("skipped", 0)) == 1, "the re-uploaded file"
     assert "uploads/broken.pdf: corrupt_file" in out
     assert "uploads/secret.pdf: encrypted_pdf" in out
     assert "queue:   0 left, 0 in the DLQ" in out
