@@ -1,4 +1,4 @@
-"""Checks and retry timing shared by the network embedders (Bedrock, OpenAI-compatible)."""
+"""What the embedders share: their identity, and the checks and retry timing of the network ones."""
 
 from __future__ import annotations
 
@@ -16,6 +16,22 @@ if TYPE_CHECKING:
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
 DEFAULT_MAX_ATTEMPTS = 5
+
+
+class EmbedderIdentity:
+    """The model and dimension an embedder reports: the `Embedder` port's two properties."""
+
+    def __init__(self, model: str, dimension: int) -> None:
+        self._model = model
+        self._dimension = dimension
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
 
 
 def backoff_seconds(attempt: int) -> float:

@@ -22,7 +22,13 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from handlers.adapters.embedders._common import DEFAULT_MAX_ATTEMPTS, backoff_seconds, require_text, unit_vector
+from handlers.adapters.embedders._common import (
+    DEFAULT_MAX_ATTEMPTS,
+    EmbedderIdentity,
+    backoff_seconds,
+    require_text,
+    unit_vector,
+)
 from handlers.errors import ConfigError, FileQueueError, TransientError
 
 if TYPE_CHECKING:
@@ -60,7 +66,7 @@ _CONFIG_HINTS = {
 }
 
 
-class BedrockEmbedder:
+class BedrockEmbedder(EmbedderIdentity):
     def __init__(
         self,
         *,
@@ -75,20 +81,11 @@ class BedrockEmbedder:
         _check_model(model)
         if dimension not in TITAN_V2_DIMENSIONS:
             raise ConfigError(f"FILEQUEUE_EMBEDDING_DIMENSION must be 256, 512 or 1024 for Titan V2, got {dimension}")
-        self._model = model
-        self._dimension = dimension
+        super().__init__(model, dimension)
         self._concurrency = max(1, concurrency)
         self._client = client if client is not None else make_client(self._concurrency, timeout_seconds)
         self._max_attempts = max(1, max_attempts)
         self._sleep = sleep
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         require_text(texts)

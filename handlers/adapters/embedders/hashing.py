@@ -13,24 +13,17 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from handlers.adapters.embedders._common import EmbedderIdentity
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-class HashingEmbedder:
+class HashingEmbedder(EmbedderIdentity):
     def __init__(self, dimension: int, model: str = "hashing-v1") -> None:
-        self._dimension = dimension
-        self._model = model
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
+        super().__init__(model, dimension)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [self._embed_one(text) for text in texts]

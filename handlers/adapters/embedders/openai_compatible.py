@@ -17,7 +17,13 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from handlers.adapters.embedders._common import DEFAULT_MAX_ATTEMPTS, backoff_seconds, require_text, unit_vector
+from handlers.adapters.embedders._common import (
+    DEFAULT_MAX_ATTEMPTS,
+    EmbedderIdentity,
+    backoff_seconds,
+    require_text,
+    unit_vector,
+)
 from handlers.errors import ConfigError, TransientError
 
 if TYPE_CHECKING:
@@ -48,7 +54,7 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
-class OpenAICompatibleEmbedder:
+class OpenAICompatibleEmbedder(EmbedderIdentity):
     def __init__(
         self,
         *,
@@ -64,8 +70,7 @@ class OpenAICompatibleEmbedder:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"FILEQUEUE_OPENAI_BASE_URL must be an http(s) URL, got {base_url!r}")
         self._url = base_url.rstrip("/") + "/embeddings"
-        self._model = model
-        self._dimension = dimension
+        super().__init__(model, dimension)
         self._batch_size = max(1, batch_size)
         self._timeout = timeout_seconds
         self._max_attempts = max(1, max_attempts)
@@ -77,14 +82,6 @@ class OpenAICompatibleEmbedder:
         # configured one: OpenAI's text-embedding-3 and Matryoshka models shorten vectors on request, but
         # servers for other models (vLLM among them) reject the field.
         self._send_dimensions = False
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         require_text(texts)
