@@ -98,14 +98,13 @@ def build_store(conn: psycopg.Connection[Any], documents: int, chunks_per_docume
     # the load is what a bulk import would do.
     conn.execute("DROP INDEX chunks_embedding_hnsw")
     with conn.transaction():
-        ids = [
-            conn.execute(
-                "INSERT INTO documents (bucket, key, status, content_type, chunk_count, embedding_model)"
-                " VALUES ('bench', %s, 'ready', 'text/plain', %s, %s) RETURNING id",
-                (f"uploads/doc-{number:05d}.txt", chunks_per_document, embedder.model),
-            ).fetchone()[0]  # type: ignore[index]
-            for number in range(documents)
-        ]
+        inserted = conn.execute(
+            "INSERT INTO documents (bucket, key, status, content_type, chunk_count, embedding_model)"
+            " SELECT 'bench', format('uploads/doc-%%s.txt', lpad(number::text, 5, '0')), 'ready', 'text/plain', %s, %s"
+            " FROM generate_series(0, %s - 1) AS number RETURNING key, id",
+            (chunks_per_document, embedder.model, documents),
+        ).fetchall()
+        ids = [document_id for _, document_id in sorted(inserted)]
         with conn.cursor().copy(
             "COPY chunks (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
             " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
