@@ -1,31 +1,48 @@
-"""A stand-in for the Lambda context object, for runtimes that are not Lambda.
+"""A stand-in for the Lambda context object, for the runtimes that are not Lambda.
 
-The poll loop and `filequeue invoke` pass it to the handler, so the deadline guard works the same
-way everywhere: `get_remaining_time_in_millis` counts down to a deadline the caller chooses (in the
-worker, the visibility timeout of the batch).
+It has the attributes Powertools reads (function name, memory, ARN, request id, log group and
+stream) and `get_remaining_time_in_millis`, which counts down to a deadline the caller chooses, so
+the handler's deadline guard works the same everywhere. `filequeue invoke` gives it a fixed
+deadline; the poll loop gives it a moving one: the end of the messages' visibility lease (which
+the heartbeat extends) or of the shutdown grace period, whichever comes first.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+FUNCTION_NAME = "filequeue"
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class DeadlineContext:
-    deadline_monotonic: float
-    function_name: str = "filequeue"
-    function_version: str = "$LATEST"
+    deadline: Callable[[], float]
+    """Monotonic time at which the work must be finished."""
+    invoked_function_arn: str = f"arn:aws:lambda:local:000000000000:function:{FUNCTION_NAME}"
     memory_limit_in_mb: int = 0
-    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:filequeue"
+    function_name: str = FUNCTION_NAME
+    function_version: str = "$LATEST"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "filequeue"
-    log_stream_name: str = "local"
+    log_group_name: str = f"/filequeue/{FUNCTION_NAME}"
+    log_stream_name: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
+    clock: Callable[[], float] = time.monotonic
+    identity: None = None
+    client_context: None = None
+    tenant_id: None = None
 
     @classmethod
-    def lasting(cls, seconds: float, **fields: str) -> DeadlineContext:
-        return cls(deadline_monotonic=time.monotonic() + seconds, **fields)  # type: ignore[arg-type]
+    def lasting(cls, seconds: float) -> DeadlineContext:
+        """A context whose deadline is `seconds` from now, like a Lambda function's timeout."""
+        end = time.monotonic() + seconds
+        return cls(deadline=lambda: end)
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline_monotonic - time.monotonic()) * 1000))
+        return max(0, int((self.deadline() - self.clock()) * 1000))

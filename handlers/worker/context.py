@@ -1,21 +1,18 @@
-"""A stand-in for Lambda's context object, for the container poll loop.
+"""What the poll loop puts in its Lambda context stand-in (`handlers.runtime_context.DeadlineContext`).
 
-It has the attributes Powertools reads (function name, memory, ARN, request id, log group and
-stream) and `get_remaining_time_in_millis`, which here counts down to the batch's deadline: the
-end of the messages' visibility lease, or the end of the shutdown grace period once a stop was
-requested, whichever comes first. That is the moment another consumer (or SIGKILL) may take over,
-the container's equivalent of a Lambda timeout.
+The batch's deadline is the end of the messages' visibility lease, or the end of the shutdown
+grace period once a stop was requested, whichever comes first: the moment another consumer (or
+SIGKILL) may take over, the container's equivalent of a Lambda timeout.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from handlers.runtime_context import DeadlineContext
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,24 +21,18 @@ FUNCTION_NAME = "filequeue-worker"
 CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerContext:
-    deadline: Callable[[], float]
-    """Monotonic time at which the batch must be finished."""
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    function_name: str = FUNCTION_NAME
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = f"/filequeue/{FUNCTION_NAME}"
-    log_stream_name: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
-    clock: Callable[[], float] = time.monotonic
-    identity: None = None
-    client_context: None = None
-    tenant_id: None = None
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline() - self.clock()) * 1000))
+def worker_context(
+    deadline: Callable[[], float], queue_arn: str, memory_mb: int, clock: Callable[[], float] = time.monotonic
+) -> DeadlineContext:
+    """The context one batch of the poll loop gets: named as the worker, counting down to `deadline`."""
+    return DeadlineContext(
+        deadline=deadline,
+        invoked_function_arn=function_arn(queue_arn),
+        memory_limit_in_mb=memory_mb,
+        function_name=FUNCTION_NAME,
+        log_group_name=f"/filequeue/{FUNCTION_NAME}",
+        clock=clock,
+    )
 
 
 def function_arn(queue_arn: str, function_name: str = FUNCTION_NAME) -> str:

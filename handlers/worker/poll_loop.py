@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from handlers.worker.backoff import Backoff
-from handlers.worker.context import WorkerContext, function_arn, memory_limit_mb
+from handlers.worker.context import memory_limit_mb, worker_context
 from handlers.worker.heartbeat import VisibilityHeartbeat
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.records import build_event, group_received, plan_batches
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
+    from handlers.runtime_context import DeadlineContext
     from handlers.settings import Settings
     from handlers.worker.records import Lease, Received
 
@@ -275,7 +276,7 @@ class PollLoop:
         return BatchReport(len(batch), len(succeeded), reason if failed else None)
 
     def _invoke(
-        self, event: dict[str, Any], context: WorkerContext, message_ids: frozenset[str]
+        self, event: dict[str, Any], context: DeadlineContext, message_ids: frozenset[str]
     ) -> tuple[frozenset[str], str]:
         """Call the handler; the failed message ids and why. Anything but a valid response fails all."""
         ids = sorted(message_ids)
@@ -316,13 +317,8 @@ class PollLoop:
 
         return deadline
 
-    def _context(self, queue: QueueInfo, deadline: Callable[[], float]) -> WorkerContext:
-        return WorkerContext(
-            deadline=deadline,
-            invoked_function_arn=function_arn(queue.identity.arn),
-            memory_limit_in_mb=self._memory_mb,
-            clock=self._clock,
-        )
+    def _context(self, queue: QueueInfo, deadline: Callable[[], float]) -> DeadlineContext:
+        return worker_context(deadline, queue.identity.arn, self._memory_mb, self._clock)
 
     def _release(self, leases: Sequence[Lease], reason: str) -> None:
         if not leases:

@@ -14,8 +14,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 
 from handlers.errors import ConfigError
+from handlers.runtime_context import DeadlineContext
 from handlers.worker.backoff import Backoff
-from handlers.worker.context import WorkerContext, function_arn, memory_limit_mb
+from handlers.worker.context import memory_limit_mb, worker_context
 from handlers.worker.records import QueueIdentity, Received, build_event, describe_body, group_received, plan_batches
 from handlers.worker.response import InvalidBatchResponseError, failed_message_ids
 from handlers.worker.shutdown import StopSignal
@@ -211,7 +212,7 @@ def test_backoff_survives_thousands_of_attempts():
 
 def test_context_counts_down_to_its_deadline_and_never_below_zero():
     now = [100.0]
-    context = WorkerContext(
+    context = DeadlineContext(
         deadline=lambda: 130.0, invoked_function_arn="arn", memory_limit_in_mb=1, clock=lambda: now[0]
     )
 
@@ -221,18 +222,14 @@ def test_context_counts_down_to_its_deadline_and_never_below_zero():
 
 
 def test_context_has_the_attributes_powertools_reads():
-    context = WorkerContext(
-        deadline=lambda: 0.0,
-        invoked_function_arn=function_arn("arn:aws:sqs:eu-west-1:123456789012:uploads"),
-        memory_limit_in_mb=memory_limit_mb(),
-    )
+    context = worker_context(lambda: 0.0, "arn:aws:sqs:eu-west-1:123456789012:uploads", memory_limit_mb())
 
     assert context.invoked_function_arn == "arn:aws:lambda:eu-west-1:123456789012:function:filequeue-worker"
     assert context.function_name == "filequeue-worker"
     assert context.memory_limit_in_mb > 0
     assert (
         context.aws_request_id
-        != WorkerContext(deadline=lambda: 0.0, invoked_function_arn="", memory_limit_in_mb=0).aws_request_id
+        != DeadlineContext(deadline=lambda: 0.0, invoked_function_arn="", memory_limit_in_mb=0).aws_request_id
     )
     for name in ("log_group_name", "log_stream_name", "function_version"):
         assert getattr(context, name)
