@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from aws_cdk import Duration, Fn, Stack
+from aws_cdk import Duration, Fn
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -13,48 +11,19 @@ from aws_cdk.aws_lambda_event_sources import SqsEventSource
 from constructs import Construct
 
 from cdk.acknowledge import acknowledge
-from cdk.config import BATCH_SIZE, ContextError
-from handlers.errors import ConfigError
-from handlers.settings import Settings
+from cdk.config import BATCH_SIZE
+from cdk.runtime_environment import lambda_environment
+from cdk.runtime_permissions import grant_settings_permissions
 
 if TYPE_CHECKING:
+    from aws_cdk import aws_ecr_assets as ecr_assets
     from aws_cdk import aws_sqs as sqs
 
     from cdk.config import FileQueueConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = "container/Dockerfile"
 HANDLER = "handlers.lambda_entry.lambda_handler"
 # The image's default command is the EKS poll loop; in Lambda the runtime interface client runs the handler.
 LAMBDA_ENTRYPOINT = ("/usr/local/bin/python", "-m", "awslambdaric")
-SERVICE_NAME = "file-queue"
-# Docker-ignore patterns (root-anchored), added to the repository's .dockerignore: what the image never
-# needs, so the build context and the asset hash stay independent of tests, benchmarks and the CDK app.
-IMAGE_EXCLUDES = (
-    ".git",
-    ".venv",
-    "venv",
-    "node_modules",
-    "cdk.out",
-    "cdk",
-    "cdk.json",
-    "tests",
-    "bench",
-    "events",
-    ".ci",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".pytest_cache",
-    ".filequeue",
-    "build",
-    "dist",
-    "*.egg-info",
-    "**/__pycache__",
-    "**/*.pyc",
-    # CDK re-includes only the Dockerfile's base name; without this a .dockerignore that excludes
-    # container/ would drop the Dockerfile from the staged asset and `cdk deploy` could not build it.
-    f"!{DOCKERFILE}",
-)
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -79,28 +48,6 @@ _RETENTION = {
 }
 
 
-def lambda_environment(config: FileQueueConfig, database_secret_arn: str) -> dict[str, str]:
-    """The function's environment, checked by the handler's own settings so a bad value fails at synth."""
-    environment = {
-        "FILEQUEUE_DATABASE_SECRET_ARN": database_secret_arn,
-        "FILEQUEUE_EMBEDDER": config.embedder,
-        "FILEQUEUE_EMBEDDING_DIMENSION": str(config.embedding_dimension),
-        "FILEQUEUE_DEADLINE_MARGIN_SECONDS": str(config.deadline_margin_seconds),
-        "FILEQUEUE_MAX_OBJECT_BYTES": str(config.max_object_bytes),
-        "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-        "POWERTOOLS_LOG_LEVEL": config.log_level,
-    }
-    if config.embedding_model:
-        environment["FILEQUEUE_EMBEDDING_MODEL"] = config.embedding_model
-    if config.openai_base_url:
-        environment["FILEQUEUE_OPENAI_BASE_URL"] = config.openai_base_url
-    try:
-        Settings.from_env(environment)
-    except ConfigError as exc:
-        raise ContextError(f"the handler would reject this configuration: {exc}") from exc
-    return environment
-
-
 class LambdaConsumerConstruct(Construct):
     """The Lambda runtime: the project's container image behind an SQS event source with partial batch responses."""
 
@@ -113,6 +60,7 @@ class LambdaConsumerConstruct(Construct):
         queue: sqs.IQueue,
         consumer_policy: iam.IManagedPolicy,
         database_secret_arn: str,
+        image: ecr_assets.DockerImageAsset,
     ) -> None:
         super().__init__(scope, construct_id)
         environment = lambda_environment(config, database_secret_arn)
@@ -132,7 +80,10 @@ class LambdaConsumerConstruct(Construct):
             self,
             "Function",
             description="File queue consumer: S3 notifications from SQS to PostgreSQL",
-            code=_image_code(),
+            # The very image reference the EKS workers run (the stack's `image` output).
+            code=lambda_.DockerImageCode.from_ecr(
+                image.repository, tag_or_digest=image.asset_hash, cmd=[HANDLER], entrypoint=list(LAMBDA_ENTRYPOINT)
+            ),
             architecture=lambda_.Architecture.X86_64,
             role=self.role,
             timeout=Duration.seconds(config.function_timeout_seconds),
@@ -152,19 +103,7 @@ class LambdaConsumerConstruct(Construct):
             max_concurrency=config.max_concurrency,
         )
         self.function.add_event_source(self.event_source)
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadDatabaseSecret", actions=["secretsmanager:GetSecretValue"], resources=[database_secret_arn]
-            )
-        )
-        if config.embedder == "bedrock":
-            self.role.add_to_policy(
-                iam.PolicyStatement(
-                    sid="InvokeEmbeddingModel",
-                    actions=["bedrock:InvokeModel"],
-                    resources=[_foundation_model_arn(self, Settings.from_env(environment).resolved_embedding_model)],
-                )
-            )
+        grant_settings_permissions(self, self.role, environment, database_secret_arn)
         self._trace()
         if vpc is not None:
             self._allow_network_interfaces()
@@ -234,21 +173,3 @@ class LambdaConsumerConstruct(Construct):
             "AWS's documented policy for Lambda in a VPC: Lambda creates and deletes network interfaces in "
             "subnets it picks, so these ec2 actions cannot be scoped to known resources; AWS keeps it current.",
         )
-
-
-def _image_code() -> lambda_.DockerImageCode:
-    """The project's one image, staged at synth and built only at deploy (synthesis needs no Docker)."""
-    return lambda_.DockerImageCode.from_image_asset(
-        directory=str(REPO_ROOT),
-        file=DOCKERFILE,
-        cmd=[HANDLER],
-        entrypoint=list(LAMBDA_ENTRYPOINT),
-        exclude=list(IMAGE_EXCLUDES),
-        platform=ecr_assets.Platform.LINUX_AMD64,
-    )
-
-
-def _foundation_model_arn(scope: Construct, model_id: str) -> str:
-    return Stack.of(scope).format_arn(
-        service="bedrock", account="", resource="foundation-model", resource_name=model_id
-    )

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Annotations, CfnOutput, CfnParameter, Fn, Stack
+from aws_cdk import Annotations, Aws, CfnOutput, CfnParameter, Fn, Stack
 
 from cdk.acknowledge import acknowledge
 from cdk.alarms_construct import AlarmsConstruct
 from cdk.config import DATABASE_CREDENTIALS_ARN_PATTERN, RECOMMENDED_MIN_RECEIVE_COUNT
 from cdk.consumer_construct import LambdaConsumerConstruct
+from cdk.image_asset import project_image
 from cdk.ingest_construct import IngestConstruct
 from cdk.irsa_construct import IrsaRolesConstruct
+from cdk.runtime_environment import worker_environment
+from cdk.runtime_permissions import grant_settings_permissions
 
 if TYPE_CHECKING:
     from constructs import Construct
@@ -21,42 +24,53 @@ NOTIFICATIONS_HANDLER_PREFIX = "BucketNotificationsHandler"
 
 
 class FileQueueStack(Stack):
-    """S3 uploads -> SQS -> the Lambda consumer, plus the IAM the EKS consumer and KEDA need, and alarms."""
+    """S3 uploads -> SQS -> the chosen runtime (Lambda, EKS workers or both), their IAM, alarms and a dashboard."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FileQueueConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         # Not named "...Secret...": CloudFormation Validate would take it for a password wanting NoEcho,
         # and the ARN of a secret is no secret.
-        database_secret_arn = CfnParameter(
+        self.database_secret_arn = CfnParameter(
             self,
             "DatabaseCredentialsArn",
             type="String",
             description="ARN of the Secrets Manager secret holding the PostgreSQL URL or the RDS JSON credentials",
             allowed_pattern=DATABASE_CREDENTIALS_ARN_PATTERN,
             default=config.db_secret_arn,
-        )
+        ).value_as_string
         self.ingest = IngestConstruct(self, "Ingest", config=config)
-        self.consumer = LambdaConsumerConstruct(
-            self,
-            "LambdaConsumer",
-            config=config,
-            queue=self.ingest.queue,
-            consumer_policy=self.ingest.consumer_policy,
-            database_secret_arn=database_secret_arn.value_as_string,
-        )
+        self.image = project_image(self, "Image")
+        self.consumer: LambdaConsumerConstruct | None = None
+        if config.runs_lambda:
+            self.consumer = LambdaConsumerConstruct(
+                self,
+                "LambdaConsumer",
+                config=config,
+                queue=self.ingest.queue,
+                consumer_policy=self.ingest.consumer_policy,
+                database_secret_arn=self.database_secret_arn,
+                image=self.image,
+            )
         self.irsa: IrsaRolesConstruct | None = None
-        if config.oidc_provider_arn is not None and config.oidc_issuer is not None:
+        if config.runs_eks and config.oidc_provider_arn is not None and config.oidc_issuer is not None:
             self.irsa = IrsaRolesConstruct(
                 self,
                 "Irsa",
                 oidc_provider_arn=config.oidc_provider_arn,
                 oidc_issuer=config.oidc_issuer,
                 namespace=config.k8s_namespace,
+                service_account=config.k8s_service_account,
                 keda_namespace=config.keda_namespace,
                 keda_service_account=config.keda_service_account,
                 queue=self.ingest.queue,
                 consumer_policy=self.ingest.consumer_policy,
+            )
+            grant_settings_permissions(
+                self.irsa,
+                self.irsa.worker_role,
+                worker_environment(config, self.database_secret_arn),
+                self.database_secret_arn,
             )
         self.alarms = AlarmsConstruct(
             self,
@@ -64,18 +78,30 @@ class FileQueueStack(Stack):
             config=config,
             queue=self.ingest.queue,
             dead_letter_queue=self.ingest.dead_letter_queue,
-            function=self.consumer.function,
+            function=self.consumer.function if self.consumer is not None else None,
+            function_log_group=self.consumer.log_group if self.consumer is not None else None,
         )
         self._flag_low_receive_count()
+        self._flag_both_runtimes()
         self._acknowledge_notifications_handler()
         self._outputs()
 
     def _flag_low_receive_count(self) -> None:
-        if self.config.max_receive_count < RECOMMENDED_MIN_RECEIVE_COUNT:
+        if self.config.runs_lambda and self.config.max_receive_count < RECOMMENDED_MIN_RECEIVE_COUNT:
             Annotations.of(self.ingest.queue).add_info(
-                f"maxReceiveCount is {self.config.max_receive_count}, below the {RECOMMENDED_MIN_RECEIVE_COUNT} AWS "
-                "recommends for Lambda consumers: a throttled poll or a crashed batch also uses a receive, so "
-                "healthy messages can reach the DLQ sooner. Watch the DLQ alarm; raise it with -c maxReceiveCount=5."
+                f"maxReceiveCount is {self.config.max_receive_count} (one delivery and "
+                f"{self.config.max_receive_count - 1} retries); AWS recommends at least "
+                f"{RECOMMENDED_MIN_RECEIVE_COUNT} for a Lambda trigger, because a throttled poll also uses a "
+                "receive. maxConcurrency caps the trigger below the function's concurrency, which keeps such "
+                "throttles rare; watch the DLQ alarm, or raise it with -c maxReceiveCount=5."
+            )
+
+    def _flag_both_runtimes(self) -> None:
+        if self.config.runtime == "both":
+            Annotations.of(self).add_info(
+                "runtime=both is a migration state: the Lambda trigger and the EKS workers consume the same "
+                "queue, and KEDA counts the messages Lambda holds as work for pods. Deploy runtime=eks or "
+                "runtime=lambda once the move is done."
             )
 
     def _acknowledge_notifications_handler(self) -> None:
@@ -100,28 +126,40 @@ class FileQueueStack(Stack):
             description="Consumer policy: attach to any role that processes the queue",
         )
         CfnOutput(self, "deadLetterQueueUrl", value=ingest.dead_letter_queue.queue_url, description="DLQ URL")
-        CfnOutput(self, "functionName", value=self.consumer.function.function_name, description="Lambda consumer")
-        if self.config.vpc_id is not None:
-            CfnOutput(
-                self,
-                "functionSecurityGroupIds",
-                value=Fn.join(
-                    ",", [group.security_group_id for group in self.consumer.function.connections.security_groups]
-                ),
-                description="Security groups of the Lambda consumer: allow them into the database's security group",
-            )
+        CfnOutput(self, "runtime", value=self.config.runtime, description="Which runtime consumes the queue")
+        CfnOutput(
+            self, "image", value=self.image.image_uri, description="The image both runtimes run (params.env IMAGE)"
+        )
+        CfnOutput(self, "awsRegion", value=Aws.REGION, description="Region of the stack (params.env AWS_REGION)")
+        CfnOutput(
+            self,
+            "databaseSecretArn",
+            value=self.database_secret_arn,
+            description="The database secret (params.env DATABASE_SECRET_ARN)",
+        )
+        if self.consumer is not None:
+            function = self.consumer.function
+            CfnOutput(self, "functionName", value=function.function_name, description="Lambda consumer")
+            if self.config.vpc_id is not None:
+                CfnOutput(
+                    self,
+                    "functionSecurityGroupIds",
+                    value=Fn.join(",", [group.security_group_id for group in function.connections.security_groups]),
+                    description="Security groups of the Lambda consumer: allow them into the database's security group",
+                )
         if self.irsa is not None:
+            account = f"{self.config.k8s_namespace}/{self.config.k8s_service_account}"
             CfnOutput(
                 self,
-                "fileProcessorRoleArn",
-                value=self.irsa.file_processor_role.role_arn,
-                description="eks.amazonaws.com/role-arn for the file-processor ServiceAccount",
+                "workerRoleArn",
+                value=self.irsa.worker_role.role_arn,
+                description=f"eks.amazonaws.com/role-arn of the {account} ServiceAccount (params.env WORKER_ROLE_ARN)",
             )
             CfnOutput(
                 self,
-                "kedaOperatorRoleArn",
+                "kedaRoleArn",
                 value=self.irsa.keda_operator_role.role_arn,
-                description="eks.amazonaws.com/role-arn for the keda-operator ServiceAccount",
+                description="Role KEDA's TriggerAuthentication assumes (params.env KEDA_ROLE_ARN)",
             )
         if self.alarms.topic is not None:
             CfnOutput(self, "alarmTopicArn", value=self.alarms.topic.topic_arn, description="SNS topic of the alarms")

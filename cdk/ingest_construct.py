@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
@@ -25,6 +25,9 @@ CONSUMER_QUEUE_ACTIONS = (
     "sqs:GetQueueUrl",
 )
 CONSUMER_OBJECT_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
+# Without s3:ListBucket, S3 answers 403 instead of 404 for a key that no longer exists, and a deleted
+# upload would look like a permission error; the grant is limited to listing under the uploads prefix.
+CONSUMER_BUCKET_ACTIONS = ("s3:ListBucket",)
 
 
 class IngestConstruct(Construct):
@@ -34,6 +37,7 @@ class IngestConstruct(Construct):
         super().__init__(scope, construct_id)
         self.access_logs_bucket = self._access_logs_bucket(config)
         self.bucket = self._uploads_bucket(config)
+        self.queue_name = f"{Stack.of(self).stack_name}-uploads"
         self.dead_letter_queue = self._dead_letter_queue(config)
         self.queue = self._queue(config)
         destination = AccountBoundQueueDestination(self.queue)
@@ -79,12 +83,21 @@ class IngestConstruct(Construct):
         )
 
     def _dead_letter_queue(self, config: FileQueueConfig) -> sqs.Queue:
+        # The queue's ARN is built from its fixed name: referencing the queue itself would be a cycle
+        # (the queue's redrive policy already names this DLQ).
+        source_queue_arn = Stack.of(self).format_arn(service="sqs", resource=self.queue_name)
         return sqs.Queue(
             self,
             "DeadLetterQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(config.dlq_retention_days),
+            # Dead letters are the record of what failed: deleting the stack must not delete them.
+            removal_policy=RemovalPolicy.RETAIN,
+            redrive_allow_policy=sqs.RedriveAllowPolicy(
+                redrive_permission=sqs.RedrivePermission.BY_QUEUE,
+                source_queues=[sqs.Queue.from_queue_arn(self, "SourceQueue", source_queue_arn)],
+            ),
         )
 
     def _queue(self, config: FileQueueConfig) -> sqs.Queue:
@@ -93,6 +106,7 @@ class IngestConstruct(Construct):
         return sqs.Queue(
             self,
             "Queue",
+            queue_name=self.queue_name,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             visibility_timeout=Duration.seconds(config.visibility_timeout_seconds),
@@ -115,6 +129,12 @@ class IngestConstruct(Construct):
                     sid="ConsumeFileQueue", actions=list(CONSUMER_QUEUE_ACTIONS), resources=[self.queue.queue_arn]
                 ),
                 iam.PolicyStatement(sid="ReadUploads", actions=list(CONSUMER_OBJECT_ACTIONS), resources=[objects_arn]),
+                iam.PolicyStatement(
+                    sid="ListUploads",
+                    actions=list(CONSUMER_BUCKET_ACTIONS),
+                    resources=[self.bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{config.uploads_prefix}*"]}},
+                ),
             ],
         )
         stack = Stack.of(self)

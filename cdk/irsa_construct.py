@@ -8,15 +8,14 @@ from constructs import Construct
 if TYPE_CHECKING:
     from aws_cdk import aws_sqs as sqs
 
-FILE_PROCESSOR_SERVICE_ACCOUNT = "file-processor"
 STS_AUDIENCE = "sts.amazonaws.com"
 
 
 class IrsaRolesConstruct(Construct):
     """IAM roles for Kubernetes service accounts (IRSA) of an existing EKS cluster's OIDC provider.
 
-    The file processor gets the consumer policy. KEDA runs with `identityOwner: operator`, so its
-    operator role only reads the queue's attributes to scale on depth.
+    The workers' role gets the consumer policy; the caller grants what the workers' settings need. KEDA
+    authenticates as its operator, so the operator's role only reads the queue's attributes to scale on depth.
     """
 
     def __init__(
@@ -27,6 +26,7 @@ class IrsaRolesConstruct(Construct):
         oidc_provider_arn: str,
         oidc_issuer: str,
         namespace: str,
+        service_account: str,
         keda_namespace: str,
         keda_service_account: str,
         queue: sqs.IQueue,
@@ -35,11 +35,11 @@ class IrsaRolesConstruct(Construct):
         super().__init__(scope, construct_id)
         self._oidc_provider_arn = oidc_provider_arn
         self._oidc_issuer = oidc_issuer
-        self.file_processor_role = iam.Role(
+        self.worker_role = iam.Role(
             self,
-            "FileProcessorRole",
-            description=f"File queue consumer pods ({namespace}/{FILE_PROCESSOR_SERVICE_ACCOUNT})",
-            assumed_by=self._service_account_principal(namespace, FILE_PROCESSOR_SERVICE_ACCOUNT),
+            "WorkerRole",
+            description=f"File queue worker pods and migration job ({namespace}/{service_account})",
+            assumed_by=self._service_account_principal(namespace, service_account),
             managed_policies=[consumer_policy],
         )
         self.keda_operator_role = iam.Role(

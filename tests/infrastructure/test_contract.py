@@ -1,0 +1,196 @@
+"""The stack and the manifests checked against each other: identity, settings, permissions, outputs, budgets.
+
+Each side is also tested alone elsewhere; these tests catch what those cannot, a name or value that one
+side changes and the other does not. The mutation tests prove the check fails when either side alone moves.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from cdk.k8s_params import PARAMS_FROM_OUTPUTS, main, params_env
+from cdk.runtime_environment import worker_environment
+from tests.infrastructure.contract import Sides, config_map, contract_problems, one
+from tests.infrastructure.manifests import params, rendered
+from tests.infrastructure.template_queries import logical_id_by_prefix, resources
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.infrastructure.conftest import Synthesized
+
+
+def sides_of(synth: Synthesized) -> Sides:
+    return Sides(
+        template=synth.template_json,
+        manifests=copy.deepcopy(list(rendered())),
+        params=params(),
+        expected_worker_environment=worker_environment(synth.stack.config, "from the DatabaseCredentialsArn parameter"),
+    )
+
+
+def test_the_stack_for_eks_and_the_shipped_manifests_agree(eks_synth: Synthesized) -> None:
+    assert contract_problems(sides_of(eks_synth)) == []
+
+
+def test_a_stack_running_both_runtimes_agrees_with_the_manifests_on_its_lambda_side_too(
+    full_synth: Synthesized,
+) -> None:
+    # The full variant reads another prefix with another secret and embedder: only those may disagree.
+    problems = contract_problems(sides_of(full_synth))
+
+    assert not [problem for problem in problems if "Lambda" in problem]
+
+
+def _rename_service_account(sides: Sides) -> None:
+    one(sides.manifests, "ServiceAccount")["metadata"]["name"] = "file-processor"
+
+
+def _move_namespace(sides: Sides) -> None:
+    for document in sides.manifests:
+        if document["kind"] == "Namespace":
+            document["metadata"]["name"] = "filequeue"
+        else:
+            document["metadata"]["namespace"] = "filequeue"
+
+
+def _misspell_a_setting(sides: Sides) -> None:
+    data = config_map(sides.manifests)
+    data["FILEQUEUE_EMBEDER"] = data.pop("FILEQUEUE_EMBEDDER")
+
+
+def _switch_the_embedding_model(sides: Sides) -> None:
+    config_map(sides.manifests)["FILEQUEUE_EMBEDDING_MODEL"] = "cohere.embed-english-v3"
+
+
+def _read_another_secret(sides: Sides) -> None:
+    config_map(sides.manifests)["FILEQUEUE_DATABASE_SECRET_ARN"] = (
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdEf"
+    )
+
+
+def _rename_a_param(sides: Sides) -> None:
+    sides.params["SQS_QUEUE_URL"] = sides.params.pop("QUEUE_URL")
+
+
+def _run_the_job_on_another_image(sides: Sides) -> None:
+    one(sides.manifests, "Job")["spec"]["template"]["spec"]["containers"][0]["image"] = "filequeue:latest"
+
+
+def _lengthen_extraction_past_the_grace(sides: Sides) -> None:
+    config_map(sides.manifests)["FILEQUEUE_EXTRACT_TIMEOUT_SECONDS"] = "80"
+
+
+def _shorten_the_termination_grace(sides: Sides) -> None:
+    one(sides.manifests, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 60
+
+
+def _rename_an_output(sides: Sides) -> None:
+    outputs = sides.template["Outputs"]
+    outputs["fileProcessorRoleArn"] = outputs.pop("workerRoleArn")
+
+
+def _trust_another_service_account(sides: Sides) -> None:
+    role_id = logical_id_by_prefix(sides.template, "AWS::IAM::Role", "IrsaWorkerRole")
+    (statement,) = sides.template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    conditions = statement["Condition"]["StringEquals"]
+    for key in conditions:
+        if key.endswith(":sub"):
+            conditions[key] = "system:serviceaccount:file-queue:file-processor"
+
+
+def _drop_a_worker_grant(sid: str) -> Callable[[Sides], None]:
+    def mutate(sides: Sides) -> None:
+        for policy in resources(sides.template, "AWS::IAM::Policy").values():
+            document = policy["Properties"]["PolicyDocument"]
+            document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != sid]
+
+    return mutate
+
+
+def _drop_list_bucket(sides: Sides) -> None:
+    for policy in resources(sides.template, "AWS::IAM::ManagedPolicy").values():
+        document = policy["Properties"]["PolicyDocument"]
+        document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != "ListUploads"]
+
+
+def _change_the_worker_budget_in_the_stack(sides: Sides) -> None:
+    sides.expected_worker_environment["FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS"] = "100"
+
+
+@pytest.mark.parametrize(
+    ("side", "mutate", "expected"),
+    [
+        ("manifests", _rename_service_account, "system:serviceaccount:file-queue:file-processor"),
+        ("manifests", _move_namespace, "system:serviceaccount:filequeue:filequeue-worker"),
+        ("manifests", _misspell_a_setting, "FILEQUEUE_EMBEDER, which is no setting"),
+        ("manifests", _switch_the_embedding_model, "may not invoke foundation-model/cohere.embed-english-v3"),
+        ("manifests", _read_another_secret, "reads secret arn:aws:secretsmanager:eu-west-1:123456789012:secret:other"),
+        ("manifests", _rename_a_param, "params.env has SQS_QUEUE_URL"),
+        ("manifests", _run_the_job_on_another_image, "another image"),
+        ("manifests", _lengthen_extraction_past_the_grace, "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS='80'"),
+        ("manifests", _shorten_the_termination_grace, "terminationGracePeriodSeconds 60"),
+        ("stack", _rename_an_output, "from output workerRoleArn, which the stack does not have"),
+        ("stack", _trust_another_service_account, "trusts ['system:serviceaccount:file-queue:file-processor']"),
+        ("stack", _drop_a_worker_grant("ReadDatabaseSecret"), "worker role lacks secretsmanager:GetSecretValue"),
+        ("stack", _drop_a_worker_grant("InvokeEmbeddingModel"), "worker role may not invoke"),
+        ("stack", _drop_list_bucket, "lacks s3:ListBucket"),
+        ("stack", _change_the_worker_budget_in_the_stack, "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS"),
+    ],
+)
+def test_the_contract_fails_when_one_side_alone_changes(
+    eks_synth: Synthesized, side: str, mutate: Callable[[Sides], None], expected: str
+) -> None:
+    # Given the agreeing pair, with one side changed
+    sides = sides_of(eks_synth)
+    sides = Sides(
+        template=copy.deepcopy(sides.template),
+        manifests=sides.manifests,
+        params=dict(sides.params),
+        expected_worker_environment=dict(sides.expected_worker_environment),
+    )
+    mutate(sides)
+
+    # When the two are checked against each other
+    problems = contract_problems(sides)
+
+    # Then the disagreement is named
+    assert any(expected in problem for problem in problems), (side, problems)
+
+
+def test_params_env_is_built_from_the_deployed_stacks_outputs(
+    eks_synth: Synthesized, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given describe-stacks output for every output of the synthesized stack
+    described = [{"OutputKey": key, "OutputValue": f"value-of-{key}"} for key in eks_synth.template_json["Outputs"]]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(described)))
+
+    # When params.env is generated
+    assert main() == 0
+
+    # Then it has exactly the manifests' parameters, each from its output
+    generated = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert set(generated) == set(params())
+    assert generated == {name: f"value-of-{output}" for name, output in PARAMS_FROM_OUTPUTS.items()}
+
+
+def test_params_env_from_a_lambda_only_stack_names_the_missing_outputs(
+    default_synth: Synthesized, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    described = [{"OutputKey": key, "OutputValue": "x"} for key in default_synth.template_json["Outputs"]]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(described)))
+
+    assert main() == 2
+    assert "kedaRoleArn, workerRoleArn" in capsys.readouterr().err
+
+
+def test_params_env_text_keeps_the_manifests_order() -> None:
+    outputs: dict[str, Any] = {output: output.upper() for output in PARAMS_FROM_OUTPUTS.values()}
+
+    assert [line.split("=")[0] for line in params_env(outputs).splitlines()] == list(params())
