@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
+from handlers.batch import record_handler
 from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource, resources
 
 if TYPE_CHECKING:
@@ -77,7 +79,7 @@ def test_alarm_topic_receives_every_alarm_and_mails_the_given_address(full_synth
     assert subscription["Properties"]["Protocol"] == "email"
     assert subscription["Properties"]["Endpoint"] == "ops@example.com"
     alarms = _alarms(template)
-    assert len(alarms) == 4
+    assert len(alarms) == 6
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
         assert alarm["OKActions"] == [{"Ref": topic_id}]
@@ -92,3 +94,66 @@ def test_alarm_topic_refuses_plain_http(full_synth: Synthesized) -> None:
         statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         for statement in statements
     )
+
+
+def _metric_filters(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in resources(template, "AWS::Logs::MetricFilter").items()
+    }
+
+
+def test_lambda_duration_near_the_timeout_raises_an_alarm(default_synth: Synthesized, full_synth: Synthesized) -> None:
+    default_alarm = _alarm_on(default_synth.template_json, "AWS/Lambda", "Duration")
+    full_alarm = _alarm_on(full_synth.template_json, "AWS/Lambda", "Duration")
+
+    # 80 % of the 300 s default and of the configured 120 s, in milliseconds
+    assert (default_alarm["Threshold"], full_alarm["Threshold"]) == (240_000, 96_000)
+    assert default_alarm["Statistic"] == "Maximum"
+
+
+def test_partial_batch_failures_of_the_lambda_are_counted_from_its_logs_and_raise_an_alarm(
+    default_synth: Synthesized,
+) -> None:
+    template = default_synth.template_json
+    (metric_filter,) = _metric_filters(template).values()
+    log_group_id = logical_id_by_prefix(template, "AWS::Logs::LogGroup", "LambdaConsumerLogGroup")
+
+    assert metric_filter["LogGroupName"] == {"Ref": log_group_id}
+    (transformation,) = metric_filter["MetricTransformations"]
+    alarm = _alarm_on(template, transformation["MetricNamespace"], transformation["MetricName"])
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["Statistic"]) == ("GreaterThanThreshold", 0, "Sum")
+
+
+def test_the_failure_pattern_matches_the_log_lines_the_handler_writes() -> None:
+    # The pattern names the handler's own messages and outcome; a renamed message would silence the alarm.
+    from inspect import getsource
+
+    from cdk.alarms_construct import BATCH_ITEM_FAILURE_PATTERN
+
+    source = getsource(record_handler)
+    pattern = BATCH_ITEM_FAILURE_PATTERN.log_pattern_string
+    for message in ("not started: too close to the deadline", "malformed event"):
+        assert f'"{message}"' in source
+        assert message in pattern
+    assert '"outcome": "retry"' in source
+    assert '$.outcome = "retry"' in pattern
+
+
+def test_workers_partial_batch_failures_raise_an_alarm_from_their_log_group(eks_synth: Synthesized) -> None:
+    template = eks_synth.template_json
+    (metric_filter,) = _metric_filters(template).values()
+
+    assert metric_filter["LogGroupName"] == "/aws/containerinsights/filequeue/application"
+    (transformation,) = metric_filter["MetricTransformations"]
+    _alarm_on(template, transformation["MetricNamespace"], transformation["MetricName"])
+    # no Lambda, so no Lambda alarms
+    assert not [alarm for alarm in _alarms(template).values() if alarm["Namespace"] == "AWS/Lambda"]
+
+
+def test_a_dashboard_shows_the_queue_the_dlq_and_each_runtime(full_synth: Synthesized) -> None:
+    _, dashboard = only_resource(full_synth.template_json, "AWS::CloudWatch::Dashboard")
+
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for title in ("Queue", "Dead letters", "Lambda consumer"):
+        assert title in body

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from cdk.config import ContextError, FileQueueConfig
-from cdk.consumer_construct import lambda_environment
+from cdk.runtime_environment import lambda_environment, worker_environment
 
 OIDC_ARN = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B7"
 
@@ -20,7 +20,10 @@ def test_no_context_gives_the_documented_defaults() -> None:
     config = config_from()
 
     assert config == FileQueueConfig()
-    assert (config.uploads_prefix, config.function_timeout_seconds, config.max_receive_count) == ("uploads/", 300, 3)
+    assert (config.uploads_prefix, config.function_timeout_seconds, config.max_receive_count) == ("uploads/", 300, 4)
+    assert config.runtime == "lambda"
+    assert (config.k8s_namespace, config.k8s_service_account) == ("file-queue", "filequeue-worker")
+    assert config.lambda_extract_memory_mb == 2048 - 384
     assert config.visibility_timeout_seconds == 1805
     assert config.oidc_issuer is None
     assert not config.wants_alarm_topic
@@ -73,7 +76,11 @@ def test_an_alarm_email_implies_a_topic() -> None:
         ({"subnetIds": "subnet-0aaa1111bbbb2222c"}, "vpcId"),
         ({"vpcId": "vpc-0a1b2c3d4e5f60718", "subnetIds": "subnet-1"}, "subnetIds"),
         ({"k8sNamespace": "File_Queue"}, "k8sNamespace"),
-        ({"deadlineMarginSeconds": 300}, "deadlineMarginSeconds"),
+        ({"runtime": "fargate"}, "runtime"),
+        ({"runtime": "eks"}, "oidcProviderArn"),
+        ({"runtime": "both"}, "oidcProviderArn"),
+        ({"k8sServiceAccount": "File_Processor"}, "k8sServiceAccount"),
+        ({"functionMemoryMb": 256}, "functionMemoryMb"),
     ],
 )
 def test_bad_context_names_the_key(context: dict[str, Any], key: str) -> None:
@@ -95,3 +102,46 @@ def test_openai_embedder_passes_its_endpoint_but_never_a_key() -> None:
 
     assert environment["FILEQUEUE_OPENAI_BASE_URL"] == "https://embeddings.internal/v1"
     assert "FILEQUEUE_OPENAI_API_KEY" not in environment
+
+
+@pytest.mark.parametrize(
+    ("context", "text"),
+    [
+        # the deadline margin must exceed the write margin, or a record could start with no time to extract
+        ({"deadlineMarginSeconds": 10}, "deadline margin (10 s) must exceed the write margin (10 s)"),
+        ({"deadlineMarginSeconds": 300}, "functionTimeoutSeconds (300 s) must exceed the deadline margin (300 s)"),
+        (
+            {"functionTimeoutSeconds": 120},
+            "extraction limit (120 s) plus the write margin (10 s) exceed the function timeout, functionTimeoutSeconds",
+        ),
+        (
+            {"runtime": "eks", "oidcProviderArn": OIDC_ARN, "workerShutdownGraceSeconds": 65},
+            "exceed the worker shutdown grace, workerShutdownGraceSeconds (65 s)",
+        ),
+    ],
+)
+def test_contradicting_time_limits_fail_at_synth_with_the_budgets_words(context: dict[str, Any], text: str) -> None:
+    with pytest.raises(ContextError, match="context time limits contradict each other") as error:
+        config_from(**context)
+
+    assert text in str(error.value)
+
+
+def test_a_lambda_only_stack_does_not_check_the_workers_budget() -> None:
+    assert config_from(workerShutdownGraceSeconds=30).runtime == "lambda"
+
+
+def test_the_lambdas_extraction_cap_leaves_the_handler_its_reserve() -> None:
+    environment = lambda_environment(config_from(functionMemoryMb=3008), "arn:aws:secretsmanager:x")
+
+    assert environment["FILEQUEUE_EXTRACT_MEMORY_MB"] == str(3008 - 384)
+
+
+def test_the_workers_expected_environment_carries_its_budget_and_no_fixed_memory_cap() -> None:
+    environment = worker_environment(config_from(runtime="eks", oidcProviderArn=OIDC_ARN), "arn:aws:secretsmanager:x")
+
+    assert environment["FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS"] == "85"
+    assert environment["FILEQUEUE_EXTRACT_TIMEOUT_SECONDS"] == "60"
+    assert environment["FILEQUEUE_WRITE_MARGIN_SECONDS"] == "10"
+    assert environment["FILEQUEUE_AUTO_MIGRATE"] == "false"
+    assert "FILEQUEUE_EXTRACT_MEMORY_MB" not in environment

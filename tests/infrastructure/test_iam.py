@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from tests.infrastructure.conftest import FULL_CONTEXT, OIDC_ISSUER
+from tests.infrastructure.conftest import FULL_CONTEXT, OIDC_ISSUER, REGION
 from tests.infrastructure.template_queries import (
     as_list,
     flatten,
@@ -59,8 +59,20 @@ def test_default_consumer_policy_grants_exactly_what_a_consumer_needs(default_sy
     assert grants == {
         (frozenset(CONSUMER_QUEUE_ACTIONS), f"<{queue_id}.Arn>"),
         (frozenset({"s3:GetObject", "s3:GetObjectVersion"}), f"<{bucket_id}.Arn>/uploads/*"),
+        (frozenset({"s3:ListBucket"}), f"<{bucket_id}.Arn>"),
     }
-    assert all(statement["Effect"] == "Allow" and "Condition" not in statement for statement in statements)
+    assert all(statement["Effect"] == "Allow" for statement in statements)
+
+
+def test_listing_is_granted_only_under_the_uploads_prefix(any_synth: Synthesized) -> None:
+    # Without s3:ListBucket S3 answers 403 for a deleted key, and the handler could not record it as missing.
+    _, statements = _consumer_policy(any_synth.template_json)
+    prefix = "uploads/" if any_synth.stack.config.uploads_prefix == "uploads/" else "incoming/"
+
+    (listing,) = [statement for statement in statements if "s3:ListBucket" in as_list(statement["Action"])]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
+    others = [statement for statement in statements if statement is not listing]
+    assert all("Condition" not in statement for statement in others)
 
 
 def test_consumer_policy_reads_only_the_configured_prefix(full_synth: Synthesized) -> None:
@@ -120,9 +132,9 @@ def test_default_stack_has_no_irsa_roles(default_synth: Synthesized) -> None:
     assert _web_identity_roles(default_synth.template_json) == {}
 
 
-def test_file_processor_role_trusts_only_its_service_account_tokens_for_sts(full_synth: Synthesized) -> None:
+def test_worker_role_trusts_only_its_service_account_tokens_for_sts(full_synth: Synthesized) -> None:
     template = full_synth.template_json
-    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaFileProcessorRole")
+    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaWorkerRole")
 
     assert _trust_statement(template, role_id) == {
         "Effect": "Allow",
@@ -130,20 +142,39 @@ def test_file_processor_role_trusts_only_its_service_account_tokens_for_sts(full
         "Principal": {"Federated": FULL_CONTEXT["oidcProviderArn"]},
         "Condition": {
             "StringEquals": {
-                f"{OIDC_ISSUER}:sub": "system:serviceaccount:file-queue:file-processor",
+                f"{OIDC_ISSUER}:sub": "system:serviceaccount:file-queue:filequeue-worker",
                 f"{OIDC_ISSUER}:aud": "sts.amazonaws.com",
             }
         },
     }
 
 
-def test_file_processor_role_has_the_consumer_policy_and_nothing_else(full_synth: Synthesized) -> None:
+def test_worker_role_gets_what_its_settings_need_as_the_lambda_role_does(full_synth: Synthesized) -> None:
+    # Both runtimes read the database secret and embed with Bedrock here: both roles get both grants.
     template = full_synth.template_json
     policy_id, _ = _consumer_policy(template)
-    role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaFileProcessorRole")
+    worker_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaWorkerRole")
+    lambda_id = logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")
 
-    assert template["Resources"][role_id]["Properties"]["ManagedPolicyArns"] == [{"Ref": policy_id}]
-    assert statements_of_role(template, role_id) == []
+    assert template["Resources"][worker_id]["Properties"]["ManagedPolicyArns"] == [{"Ref": policy_id}]
+
+    def settings_grants(role_id: str) -> set[tuple[str, str]]:
+        return {
+            (statement["Action"], flatten(statement["Resource"]))
+            for statement in statements_of_role(template, role_id)
+            if statement.get("Sid") in ("ReadDatabaseSecret", "InvokeEmbeddingModel")
+        }
+
+    expected = {
+        ("secretsmanager:GetSecretValue", "<DatabaseCredentialsArn>"),
+        ("bedrock:InvokeModel", f"arn:aws:bedrock:{REGION}::foundation-model/amazon.titan-embed-text-v2:0"),
+    }
+    assert settings_grants(worker_id) == expected
+    assert settings_grants(lambda_id) == expected
+    assert {statement.get("Sid") for statement in statements_of_role(template, worker_id)} == {
+        "ReadDatabaseSecret",
+        "InvokeEmbeddingModel",
+    }
 
 
 def test_keda_operator_role_may_only_read_queue_attributes(full_synth: Synthesized) -> None:

@@ -1,4 +1,4 @@
-"""Bucket, notifications, queue and DLQ, including RELIABILITY.md §E's queue guards."""
+"""Bucket, notifications, queue and DLQ, including the guards on retention, visibility and redrive."""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def test_dead_letter_queue_outlives_the_source_queue(any_synth: Synthesized) -> 
     assert _dead_letter_queue(template)["MessageRetentionPeriod"] == 14 * 24 * 60 * 60
 
 
-def test_default_redrive_after_three_receives_is_flagged_below_the_recommended_five(
+def test_default_redrive_after_one_delivery_and_three_retries_is_flagged_below_the_recommended_five(
     default_synth: Synthesized,
 ) -> None:
     template = default_synth.template_json
@@ -207,11 +207,26 @@ def test_default_redrive_after_three_receives_is_flagged_below_the_recommended_f
 
     assert _queue(template)["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": [dead_letter_queue_id, "Arn"]},
-        "maxReceiveCount": 3,
+        "maxReceiveCount": 4,
     }
     Annotations.from_stack(default_synth.stack).has_info(
-        "/FileQueue/Ingest/Queue", Match.string_like_regexp("maxReceiveCount is 3, below the 5 AWS recommends")
+        "/FileQueue/Ingest/Queue",
+        Match.string_like_regexp(r"maxReceiveCount is 4 \(one delivery and 3 retries\); AWS recommends at least 5"),
     )
+
+
+def test_the_dead_letter_queue_survives_stack_deletion_and_takes_redrives_only_from_its_queue(
+    any_synth: Synthesized,
+) -> None:
+    template = any_synth.template_json
+    _, dead_letter_queue_id = _queue_ids(template)
+    dead_letter_queue = template["Resources"][dead_letter_queue_id]
+
+    assert (dead_letter_queue["DeletionPolicy"], dead_letter_queue["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    allow = dead_letter_queue["Properties"]["RedriveAllowPolicy"]
+    assert allow["redrivePermission"] == "byQueue"
+    (source,) = allow["sourceQueueArns"]
+    assert flatten(source).endswith(f":{_queue(template)['QueueName']}")
 
 
 def test_configured_receive_count_of_five_is_not_flagged(full_synth: Synthesized) -> None:

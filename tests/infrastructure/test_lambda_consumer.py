@@ -116,6 +116,10 @@ def test_default_environment(default_synth: Synthesized) -> None:
         "FILEQUEUE_EMBEDDER": "hashing",
         "FILEQUEUE_EMBEDDING_DIMENSION": "256",
         "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "30",
+        "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS": "120",
+        "FILEQUEUE_WRITE_MARGIN_SECONDS": "10",
+        # 2048 MB less what the handler process keeps: a memory bomb kills the child, not the function
+        "FILEQUEUE_EXTRACT_MEMORY_MB": "1664",
         "FILEQUEUE_MAX_OBJECT_BYTES": str(100 * 1024 * 1024),
         "POWERTOOLS_SERVICE_NAME": "file-queue",
         "POWERTOOLS_LOG_LEVEL": "INFO",

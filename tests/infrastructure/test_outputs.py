@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource
+from aws_cdk.assertions import Annotations, Match
+
+from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource, resources
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tests.infrastructure.conftest import Synthesized
 
 
@@ -14,10 +18,10 @@ def test_irsa_role_arns_are_outputs(full_synth: Synthesized) -> None:
     template = full_synth.template_json
     outputs = template["Outputs"]
 
-    assert outputs["fileProcessorRoleArn"]["Value"] == {
-        "Fn::GetAtt": [logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaFileProcessorRole"), "Arn"]
+    assert outputs["workerRoleArn"]["Value"] == {
+        "Fn::GetAtt": [logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaWorkerRole"), "Arn"]
     }
-    assert outputs["kedaOperatorRoleArn"]["Value"] == {
+    assert outputs["kedaRoleArn"]["Value"] == {
         "Fn::GetAtt": [logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaKedaOperatorRole"), "Arn"]
     }
 
@@ -38,12 +42,40 @@ def test_seed_outputs_exist_with_their_exact_names(any_synth: Synthesized) -> No
 def test_default_stack_outputs_nothing_for_parts_it_does_not_create(default_synth: Synthesized) -> None:
     outputs = set(default_synth.template_json["Outputs"])
 
-    assert outputs.isdisjoint(
-        {"fileProcessorRoleArn", "kedaOperatorRoleArn", "alarmTopicArn", "functionSecurityGroupIds"}
-    )
+    assert outputs.isdisjoint({"workerRoleArn", "kedaRoleArn", "alarmTopicArn", "functionSecurityGroupIds"})
 
 
 def test_vpc_placement_outputs_the_function_security_groups(full_synth: Synthesized) -> None:
     output = full_synth.template_json["Outputs"]["functionSecurityGroupIds"]
 
     assert output["Value"] == "sg-0123456789abcdef0"
+
+
+def test_an_eks_only_stack_has_no_lambda_and_outputs_what_the_manifests_need(eks_synth: Synthesized) -> None:
+    template = eks_synth.template_json
+    outputs = template["Outputs"]
+
+    functions = resources(template, "AWS::Lambda::Function")
+    assert [logical_id for logical_id in functions if logical_id.startswith("LambdaConsumer")] == []
+    assert resources(template, "AWS::Lambda::EventSourceMapping") == {}
+    assert outputs["runtime"]["Value"] == "eks"
+    assert outputs["image"]["Value"]
+    assert "functionName" not in outputs
+
+
+def test_a_lambda_only_stack_creates_no_worker_roles_even_with_an_oidc_provider(tmp_path: Path) -> None:
+    from cdk.app import build_app
+    from tests.infrastructure.conftest import FULL_CONTEXT, cdk_json_context
+
+    _, stack = build_app(
+        {**cdk_json_context(), "oidcProviderArn": FULL_CONTEXT["oidcProviderArn"]}, outdir=str(tmp_path)
+    )
+
+    assert stack.irsa is None
+    assert stack.consumer is not None
+
+
+def test_both_runtimes_are_flagged_as_a_migration_state(full_synth: Synthesized) -> None:
+    Annotations.from_stack(full_synth.stack).has_info(
+        "/FileQueue", Match.string_like_regexp("runtime=both is a migration state")
+    )
