@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _READ_SIZE = 1024 * 1024
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "NoSuchBucket"}
 _PERMANENT = {"InvalidObjectState", "InvalidRange", "MethodNotAllowed"}
+_DENIED = {"AccessDenied", "403", "Forbidden"}
 
 
 class S3ObjectStore:
@@ -33,8 +34,21 @@ class S3ObjectStore:
         request: dict[str, str] = {"Bucket": ref.bucket, "Key": ref.key}
         if ref.version_id:
             request["VersionId"] = ref.version_id
-        with _translated_errors(ref):
-            response = self._client.get_object(**request)
+        try:
+            with _translated_errors(ref):
+                response = self._client.get_object(**request)
+        except TransientError as error:
+            if error.code != "access_denied":
+                raise
+            # S3 answers 403, not 404, for a missing key to a caller who may not list the bucket; a listing
+            # under the key tells a deleted object (permanent) from a real lack of permission (transient).
+            if not self._key_is_listed(ref):
+                raise PermanentError(
+                    f"{ref.uri} (version {ref.version_id or 'latest'}) no longer exists: 403 on GetObject and "
+                    "not listed",
+                    code="object_missing",
+                ) from error
+            raise
         expected = int(response.get("ContentLength", -1))
         if expected > self._max_bytes:
             response["Body"].close()
@@ -68,6 +82,22 @@ class S3ObjectStore:
             etag=(response.get("ETag") or "").strip('"') or ref.etag,
         )
 
+    def _key_is_listed(self, ref: ObjectRef) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            listing = self._client.list_objects_v2(Bucket=ref.bucket, Prefix=ref.key, MaxKeys=1)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+            raise TransientError(
+                f"S3 denied GetObject on {ref.uri} and ListObjectsV2 under it ({code}): grant s3:GetObject, "
+                "s3:GetObjectVersion and s3:ListBucket on the uploads prefix",
+                code="access_denied",
+            ) from exc
+        except BotoCoreError as exc:
+            raise TransientError(f"S3 ListObjectsV2 {ref.uri} failed: {exc}", code=type(exc).__name__) from exc
+        return any(entry.get("Key") == ref.key for entry in listing.get("Contents", []))
+
 
 @contextmanager
 def _translated_errors(ref: ObjectRef) -> Iterator[None]:
@@ -84,6 +114,12 @@ def _translated_errors(ref: ObjectRef) -> Iterator[None]:
             ) from exc
         if code in _PERMANENT:
             raise PermanentError(f"{ref.uri} cannot be read: {code}", code="object_unreadable") from exc
+        if code in _DENIED:
+            raise TransientError(
+                f"S3 denied GetObject on {ref.uri} ({code}): the role lacks s3:GetObject or s3:GetObjectVersion "
+                "on it, or the object's key policy denies it",
+                code="access_denied",
+            ) from exc
         raise TransientError(f"S3 GetObject {ref.uri} failed: {code}", code=code) from exc
     except BotoCoreError as exc:
         raise TransientError(f"S3 GetObject {ref.uri} failed: {exc}", code=type(exc).__name__) from exc
