@@ -44,6 +44,7 @@ IMAGE_EXCLUDES = (
     # container/ would drop the Dockerfile and its lock file from the staged asset.
     f"!{DOCKERFILE}",
     "!container/requirements.lock",
+    "!container/build.lock",
 )
 
 

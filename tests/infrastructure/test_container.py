@@ -53,13 +53,27 @@ def test_hadolint_finds_nothing_in_the_dockerfile():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_image_is_multi_stage_on_a_slim_python_base():
+def test_the_image_is_multi_stage_on_a_slim_python_base_pinned_by_digest():
     steps = instructions()
     assert [keyword for keyword, _ in steps].count("FROM") == 2
     args = dict(rest.split("=", 1) for keyword, rest in steps if keyword == "ARG" and "=" in rest)
-    assert args["PYTHON_IMAGE"] == "python:3.12-slim"
-    assert final_stage()[0] == ("FROM", "${PYTHON_IMAGE}")
+    assert re.fullmatch(r"python:3\.12-slim@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"])
+    assert all(rest.split()[0] == "${PYTHON_IMAGE}" for keyword, rest in steps if keyword == "FROM")
     assert any(keyword == "COPY" and rest.startswith("--from=builder") for keyword, rest in final_stage())
+
+
+def test_dependencies_and_code_are_separate_layers_with_the_dependencies_first():
+    steps = instructions()
+    copies = [rest for keyword, rest in steps if keyword == "COPY"]
+    installs = [rest for keyword, rest in steps if keyword == "RUN" and "pip install" in rest]
+    # the lock is copied and installed before any source file is copied
+    assert copies[0] == "container/requirements.lock container/build.lock ./"
+    assert "--require-hashes" in installs[0]
+    assert "-r requirements.lock" in installs[0]
+    assert "--no-deps" in installs[1]
+    assert "--no-build-isolation" in installs[1]
+    final_copies = [rest for keyword, rest in final_stage() if keyword == "COPY"]
+    assert final_copies == ["--from=builder /dependencies /usr/local", "--from=builder /code /usr/local"]
 
 
 def test_the_final_stage_runs_as_a_numeric_non_root_user_and_needs_only_tmp():
@@ -79,9 +93,57 @@ def test_the_default_command_is_the_worker_and_the_lambda_client_is_installed():
     stage = final_stage()
     assert json.loads(next(rest for keyword, rest in reversed(stage) if keyword == "CMD")) == ["filequeue", "worker"]
     assert not any(keyword == "ENTRYPOINT" for keyword, _ in stage)  # Lambda overrides the entrypoint
-    builder_install = next(rest for keyword, rest in instructions() if keyword == "RUN" and "pip install" in rest)
-    assert "[worker]" in builder_install
-    assert "awslambdaric" in builder_install
+    locked = _locked(REPO_ROOT / "container" / "requirements.lock")
+    assert "awslambdaric" in locked
+    assert "prometheus-client" in locked
+
+
+def _locked(path: Path) -> dict[str, str]:
+    """Package name -> pinned version of a pip requirements or constraints file."""
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", path.read_text(), flags=re.MULTILINE)
+    return {name.lower().replace("_", "-"): version for name, version in pins}
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_image_lock_pins_every_runtime_dependency_with_hashes_at_the_test_environments_versions():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime = [*project["dependencies"], *project["optional-dependencies"]["worker"]]
+    runtime += project["optional-dependencies"]["lambda"]
+    lock_text = (REPO_ROOT / "container" / "requirements.lock").read_text()
+    locked = _locked(REPO_ROOT / "container" / "requirements.lock")
+    constraints = _locked(REPO_ROOT / "constraints.txt")
+
+    assert {_requirement_name(requirement) for requirement in runtime} <= set(locked)
+    # every pin carries its hashes (pip --require-hashes refuses the file otherwise)
+    assert lock_text.count("==") == len(locked)
+    assert all(block.count("--hash=sha256:") >= 1 for block in re.split(r"\n(?=\S)", lock_text) if "==" in block)
+    # the image runs what the tests ran
+    assert {name: version for name, version in locked.items() if name in constraints} == {
+        name: constraints[name] for name in locked if name in constraints
+    }
+
+
+def test_the_test_environment_is_the_one_constraints_txt_pins():
+    from importlib.metadata import version
+
+    constraints = _locked(REPO_ROOT / "constraints.txt")
+    for name in ("aws-cdk-lib", "boto3", "psycopg", "pypdf", "moto", "aws-lambda-powertools"):
+        assert version(name) == constraints[name], name
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "build.lock"])
+def test_the_image_locks_resolve_to_wheels_whose_hashes_match_for_the_images_python(lock, tmp_path):
+    # pip downloads each pinned wheel for CPython 3.12 on linux/amd64 and checks it against the lock's hashes
+    platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed"]
+    command += ["--require-hashes", "--no-deps", "--only-binary=:all:", "--python-version", "3.12"]
+    command += [argument for platform in platforms for argument in ("--platform", platform)]
+    command += ["--target", str(tmp_path), "-r", str(REPO_ROOT / "container" / lock)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_default_command_exists_in_the_package():

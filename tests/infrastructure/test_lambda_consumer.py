@@ -69,6 +69,8 @@ def test_image_is_staged_from_the_container_dockerfile_without_building_it(any_s
     assert asset["source"]["dockerFile"] == "container/Dockerfile"
     assert asset["source"]["platform"] == "linux/amd64"
     assert (staged / "container" / "Dockerfile").is_file()
+    assert (staged / "container" / "requirements.lock").is_file()
+    assert (staged / "container" / "build.lock").is_file()
     assert (staged / "handlers" / "lambda_entry.py").is_file()
     assert (staged / "pyproject.toml").is_file()
     for excluded in ("tests", "cdk", "bench", ".git", "cdk.json"):
