@@ -3,9 +3,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import App, Environment, Validations
+from aws_cdk import App, Aspects, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from cdk.acknowledge import ScannerAcknowledgments
 from cdk.config import FileQueueConfig
 from cdk.file_queue_stack import FileQueueStack
 
@@ -18,6 +19,7 @@ def build_app(context: Mapping[str, Any] | None = None, outdir: str | None = Non
     app = App(context=dict(context) if context is not None else None, outdir=outdir)
     config = FileQueueConfig.from_context(app.node.try_get_context)
     stack = FileQueueStack(app, config.stack_name, config=config, env=_environment(app))
+    Aspects.of(stack).add(ScannerAcknowledgments())
     # Acknowledgments are also written to each resource's Metadata (`cdk_nag.rules_to_suppress`) for audit.
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True))
     return app, stack
