@@ -15,9 +15,7 @@ def test_the_cdk_cli_synthesizes_non_interactively_without_a_node_end_of_life_ba
     npx = shutil.which("npx")
     assert npx, "npx (Node.js) is needed for the CDK CLI"
     # Given CI's environment, without the acknowledgments the test process itself set
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith("JSII_SILENCE_WARNING")
-    }
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("JSII_SILENCE_WARNING")}
     environment["CI"] = "true"
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
 
