@@ -69,11 +69,11 @@ def _switch_the_embedding_model(sides: Sides) -> None:
     config_map(sides.manifests)["FILEQUEUE_EMBEDDING_MODEL"] = "cohere.embed-english-v3"
 
 
-OTHER_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdEf"
+OTHER_DATABASE_CREDENTIALS = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdEf"
 
 
 def _read_another_secret(sides: Sides) -> None:
-    config_map(sides.manifests)["FILEQUEUE_DATABASE_SECRET_ARN"] = OTHER_SECRET_ARN
+    config_map(sides.manifests)["FILEQUEUE_DATABASE_SECRET_ARN"] = OTHER_DATABASE_CREDENTIALS
 
 
 def _rename_a_param(sides: Sides) -> None:
