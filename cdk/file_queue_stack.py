@@ -128,7 +128,11 @@ class FileQueueStack(Stack):
         CfnOutput(self, "deadLetterQueueUrl", value=ingest.dead_letter_queue.queue_url, description="DLQ URL")
         CfnOutput(self, "runtime", value=self.config.runtime, description="Which runtime consumes the queue")
         CfnOutput(
-            self, "image", value=self.image.image_uri, description="The image both runtimes run (params.env IMAGE)"
+            self,
+            "image",
+            # The expression the Lambda function's ImageUri uses, so both runtimes name one reference.
+            value=self.image.repository.repository_uri_for_tag(self.image.asset_hash),
+            description="The image both runtimes run (params.env IMAGE)",
         )
         CfnOutput(self, "awsRegion", value=Aws.REGION, description="Region of the stack (params.env AWS_REGION)")
         CfnOutput(

@@ -221,3 +221,13 @@ def test_tracing_is_active_and_its_wildcard_grant_stands_alone(any_synth: Synthe
 @pytest.mark.parametrize("name", ["FILEQUEUE_DATABASE_URL", "FILEQUEUE_OPENAI_API_KEY"])
 def test_no_credential_travels_as_a_plain_environment_variable(any_synth: Synthesized, name: str) -> None:
     assert name not in env_of(_function(any_synth.template_json))
+
+
+def test_the_function_runs_the_very_image_reference_the_workers_are_given(full_synth: Synthesized) -> None:
+    # The workers' params.env IMAGE comes from the `image` output: one build, one reference for both runtimes.
+    template = full_synth.template_json
+
+    image_uri = _function(template)["Properties"]["Code"]["ImageUri"]
+
+    assert image_uri == template["Outputs"]["image"]["Value"]
+    assert flatten(image_uri).endswith(f":{full_synth.stack.image.asset_hash}")
