@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+import shutil
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,11 +19,12 @@ import pytest
 from cdk.k8s_params import PARAMS_FROM_OUTPUTS, main, params_env
 from cdk.runtime_environment import worker_environment
 from tests.infrastructure.contract import Sides, config_map, contract_problems, one
-from tests.infrastructure.manifests import params, rendered
+from tests.infrastructure.manifests import K8S, params, render, rendered
 from tests.infrastructure.template_queries import logical_id_by_prefix, resources
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from tests.infrastructure.conftest import Synthesized
 
@@ -195,3 +198,29 @@ def test_params_env_text_keeps_the_manifests_order() -> None:
     outputs: dict[str, Any] = {output: output.upper() for output in PARAMS_FROM_OUTPUTS.values()}
 
     assert [line.split("=")[0] for line in params_env(outputs).splitlines()] == list(params())
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "expected"),
+    [
+        ("serviceaccount.yaml", ("name: filequeue-worker", "name: file-processor"), "file-queue:file-processor"),
+        ("kustomization.yaml", ("namespace: file-queue", "namespace: filequeue"), "filequeue:filequeue-worker"),
+        ("kustomization.yaml", ("FILEQUEUE_EMBEDDER=", "FILEQUEUE_EMBEDER="), "FILEQUEUE_EMBEDER, which is no setting"),
+    ],
+)
+def test_the_contract_fails_when_a_manifest_file_alone_changes(
+    eks_synth: Synthesized, tmp_path: Path, file: str, change: tuple[str, str], expected: str
+) -> None:
+    old, new = change
+    # Given a copy of the manifests with one name changed in one file
+    copied = tmp_path / "k8s"
+    shutil.copytree(K8S, copied)
+    text = (copied / file).read_text()
+    assert old in text
+    (copied / file).write_text(text.replace(old, new, 1))
+
+    # When the copy is rendered and checked against the unchanged stack
+    sides = replace(sides_of(eks_synth), manifests=render(copied))
+
+    # Then the contract names the disagreement
+    assert any(expected in problem for problem in contract_problems(sides)), contract_problems(sides)
