@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import sys
 from contextlib import contextmanager
@@ -81,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(command=_search)
 
     graph = commands.add_parser("graph", help="a document's neighbours in the graph, by relation")
-    graph.add_argument("key", help="the document's key")
+    graph.add_argument("key", help="the document's key, s3:// URI, or a file name only one key ends with")
     graph.add_argument("--bucket", default=None, help="the bucket, if several hold the key")
     graph.add_argument(
         "--hops",
@@ -210,23 +209,33 @@ def _graph(args: argparse.Namespace) -> int:
 
     with _connect(_database_url()) as conn:
         try:
-            document_id = find_document(conn, args.key, args.bucket)
+            document = find_document(conn, args.key, args.bucket)
         except LookupError as error:
             print(f"filequeue: error: {error.args[0]}", file=sys.stderr)
             return 2
-        found = neighbours(conn, document_id, hops=args.hops, relations=args.relation or RELATIONS)
+        found = neighbours(conn, document.id, hops=args.hops, relations=args.relation or RELATIONS)
+    failure = f"{document.error_code}: {document.error}" if document.status == "failed" else None
     if args.json:
         listed = [dataclasses.asdict(neighbour) for neighbour in found]
-        print(json.dumps({"key": args.key, "neighbours": listed}, ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {"key": document.key, "status": document.status, "error": failure, "neighbours": listed},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return 0
-    print(args.key)
+    print(f"s3://{document.bucket}/{document.key}  {document.status}" + (f" ({failure})" if failure else ""))
     if not found:
         print("  no neighbours")
-    for relation, group in itertools.groupby(found, key=lambda neighbour: neighbour.relation):
-        print(relation)
-        for neighbour in group:
-            route = f"  ({neighbour.hops} hops, via {neighbour.via})" if neighbour.via else ""
-            print(f"  {neighbour.weight:.3f}  {neighbour.key}{route}")
+    for neighbour in found:
+        path = " > ".join(
+            f"{relation} {key}"
+            for relation, key in zip(neighbour.relations, [*neighbour.via, neighbour.key], strict=True)
+        )
+        marks = " (ambiguous name)" if neighbour.ambiguous else ""
+        marks += "" if neighbour.status == "ready" else f" [{neighbour.status}]"
+        print(f"  {neighbour.weight:.3f}  {path}{marks}")
     return 0
 
 

@@ -20,7 +20,7 @@ PREFIX = "FILEQUEUE_"
 EMBEDDER_KINDS = ("hashing", "bedrock", "openai")
 BEDROCK_DIMENSIONS = (256, 512, 1024)
 DEFAULT_MODELS = {
-    "hashing": "hashing-v1",
+    "hashing": "hashing-v2",
     "bedrock": "amazon.titan-embed-text-v2:0",
     "openai": "text-embedding-3-small",
 }

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 def build_embedder(settings: Settings) -> Embedder:
     """The embedder the settings ask for; provider modules are imported only when chosen."""
     if settings.embedder == "hashing":
-        from handlers.adapters.embedders.hashing import HashingEmbedder
+        from handlers.adapters.embedders.hashing import build_hashing_embedder
 
-        return HashingEmbedder(settings.embedding_dimension, settings.resolved_embedding_model)
+        return build_hashing_embedder(settings.embedding_dimension, settings.resolved_embedding_model)
     if settings.embedder == "bedrock":
         from handlers.adapters.embedders.bedrock import BedrockEmbedder
 

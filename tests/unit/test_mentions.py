@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from handlers.stages.edges import document_names, find_mentions
 
 
