@@ -168,7 +168,8 @@ def main() -> None:
         for mode, by_kind in outcome["scores"].items():
             for kind, summary in by_kind.items():
                 print(
-                    f"{model:<14} {mode:<7} {kind:<11} {summary['top1']:>6.3f} {summary['mrr10']:>7.3f} {summary['n']:>4}"
+                    f"{model:<14} {mode:<7} {kind:<11} "
+                    f"{summary['top1']:>6.3f} {summary['mrr10']:>7.3f} {summary['n']:>4}"
                 )
 
 

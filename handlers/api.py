@@ -209,7 +209,10 @@ class FileQueue:
             " ORDER BY updated_at DESC, key LIMIT %s",
             (limit,),
         ).fetchall()
-        return [DocumentSummary(*row[:5], updated_at=row[5].isoformat()) for row in rows]
+        return [
+            DocumentSummary(bucket, key, status, error_code, error, updated_at.isoformat())
+            for bucket, key, status, error_code, error, updated_at in rows
+        ]
 
     def status(self) -> StoreStatus:
         """Counts of documents by status and of chunks, the store's model, and the queue and DLQ depths."""

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     import psycopg
 
+    from handlers.adapters.search import SearchHit
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -77,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         "--hybrid", action="store_true", help="fuse vector similarity with full-text ranking (reciprocal rank fusion)"
     )
     search.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_search_options(search)
     search.set_defaults(command=_search)
+    _add_console_command(commands)
 
     graph = commands.add_parser("graph", help="a document's neighbours in the graph, by relation")
     graph.add_argument("key", help="the document's key, s3:// URI, or a file name only one key ends with")
@@ -111,6 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     reembed.set_defaults(command=_reembed)
     return parser
+
+
+def _add_search_options(search: argparse.ArgumentParser) -> None:
+    search.add_argument("--explain", action="store_true", help="show each hit's vector rank, text rank and fused score")
+    search.add_argument("--prefix", default="", help="only documents whose key starts with this")
+    search.add_argument("--content-type", default=None, help="only documents of this type, e.g. text/markdown")
+    search.add_argument("--min-score", type=float, default=None, help="drop hits scoring below this")
+
+
+def _add_console_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    console = commands.add_parser("console", help="a read-only web page: search, documents, graph, failures, queue")
+    console.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs a token)")
+    console.add_argument("--port", type=int, default=8765)
+    console.set_defaults(command=_console)
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -181,26 +199,74 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from handlers.adapters.embedders import build_embedder
-    from handlers.adapters.search import search
-    from handlers.batch import prepare_database
+    from handlers.api import FileQueue
 
-    settings = get_settings()
-    settings.require_database()
-    embedder = build_embedder(settings)
-    url, _ = prepare_database(settings, embedder.model, embedder.dimension, apply=False)
-    with _connect(url) as conn:
-        hits = search(conn, embedder, args.text, limit=args.limit, hybrid=args.hybrid)
+    with FileQueue.from_env() as store:
+        hits = store.search(
+            args.text,
+            hybrid=args.hybrid,
+            limit=args.limit,
+            prefix=args.prefix,
+            content_type=args.content_type,
+            min_score=args.min_score,
+        )
     if args.json:
         print(json.dumps([dataclasses.asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
         return 0
     if not hits:
         print("no results")
         return 0
+    if args.explain:
+        print(_explained(hits, hybrid=args.hybrid))
+        return 0
     rows = [["rank", "score", "page", "key", "snippet"]] + [
         [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key, hit.snippet] for rank, hit in enumerate(hits, 1)
     ]
     print(_table(rows, right_aligned=3))
+    return 0
+
+
+def _explained(hits: Sequence[SearchHit], *, hybrid: bool) -> str:
+    """The hits with the parts of their score: ranks in each ranking and their reciprocal-rank terms."""
+    from handlers.adapters.search import RRF_K, TEXT_WEIGHT, VECTOR_WEIGHT
+
+    if not hybrid:
+        header = "score = cosine similarity of the query and chunk vectors"
+        rows = [["rank", "cosine", "page", "key"]] + [
+            [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key] for rank, hit in enumerate(hits, 1)
+        ]
+        return header + "\n" + _table(rows, right_aligned=3)
+    header = (
+        f"score = {VECTOR_WEIGHT:g}/({RRF_K} + vector rank) + {TEXT_WEIGHT:g}/({RRF_K} + text rank);"
+        " '-' = not a candidate"
+    )
+    rows = [["rank", "vector", "text", "vector part", "text part", "score", "page", "key"]]
+    for rank, hit in enumerate(hits, 1):
+        vector_part = VECTOR_WEIGHT / (RRF_K + hit.vector_rank) if hit.vector_rank else 0.0
+        text_part = TEXT_WEIGHT / (RRF_K + hit.text_rank) if hit.text_rank else 0.0
+        rows.append(
+            [
+                str(rank),
+                str(hit.vector_rank or "-"),
+                str(hit.text_rank or "-"),
+                f"{vector_part:.4f}",
+                f"{text_part:.4f}",
+                f"{hit.score:.4f}",
+                str(hit.page),
+                hit.key,
+            ]
+        )
+    return header + "\n" + _table(rows, right_aligned=7)
+
+
+def _console(args: argparse.Namespace) -> int:
+    from handlers.api import FileQueue
+    from handlers.console.server import check_bind_address, serve
+
+    token = get_settings().console_token
+    check_bind_address(args.host, token)
+    with FileQueue.from_env() as store:
+        serve(store, host=args.host, port=args.port, token=token)
     return 0
 
 

@@ -7,9 +7,11 @@ scores the sum over the rankings it appears in of weight / (k + rank), with k = 
 
 The full-text side matches any of the query's words, not all of them: the words are joined with
 `or` and parsed by `websearch_to_tsquery` with the `english` configuration, which stems them and
-drops stop words ("how do I feed a starter" looks for feed | starter), and the matches are ranked by
-`ts_rank_cd` (cover density: more query terms, closer together, rank higher), normalised by the
-chunk's length so that a long chunk does not win by size alone.
+drops stop words ("how do I feed a starter" looks for feed | starter). Matches are ranked BM25-style
+by the sum of the inverse document frequencies of the query terms they hold, idf = ln(1 + (N - n +
+0.5) / (n + 0.5)) with N chunks of which n hold the term (both counted up to a cap), so a rare
+term outweighs common ones; ties go to `ts_rank_cd` (cover density: query terms closer together
+rank higher), normalised by the chunk's length.
 
 `hnsw.ef_search` is raised for the query: an HNSW scan yields at most ef_search rows (pgvector 0.6
 has no iterative scan), so the default 40 would cut a hybrid candidate list of 50 short; 100 also
@@ -35,6 +37,9 @@ VECTOR_WEIGHT = 1.0
 TEXT_WEIGHT = 1.0
 # ts_rank_cd normalisation 1: divide by 1 + log(document length).
 TEXT_RANK_NORMALIZATION = 1
+# Document frequencies are counted up to this many chunks (and the store up to ten times as many):
+# a term in more chunks than that is common anyway, and the count stays cheap in a large store.
+FREQUENCY_CAP = 10_000
 CANDIDATES = 50
 EF_SEARCH = 100
 SNIPPET_CHARS = 200
@@ -62,13 +67,23 @@ WITH by_vector AS (
           WHERE %(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER})
           ORDER BY embedding <=> %(vector)s LIMIT %(candidates)s) AS nearest
 ),
+terms AS MATERIALIZED (
+    SELECT query, ln(1 + (total.chunks - hits.chunks + 0.5) / (hits.chunks + 0.5)) AS idf
+    FROM (SELECT DISTINCT to_tsquery('simple', quote_literal(lexeme)) AS query
+          FROM unnest(tsvector_to_array(to_tsvector('english', %(raw_text)s))) AS lexeme) AS term
+    CROSS JOIN LATERAL (SELECT count(*)::float8 AS chunks FROM (
+        SELECT 1 FROM chunks WHERE tsv @@ term.query LIMIT %(frequency_cap)s) AS found) AS hits
+    CROSS JOIN (SELECT greatest(count(*), 1)::float8 AS chunks FROM (
+        SELECT 1 FROM chunks LIMIT %(frequency_cap)s * 10) AS sampled) AS total
+),
 by_text AS (
-    SELECT id, row_number() OVER (ORDER BY text_score DESC, id) AS rank
-    FROM (SELECT id, ts_rank_cd(tsv, query, %(normalization)s) AS text_score
-          FROM chunks, websearch_to_tsquery('english', %(text)s) AS query
-          WHERE tsv @@ query
-            AND (%(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER}))
-          ORDER BY text_score DESC, id LIMIT %(candidates)s) AS matches
+    SELECT id, row_number() OVER (ORDER BY text_score DESC, cover DESC, id) AS rank
+    FROM (SELECT chunk.id, (SELECT sum(term.idf) FROM terms AS term WHERE chunk.tsv @@ term.query) AS text_score,
+                 ts_rank_cd(chunk.tsv, query, %(normalization)s) AS cover
+          FROM chunks AS chunk, websearch_to_tsquery('english', %(text)s) AS query
+          WHERE chunk.tsv @@ query
+            AND (%(all_documents)s OR chunk.document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER}))
+          ORDER BY text_score DESC, cover DESC, chunk.id LIMIT %(candidates)s) AS matches
 ),
 fused AS (
     SELECT id, sum(weight / (%(rrf_k)s + rank)) AS score, min(vector_rank) AS vector_rank,
@@ -151,6 +166,8 @@ def query_params(
     return {
         "vector": Vector(list(vector)),
         "text": any_term_query(query),
+        "raw_text": query,
+        "frequency_cap": FREQUENCY_CAP,
         "limit": limit,
         "candidates": max(candidates, limit),
         "rrf_k": RRF_K,

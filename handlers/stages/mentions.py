@@ -136,10 +136,13 @@ class _Found:
             return
         if path.startswith(("./", "../")):
             self._key(posixpath.join(self.folder, path))
-        else:
+        elif path.startswith("/"):
             self._key(path.lstrip("/"))
+        else:
+            # "papers/b.pdf" in prose may be a full key or a path from the document's folder.
+            self._key(path)
             if self.folder:
-                self._key(posixpath.join(self.folder, path.lstrip("/")))
+                self._key(posixpath.join(self.folder, path))
 
     def _uri_or_url(self, target: str) -> None:
         scheme, _, rest = target.partition("://")

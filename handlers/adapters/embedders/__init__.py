@@ -38,5 +38,11 @@ def build_embedder(settings: Settings) -> Embedder:
             api_key=settings.openai_api_key,
             timeout_seconds=settings.http_timeout_seconds,
         )
+    if settings.embedder == "local":
+        from handlers.adapters.embedders.local import LocalEmbedder
+
+        return LocalEmbedder(
+            settings.embedding_model_path or "", settings.resolved_embedding_model, settings.embedding_dimension
+        )
     # Only reachable with a Settings built without validate(), which restricts the kinds.
     raise ConfigError(f"FILEQUEUE_EMBEDDER must be one of {', '.join(EMBEDDER_KINDS)}, got {settings.embedder!r}")

@@ -1,0 +1,40 @@
+"""Mentions in the pipeline: found before the document's transaction, under the extraction time bound."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from handlers import batch, service
+from tests.functional.ingest_helpers import Uploads, document_edges, rows
+
+MANY_WORDS = ("# Long\n\n" + "word " * 20_000 + "\nSee b.md.\n").encode()
+
+
+def test_mentions_are_found_while_no_transaction_or_document_lock_is_held(s3, handler_env, monkeypatch):
+    seen: list[tuple[int, int]] = []
+    find = service.find_mentions
+
+    def watched(*args, **kwargs):
+        [(open_transactions, advisory_locks)] = rows(
+            handler_env,
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            "        AND state LIKE 'idle in transaction%%'),"
+            "       (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory')",
+        )
+        seen.append((open_transactions, advisory_locks))
+        return find(*args, **kwargs)
+
+    monkeypatch.setattr(service, "find_mentions", watched)
+    Uploads(s3).put({"uploads/a.md": b"# A\n\nSee b.md.\n", "uploads/b.md": b"# B\n\nHere.\n"})
+    assert seen == [(0, 0), (0, 0)]
+    assert document_edges(handler_env, "references") == {("uploads/a.md", "uploads/b.md")}
+
+
+def test_text_whose_links_outlast_the_time_bound_is_recorded_as_failed(s3, handler_env, monkeypatch):
+    deps = dataclasses.replace(batch.get_deps(), analysis_timeout_seconds=0.000001)
+    monkeypatch.setattr(batch, "get_deps", lambda: deps)
+    Uploads(s3).put({"uploads/long.md": MANY_WORDS})
+    [(status, code, error)] = rows(handler_env, "SELECT status, error_code, error FROM documents")
+    assert (status, code) == ("failed", "extract_timeout")
+    assert "reading the links of the text took longer than 1e-06 s" in error
+    assert rows(handler_env, "SELECT count(*) FROM chunks") == [(0,)]
