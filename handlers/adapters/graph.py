@@ -137,7 +137,7 @@ walk AS (
 ),
 reached AS (
     SELECT DISTINCT ON (walk.document_id) walk.*
-    FROM walk ORDER BY walk.document_id, walk.hops, walk.weight DESC
+    FROM walk ORDER BY walk.document_id, walk.hops, walk.weight DESC, walk.relations
 )
 SELECT document.bucket, document.key, document.status, reached.hops, reached.weight, reached.relations,
        ARRAY(SELECT step.key FROM unnest(reached.path[2:array_length(reached.path, 1) - 1]) WITH ORDINALITY

@@ -81,7 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {name: values[0] for name, values in parse_qs(parts.query).items()}
         if not self._authorised(query):
-            self._send(HTTPStatus.UNAUTHORIZED, "error.html", message="a token is required: open the URL with ?token=")
+            self._send(
+                HTTPStatus.UNAUTHORIZED, "error.html", {"message": "a token is required: open the URL with ?token="}
+            )
             return
         pages: dict[str, Callable[[dict[str, str]], tuple[str, dict[str, Any]]]] = {
             "/": self._search,
@@ -91,18 +93,18 @@ class _Handler(BaseHTTPRequestHandler):
         }
         page = pages.get(parts.path)
         if page is None:
-            self._send(HTTPStatus.NOT_FOUND, "error.html", message=f"no page {parts.path}")
+            self._send(HTTPStatus.NOT_FOUND, "error.html", {"message": f"no page {parts.path}"})
             return
         try:
             with self.server.api_lock:
                 template, values = page(query)
         except LookupError as error:
-            self._send(HTTPStatus.NOT_FOUND, "error.html", message=str(error.args[0]))
+            self._send(HTTPStatus.NOT_FOUND, "error.html", {"message": str(error.args[0])})
             return
         except (FileQueueError, ValueError) as error:
-            self._send(HTTPStatus.BAD_REQUEST, "error.html", message=str(error))
+            self._send(HTTPStatus.BAD_REQUEST, "error.html", {"message": str(error)})
             return
-        self._send(HTTPStatus.OK, template, **values)
+        self._send(HTTPStatus.OK, template, values)
 
     def do_POST(self) -> None:
         self.send_error(HTTPStatus.METHOD_NOT_ALLOWED, "the console is read-only")
@@ -136,9 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _status(self, _query: dict[str, str]) -> tuple[str, dict[str, Any]]:
         return "status.html", {"status": self.server.api.status()}
 
-    def _send(self, status: HTTPStatus, template: str, **values: Any) -> None:
+    def _send(self, code: HTTPStatus, template: str, values: dict[str, Any]) -> None:
         body = self.server.templates.get_template(template).render(**values).encode()
-        self.send_response(status)
+        self.send_response(code)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'")

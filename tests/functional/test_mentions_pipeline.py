@@ -12,7 +12,7 @@ MANY_WORDS = ("# Long\n\n" + "word " * 20_000 + "\nSee b.md.\n").encode()
 
 def test_mentions_are_found_while_no_transaction_or_document_lock_is_held(s3, handler_env, monkeypatch):
     seen: list[tuple[int, int]] = []
-    find = service.find_mentions
+    from handlers.stages.mentions import find_mentions as find
 
     def watched(*args, **kwargs):
         [(open_transactions, advisory_locks)] = rows(

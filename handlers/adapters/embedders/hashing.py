@@ -38,8 +38,11 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_WORD_CHARS = 40
 _BIGRAM_WEIGHT = 0.5
 _STEM_CACHE_SIZE = 1 << 16
-# Distinct features seen by one process; past this, features are hashed again on every use.
-_SLOT_CACHE_SIZE = 1 << 18
+# Distinct words remembered by one process; past this, new words are stemmed on every use.
+_WORD_CACHE_SIZE = 1 << 19
+_DROPPED = 0
+_MIX_MULTIPLIER = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd
+_ROW_MULTIPLIER = 0xC2B2AE3D27D4EB4F
 
 # Snowball's English stop word list (the one PostgreSQL's `english` configuration uses too), so the
 # embedder and the full-text side of hybrid search ignore the same words.
@@ -107,44 +110,90 @@ def _v1_features(text: str) -> Iterable[str]:
 class LexicalHashingEmbedder(EmbedderIdentity):
     """`hashing-v2`: stop words dropped, Snowball stems and stem bigrams, sublinear counts, numpy sums.
 
-    Per text, Python only tokenises and counts; hashing is cached per distinct feature, and the
-    weighted sums, norms and the division run over the whole batch at once.
+    Python only splits each text into words (one regular expression over the case-folded text) and
+    looks each word up in a per-process table of word -> 64-bit stem hash (a stop word or an
+    over-long word maps to "dropped"); a new word is stemmed and hashed once. Everything after
+    that runs over the whole batch in numpy: bigram hashes mixed from the stem hashes, term counts
+    per text (`np.unique`), sublinear weights, the signed sums into the vector slots (`np.bincount`)
+    and the normalisation.
     """
 
     def __init__(self, dimension: int, model: str = V2) -> None:
         super().__init__(model, dimension)
-        self._slots: dict[str, int] = {}
+        self._hashes: dict[str, int] = {}
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         import numpy as np
 
-        rows: list[int] = []
-        slots: list[int] = []
-        weights: list[float] = []
-        for row, text in enumerate(texts):
-            for feature, weight in _v2_features(text).items():
-                rows.append(row)
-                slots.append(self._slot(feature))
-                weights.append(weight)
-        signed = np.asarray(slots, dtype=np.int64)
-        # A slot is index * 2 + sign bit, so one cached integer carries both.
-        flat = np.asarray(rows, dtype=np.int64) * self._dimension + (signed >> 1)
-        values = np.asarray(weights, dtype=np.float64) * np.where(signed & 1, 1.0, -1.0)
-        matrix = np.bincount(flat, weights=values, minlength=len(texts) * self._dimension).reshape(
-            len(texts), self._dimension
-        )
-        unit: list[list[float]] = _unit_rows(matrix.astype(np.float64)).tolist()
+        lengths: list[int] = []
+        hashes: list[int] = []
+        for text in texts:
+            words = _WORD.findall(text.casefold())
+            lengths.append(len(words))
+            hashes.extend(self._hash_of(word) for word in words)
+        rows = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)
+        terms = np.asarray(hashes, dtype=np.uint64)
+        kept = terms != _DROPPED
+        rows, terms = rows[kept], terms[kept]
+        # A bigram joins two neighbouring content words of the same text (stop words skipped).
+        same_text = rows[1:] == rows[:-1]
+        bigrams = _mix(terms[:-1][same_text], terms[1:][same_text])
+        features = np.concatenate([terms, bigrams])
+        feature_rows = np.concatenate([rows, rows[1:][same_text]])
+        scale = np.concatenate([np.ones(len(terms)), np.full(len(bigrams), _BIGRAM_WEIGHT)])
+        matrix = self._sum_features(len(texts), feature_rows, features, scale)
+        unit: list[list[float]] = _unit_rows(matrix).tolist()
         return unit
 
-    def _slot(self, feature: str) -> int:
-        slot = self._slots.get(feature)
-        if slot is None:
-            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-            index = int.from_bytes(digest[:4], "little") % self._dimension
-            slot = index * 2 + (digest[4] & 1)
-            if len(self._slots) < _SLOT_CACHE_SIZE:
-                self._slots[feature] = slot
-        return slot
+    def _sum_features(
+        self,
+        count: int,
+        rows: npt.NDArray[np.uint64],
+        features: npt.NDArray[np.uint64],
+        scale: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """Per text, each distinct feature once with weight scale * (1 + ln tf), signed, summed into slots."""
+        import numpy as np
+
+        # (text, feature) pairs made one key; a text's row changes the key, so equal keys are one
+        # feature of one text (two features colliding in 64 bits would merely share a count).
+        keys = features ^ (rows * np.uint64(_ROW_MULTIPLIER))
+        _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        weights = scale[first] * (1.0 + np.log(counts))
+        chosen = features[first]
+        # The low bit of a word's hash is always set (0 marks a dropped word): slots come from above it.
+        slots = ((chosen >> np.uint64(8)) % np.uint64(self._dimension)).astype(np.int64)
+        signs = np.where((chosen >> np.uint64(40)) & np.uint64(1), 1.0, -1.0)
+        flat = rows[first].astype(np.int64) * self._dimension + slots
+        summed = np.bincount(flat, weights=weights * signs, minlength=count * self._dimension)
+        matrix: npt.NDArray[np.float64] = summed.astype(np.float64).reshape(count, self._dimension)
+        return matrix
+
+    def _hash_of(self, word: str) -> int:
+        cached = self._hashes.get(word)
+        if cached is None:
+            cached = _stem_hash(word)
+            if len(self._hashes) < _WORD_CACHE_SIZE:
+                self._hashes[word] = cached
+        return cached
+
+
+def _stem_hash(word: str) -> int:
+    """64-bit hash of the word's stem, or `_DROPPED` for a stop word or an over-long word."""
+    if len(word) > _MAX_WORD_CHARS or word in ENGLISH_STOP_WORDS:
+        return _DROPPED
+    digest = hashlib.blake2b(_stem(word).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") | 1  # never 0, which marks a dropped word
+
+
+def _mix(first: npt.NDArray[np.uint64], second: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """An order-sensitive 64-bit hash of two hashes (a multiply-xorshift step, wrapping modulo 2**64)."""
+    import numpy as np
+
+    mixed = first * np.uint64(_MIX_MULTIPLIER) ^ second
+    mixed ^= mixed >> np.uint64(29)
+    result: npt.NDArray[np.uint64] = mixed * np.uint64(_MIX_MULTIPLIER)
+    return result
 
 
 def _unit_rows(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -158,28 +207,6 @@ def _unit_rows(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     norms[empty] = 1.0
     unit: npt.NDArray[np.float64] = matrix / norms[:, None]
     return unit
-
-
-def content_terms(text: str) -> list[str]:
-    """The stems of `text`'s words that are not stop words, in order (bounded word length)."""
-    terms = []
-    for match in _WORD.finditer(text):
-        word = match.group(0)
-        if len(word) > _MAX_WORD_CHARS:
-            continue
-        folded = word.casefold()
-        if folded not in ENGLISH_STOP_WORDS:
-            terms.append(_stem(folded))
-    return terms
-
-
-def _v2_features(text: str) -> dict[str, float]:
-    terms = content_terms(text)
-    counts = Counter(terms)
-    features = {term: 1.0 + math.log(count) for term, count in counts.items()}
-    bigrams = Counter(f"{first} {second}" for first, second in itertools.pairwise(terms))
-    features.update({bigram: _BIGRAM_WEIGHT * (1.0 + math.log(count)) for bigram, count in bigrams.items()})
-    return features
 
 
 @lru_cache(maxsize=_STEM_CACHE_SIZE)
