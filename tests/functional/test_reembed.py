@@ -295,3 +295,20 @@ def test_a_hashing_v1_store_is_refused_by_the_default_settings_and_reembed_moves
     assert rows(handler_env, "SELECT DISTINCT embedding_model FROM chunks") == [(V2,)]
     assert main(["search", "how do I feed my sourdough starter", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["key"] == "uploads/bread-a.md"
+
+
+def test_reembed_moves_the_store_to_the_local_model_and_records_it(store, handler_env, monkeypatch, tmp_path, capsys):
+    from tests.model2vec_model import DIMENSION, build_model
+
+    model_dir = build_model(tmp_path / "tiny-model2vec")
+    monkeypatch.setenv("FILEQUEUE_EMBEDDER", "local")
+    monkeypatch.setenv("FILEQUEUE_EMBEDDING_MODEL_PATH", str(model_dir))
+    _use_settings(monkeypatch, "", DIMENSION)
+    assert main(["reembed"]) == 0
+    assert f"switched to 'model2vec:tiny-model2vec' (dimension {DIMENSION})" in capsys.readouterr().out
+    assert rows(handler_env, "SELECT DISTINCT embedding_model, embedding_dimension FROM chunks") == [
+        ("model2vec:tiny-model2vec", DIMENSION)
+    ]
+    # The tiny model knows that a loaf is bread: a query sharing no word with the notes finds them.
+    assert main(["search", "loaf", "--json", "--limit", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["key"] in {"uploads/bread-a.md", "uploads/bread-b.md"}
