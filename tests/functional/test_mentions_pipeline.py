@@ -38,3 +38,31 @@ def test_text_whose_links_outlast_the_time_bound_is_recorded_as_failed(s3, handl
     assert (status, code) == ("failed", "extract_timeout")
     assert "reading the links of the text took longer than 1e-06 s" in error
     assert rows(handler_env, "SELECT count(*) FROM chunks") == [(0,)]
+
+
+def test_pathological_text_is_stored_with_a_bounded_set_of_mentions(s3, handler_env):
+    Uploads(s3).put(
+        {
+            "uploads/one-token.txt": b"t" * 160_000 + b".pdf see b.md",
+            "uploads/dots.txt": b"a." * 100_000,
+            "uploads/nested.html": b"<div>" * 20_000 + b'<a href="b.md">b</a>' + b"</div>" * 20_000,
+            "uploads/b.md": b"# B\n\nHere.\n",
+        }
+    )
+    assert rows(handler_env, "SELECT key, status FROM documents ORDER BY key") == [
+        ("uploads/b.md", "ready"),
+        ("uploads/dots.txt", "ready"),
+        ("uploads/nested.html", "ready"),
+        ("uploads/one-token.txt", "ready"),
+    ]
+    assert rows(
+        handler_env,
+        "SELECT key, kind, mention FROM document_mentions JOIN documents ON id = document_id ORDER BY key, kind",
+    ) == [
+        ("uploads/nested.html", "uri", "s3://graph-bucket/uploads/b.md"),
+        ("uploads/one-token.txt", "name", "b.md"),
+    ]
+    assert document_edges(handler_env, "references") == {
+        ("uploads/nested.html", "uploads/b.md"),
+        ("uploads/one-token.txt", "uploads/b.md"),
+    }
