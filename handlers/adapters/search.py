@@ -9,7 +9,8 @@ The full-text side matches any of the query's words, not all of them: the words 
 `or` and parsed by `websearch_to_tsquery` with the `english` configuration, which stems them and
 drops stop words ("how do I feed a starter" looks for feed | starter). Matches are ranked BM25-style
 by the sum of the inverse document frequencies of the query terms they hold, idf = ln(1 + (N - n +
-0.5) / (n + 0.5)) with N chunks of which n hold the term (both counted up to a cap), so a rare
+0.5) / (n + 0.5)) with N chunks (the planner's estimate, or a count up to a cap before the first
+ANALYZE) of which n hold the term (counted up to a cap), so a rare
 term outweighs common ones; ties go to `ts_rank_cd` (cover density: query terms closer together
 rank higher), normalised by the chunk's length.
 
@@ -73,8 +74,10 @@ terms AS MATERIALIZED (
           FROM unnest(tsvector_to_array(to_tsvector('english', %(raw_text)s))) AS lexeme) AS term
     CROSS JOIN LATERAL (SELECT count(*)::float8 AS chunks FROM (
         SELECT 1 FROM chunks WHERE tsv @@ term.query LIMIT %(frequency_cap)s) AS found) AS hits
-    CROSS JOIN (SELECT greatest(count(*), 1)::float8 AS chunks FROM (
-        SELECT 1 FROM chunks LIMIT %(frequency_cap)s * 10) AS sampled) AS total
+    CROSS JOIN (SELECT CASE WHEN estimate.reltuples > 0 THEN estimate.reltuples::float8
+                            ELSE (SELECT greatest(count(*), 1)::float8 FROM (
+                                  SELECT 1 FROM chunks LIMIT %(frequency_cap)s * 10) AS sampled) END AS chunks
+                FROM pg_class AS estimate WHERE estimate.oid = 'chunks'::regclass) AS total
 ),
 by_text AS (
     SELECT id, row_number() OVER (ORDER BY text_score DESC, cover DESC, id) AS rank

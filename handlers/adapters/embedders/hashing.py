@@ -126,11 +126,17 @@ class LexicalHashingEmbedder(EmbedderIdentity):
         import numpy as np
 
         lengths: list[int] = []
-        hashes: list[int] = []
+        hashes: list[int | None] = []
+        known = self._hashes.get
         for text in texts:
             words = _WORD.findall(text.casefold())
             lengths.append(len(words))
-            hashes.extend(self._hash_of(word) for word in words)
+            found = list(map(known, words))  # one C-level pass; only new words reach Python code
+            if None in found:
+                found = [
+                    self._learn(word) if value is None else value for word, value in zip(words, found, strict=True)
+                ]
+            hashes.extend(found)
         rows = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)
         terms = np.asarray(hashes, dtype=np.uint64)
         kept = terms != _DROPPED
@@ -169,13 +175,11 @@ class LexicalHashingEmbedder(EmbedderIdentity):
         matrix: npt.NDArray[np.float64] = summed.astype(np.float64).reshape(count, self._dimension)
         return matrix
 
-    def _hash_of(self, word: str) -> int:
-        cached = self._hashes.get(word)
-        if cached is None:
-            cached = _stem_hash(word)
-            if len(self._hashes) < _WORD_CACHE_SIZE:
-                self._hashes[word] = cached
-        return cached
+    def _learn(self, word: str) -> int:
+        value = _stem_hash(word)
+        if len(self._hashes) < _WORD_CACHE_SIZE:
+            self._hashes[word] = value
+        return value
 
 
 def _stem_hash(word: str) -> int:
