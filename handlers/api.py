@@ -15,21 +15,41 @@ Every method returns frozen dataclasses. Reads only: nothing here changes the st
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 from handlers.adapters.graph import RELATIONS, Neighbour
 from handlers.adapters.search import SearchFilter, SearchHit
 from handlers.errors import TransientError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
     from types import TracebackType
 
     import psycopg
 
     from handlers.ports import Embedder
     from handlers.settings import Settings
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A lost or refused database connection surfaces as TransientError, like everywhere in File Queue."""
+
+    @functools.wraps(method)
+    def translated(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        import psycopg
+
+        try:
+            return method(*args, **kwargs)
+        except psycopg.OperationalError as error:
+            raise TransientError(f"database unavailable: {error}", code="db_unavailable") from error
+
+    return translated
+
 
 __all__ = [
     "ChunkText",
@@ -137,6 +157,7 @@ class FileQueue:
     ) -> None:
         self.close()
 
+    @_database_errors
     def search(
         self,
         query: str,
@@ -160,6 +181,7 @@ class FileQueue:
         hits = search(self._conn, self._embedder, query, limit=limit, hybrid=hybrid, where=where)
         return [hit for hit in hits if min_score is None or hit.score >= min_score]
 
+    @_database_errors
     def document(self, key: str, *, bucket: str | None = None, hops: int = 1) -> Document:
         """The document a key, `s3://` URI or unique file name names; LookupError (with suggestions) if none."""
         from handlers.adapters.graph import find_document
@@ -193,6 +215,7 @@ class FileQueue:
             neighbours=tuple(self.neighbours(found.key, bucket=found.bucket, hops=hops)),
         )
 
+    @_database_errors
     def neighbours(
         self, key: str, *, bucket: str | None = None, hops: int = 1, relations: Collection[str] = RELATIONS
     ) -> list[Neighbour]:
@@ -202,6 +225,19 @@ class FileQueue:
         found = find_document(self._conn, key, bucket)
         return neighbours(self._conn, found.id, hops=hops, relations=relations)
 
+    @_database_errors
+    def object_url(self, key: str, *, bucket: str | None = None, expires_seconds: int = 300) -> str:
+        """A presigned GET URL of the stored document's object (signed locally: no request is made)."""
+        from handlers.adapters.graph import find_document
+        from handlers.adapters.s3 import build_s3_client
+
+        found = find_document(self._conn, key, bucket)
+        url: str = build_s3_client().generate_presigned_url(
+            "get_object", Params={"Bucket": found.bucket, "Key": found.key}, ExpiresIn=expires_seconds
+        )
+        return url
+
+    @_database_errors
     def failed(self, *, limit: int = 100) -> list[DocumentSummary]:
         """Documents whose processing failed for good, newest first, with their error."""
         rows = self._conn.execute(
@@ -214,6 +250,7 @@ class FileQueue:
             for bucket, key, status, error_code, error, updated_at in rows
         ]
 
+    @_database_errors
     def status(self) -> StoreStatus:
         """Counts of documents by status and of chunks, the store's model, and the queue and DLQ depths."""
         from handlers.adapters.migrate import read_store_config

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from handlers.console.graph_view import layout
-from handlers.errors import ConfigError, FileQueueError
+from handlers.errors import ConfigError, FileQueueError, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,6 +91,9 @@ class _Handler(BaseHTTPRequestHandler):
             "/failed": self._failed,
             "/status": self._status,
         }
+        if parts.path == "/object":
+            self._redirect_to_object(query)
+            return
         page = pages.get(parts.path)
         if page is None:
             self._send(HTTPStatus.NOT_FOUND, "error.html", {"message": f"no page {parts.path}"})
@@ -100,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
                 template, values = page(query)
         except LookupError as error:
             self._send(HTTPStatus.NOT_FOUND, "error.html", {"message": str(error.args[0])})
+            return
+        except TransientError as error:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "error.html", {"message": str(error)})
             return
         except (FileQueueError, ValueError) as error:
             self._send(HTTPStatus.BAD_REQUEST, "error.html", {"message": str(error)})
@@ -131,6 +137,19 @@ class _Handler(BaseHTTPRequestHandler):
         document = self.server.api.document(key, bucket=query.get("bucket") or None, hops=hops)
         graph = layout(document.key, document.status, document.neighbours)
         return "document.html", {"document": document, "graph": graph, "hops": hops}
+
+    def _redirect_to_object(self, query: dict[str, str]) -> None:
+        """Send the browser to a short-lived presigned URL of the object itself."""
+        try:
+            with self.server.api_lock:
+                url = self.server.api.object_url(query.get("key", ""), bucket=query.get("bucket") or None)
+        except LookupError as error:
+            self._send(HTTPStatus.NOT_FOUND, "error.html", {"message": str(error.args[0])})
+            return
+        self.send_response(HTTPStatus.FOUND)
+        self.send_header("Location", url)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _failed(self, _query: dict[str, str]) -> tuple[str, dict[str, Any]]:
         return "failed.html", {"failed": self.server.api.failed()}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import shutil
 import threading
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -93,6 +95,10 @@ def test_search_shows_key_page_snippet_score_and_links_to_the_document(console, 
     assert first.find_element(By.CSS_SELECTOR, "a.key").text == "uploads/bread.md"
     assert "sourdough starter" in first.find_element(By.CSS_SELECTOR, ".snippet").text.lower()
     assert float(first.find_element(By.CSS_SELECTOR, ".score").text) > 0
+    object_link = first.find_element(By.CSS_SELECTOR, "a.object")
+    assert object_link.text == "s3://graph-bucket/uploads/bread.md"
+    with urllib.request.urlopen(object_link.get_attribute("href"), timeout=10) as response:  # follows the redirect
+        assert response.read() == DOCUMENTS["uploads/bread.md"]
     first.find_element(By.CSS_SELECTOR, "a.key").click()
     assert browser.find_element(By.ID, "key").text == "uploads/bread.md"
     assert browser.find_element(By.ID, "status").text == "ready"
@@ -141,9 +147,6 @@ def test_failed_documents_and_the_queue_status_are_listed(console, browser):
 
 
 def test_unknown_document_suggests_keys_and_the_console_is_read_only(console, browser):
-    import urllib.error
-    import urllib.request
-
     from selenium.webdriver.common.by import By
 
     browser.get(f"{console}document?key=uploads/bread")
@@ -163,9 +166,6 @@ def test_a_non_loopback_address_needs_a_token_and_then_every_request_carries_it(
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            import urllib.error
-            import urllib.request
-
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(server.url + "status", timeout=10)
             refused.value.close()

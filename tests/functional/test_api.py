@@ -72,3 +72,18 @@ def test_console_command_refuses_a_public_address_without_a_token(handler_env, c
 
     assert main(["console", "--host", "0.0.0.0"]) == 2  # noqa: S104 - the address refused
     assert "refuses to listen on 0.0.0.0 (not loopback) without a token" in capsys.readouterr().err
+
+
+def test_a_lost_database_connection_is_a_transient_error(s3, handler_env):
+    import psycopg
+
+    from handlers.errors import TransientError
+
+    Uploads(s3).put(NOTES)
+    with FileQueue.from_env() as store:
+        with psycopg.connect(handler_env, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'filequeue-api'"
+            )
+        with pytest.raises(TransientError, match="database unavailable"):
+            store.failed()
