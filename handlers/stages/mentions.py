@@ -68,7 +68,10 @@ def find_mentions(
         if found.full:
             break
         if match.end() - match.start() <= MAX_TOKEN_CHARS:
-            found.token(match.group(0))
+            token = match.group(0)
+            # Every file name, key, URI and URL holds a dot or a slash; plain words are most tokens.
+            if "." in token or "/" in token:
+                found.token(token)
     return Mentions(uris=frozenset(found.uris), names=frozenset(found.names))
 
 
