@@ -267,8 +267,10 @@ class _VisibleTextParser(HTMLParser):
     )  # fmt: skip
     _CELLS = frozenset({"td", "th"})
     _LINK_ATTRIBUTES = frozenset({"href", "src"})
-    # Enough for any real page; a generated page with millions of links keeps its first ones.
+    # Enough for any real page; a generated page with millions of links keeps its first ones. A longer
+    # target (an inline data: URI) cannot name a stored object.
     MAX_LINKS = 10_000
+    MAX_LINK_CHARS = 2048
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -302,7 +304,12 @@ class _VisibleTextParser(HTMLParser):
 
     def _keep_links(self, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
-            if name in self._LINK_ATTRIBUTES and value and len(self.links) < self.MAX_LINKS:
+            if (
+                name in self._LINK_ATTRIBUTES
+                and value
+                and len(value) <= self.MAX_LINK_CHARS
+                and len(self.links) < self.MAX_LINKS
+            ):
                 self.links.append(value.strip())
 
     def handle_endtag(self, tag: str) -> None:

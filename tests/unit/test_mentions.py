@@ -102,8 +102,13 @@ def test_each_way_of_mentioning_a_document_meets_one_of_its_names(text):
     assert found.uris & names.uris or found.names & names.names
 
 
-def test_html_extraction_keeps_href_and_src_targets():
-    page = b'<html><body><a href="a.md">A</a><img src="/img/b.png"><link href="style.css"></body></html>'
+def test_html_extraction_keeps_href_and_src_targets_but_not_inline_data():
+    inline = b"data:image/png;base64," + b"A" * 100_000
+    page = (
+        b'<html><body><a href="a.md">A</a><img src="/img/b.png"><link href="style.css"><img src="'
+        + inline
+        + b'"></body></html>'
+    )
     extracted = extract_text(page, key="p.html", declared_content_type=None, limits=ExtractLimits())
     assert extracted.links == ("a.md", "/img/b.png", "style.css")
 
