@@ -1,7 +1,8 @@
 """The document graph: `similar` and `references` edges, rebuilt inside the document's transaction.
 
-Every function takes a psycopg connection inside the caller's transaction (whose connection has the
-pgvector types registered) and never commits.
+Mentions are found before the transaction (`handlers.stages.mentions`); here they are only written
+and resolved with SQL. Every function takes a psycopg connection inside the caller's transaction
+(whose connection has the pgvector types registered) and never commits.
 
 Ownership. An edge between two documents is written by the transaction of whichever document was
 linked, in both directions, owned by that document. Replacing or deleting a document first removes
@@ -13,6 +14,11 @@ edge inserts are idempotent on the edges' unique key and sorted by (source, targ
 write the same pair without an error and without waiting on each other in opposite orders. What
 one transaction cannot see is the other's uncommitted document: an edge between two documents
 committed at the same moment can be missing until either of them changes again.
+
+References by bare file name are the exception to ownership by the linked document: they belong
+to the mentioning document, because what a name resolves to changes when any document bearing it
+comes or goes, and each such change resolves the name again for every document that mentions it
+(under a lock on the name, so two bearers arriving at once see each other).
 
 `similar` is a k-nearest-neighbour relation, which is not symmetric: B may be among A's nearest
 while A is not among B's. The pair exists if either side found the other when it was linked; when
