@@ -10,7 +10,7 @@ top of a cProfile of one round, which says where the time goes.
 size of a small published static model (a 30,000-word vocabulary, 256 dimensions, built here with
 model2vec's own classes; it costs what a real model costs, but knows no meaning).
 
-    python bench/embedding_throughput.py [--chunks 4000] [--rounds 5]
+    python -m bench.embedding_throughput [--chunks 4000] [--rounds 5]
 """
 
 from __future__ import annotations
