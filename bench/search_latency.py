@@ -34,12 +34,11 @@ from psycopg.conninfo import make_conninfo
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.search import (
-    CANDIDATES,
     EF_SEARCH,
     HYBRID_QUERY,
-    RRF_K,
     VECTOR_QUERY,
     SearchHit,
+    query_params,
     search_chunks,
 )
 from handlers.devstack import start_postgres
@@ -159,7 +158,7 @@ def measure(
 def scans_in_plan(conn: psycopg.Connection[Any], query: str, vector: list[float], *, hybrid: bool) -> list[str]:
     """The scan nodes of the plan of the search query itself (as `search_chunks` runs it)."""
     sql = HYBRID_QUERY if hybrid else VECTOR_QUERY
-    params = {"vector": Vector(vector), "text": query, "limit": LIMIT, "candidates": CANDIDATES, "rrf_k": RRF_K}
+    params = query_params(query, vector, limit=LIMIT)
     with conn.transaction():
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(EF_SEARCH),))
         rows = conn.execute(f"EXPLAIN {sql}", params).fetchall()

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 image_target=(--python-version 3.12 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --quiet)
 uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --no-header --quiet -o constraints.txt
-uv pip compile pyproject.toml --extra worker --extra lambda -c constraints.txt "${image_target[@]}" \
+uv pip compile pyproject.toml --extra worker --extra lambda --extra local -c constraints.txt "${image_target[@]}" \
   -o container/requirements.lock
 build_requirement=$(python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"])')
 echo "$build_requirement" | uv pip compile - "${image_target[@]}" -o container/build.lock

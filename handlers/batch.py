@@ -114,6 +114,7 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
         repository=repository,
         extract=extract,
         chunking=ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap),
+        analysis_timeout_seconds=settings.extract_timeout_seconds,
     )
     return deps, repository
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import sys
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     import psycopg
+
+    from handlers.adapters.search import SearchHit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,10 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         "--hybrid", action="store_true", help="fuse vector similarity with full-text ranking (reciprocal rank fusion)"
     )
     search.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_search_options(search)
     search.set_defaults(command=_search)
+    _add_console_command(commands)
 
     graph = commands.add_parser("graph", help="a document's neighbours in the graph, by relation")
-    graph.add_argument("key", help="the document's key")
+    graph.add_argument("key", help="the document's key, s3:// URI, or a file name only one key ends with")
     graph.add_argument("--bucket", default=None, help="the bucket, if several hold the key")
     graph.add_argument(
         "--hops",
@@ -112,6 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     reembed.set_defaults(command=_reembed)
     return parser
+
+
+def _add_search_options(search: argparse.ArgumentParser) -> None:
+    search.add_argument("--explain", action="store_true", help="show each hit's vector rank, text rank and fused score")
+    search.add_argument("--prefix", default="", help="only documents whose key starts with this")
+    search.add_argument("--content-type", default=None, help="only documents of this type, e.g. text/markdown")
+    search.add_argument("--min-score", type=float, default=None, help="drop hits scoring below this")
+
+
+def _add_console_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    console = commands.add_parser("console", help="a read-only web page: search, documents, graph, failures, queue")
+    console.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs a token)")
+    console.add_argument("--port", type=int, default=8765)
+    console.set_defaults(command=_console)
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -182,21 +199,25 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from handlers.adapters.embedders import build_embedder
-    from handlers.adapters.search import search
-    from handlers.batch import prepare_database
+    from handlers.api import FileQueue
 
-    settings = get_settings()
-    settings.require_database()
-    embedder = build_embedder(settings)
-    url, _ = prepare_database(settings, embedder.model, embedder.dimension, apply=False)
-    with _connect(url) as conn:
-        hits = search(conn, embedder, args.text, limit=args.limit, hybrid=args.hybrid)
+    with FileQueue.from_env() as store:
+        hits = store.search(
+            args.text,
+            hybrid=args.hybrid,
+            limit=args.limit,
+            prefix=args.prefix,
+            content_type=args.content_type,
+            min_score=args.min_score,
+        )
     if args.json:
         print(json.dumps([dataclasses.asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
         return 0
     if not hits:
         print("no results")
+        return 0
+    if args.explain:
+        print(_explained(hits, hybrid=args.hybrid))
         return 0
     rows = [["rank", "score", "page", "key", "snippet"]] + [
         [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key, hit.snippet] for rank, hit in enumerate(hits, 1)
@@ -205,28 +226,82 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explained(hits: Sequence[SearchHit], *, hybrid: bool) -> str:
+    """The hits with the parts of their score: ranks in each ranking and their reciprocal-rank terms."""
+    from handlers.adapters.search import RRF_K, TEXT_WEIGHT, VECTOR_WEIGHT
+
+    if not hybrid:
+        header = "score = cosine similarity of the query and chunk vectors"
+        rows = [["rank", "cosine", "page", "key"]] + [
+            [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key] for rank, hit in enumerate(hits, 1)
+        ]
+        return header + "\n" + _table(rows, right_aligned=3)
+    header = (
+        f"score = {VECTOR_WEIGHT:g}/({RRF_K} + vector rank) + {TEXT_WEIGHT:g}/({RRF_K} + text rank);"
+        " '-' = not a candidate"
+    )
+    rows = [["rank", "vector", "text", "vector part", "text part", "score", "page", "key"]]
+    for rank, hit in enumerate(hits, 1):
+        vector_part = VECTOR_WEIGHT / (RRF_K + hit.vector_rank) if hit.vector_rank else 0.0
+        text_part = TEXT_WEIGHT / (RRF_K + hit.text_rank) if hit.text_rank else 0.0
+        rows.append(
+            [
+                str(rank),
+                str(hit.vector_rank or "-"),
+                str(hit.text_rank or "-"),
+                f"{vector_part:.4f}",
+                f"{text_part:.4f}",
+                f"{hit.score:.4f}",
+                str(hit.page),
+                hit.key,
+            ]
+        )
+    return header + "\n" + _table(rows, right_aligned=7)
+
+
+def _console(args: argparse.Namespace) -> int:
+    from handlers.api import FileQueue
+    from handlers.console.server import check_bind_address, serve
+
+    token = get_settings().console_token
+    check_bind_address(args.host, token)
+    with FileQueue.from_env() as store:
+        serve(store, host=args.host, port=args.port, token=token)
+    return 0
+
+
 def _graph(args: argparse.Namespace) -> int:
     from handlers.adapters.graph import RELATIONS, find_document, neighbours
 
     with _connect(_database_url()) as conn:
         try:
-            document_id = find_document(conn, args.key, args.bucket)
+            document = find_document(conn, args.key, args.bucket)
         except LookupError as error:
             print(f"filequeue: error: {error.args[0]}", file=sys.stderr)
             return 2
-        found = neighbours(conn, document_id, hops=args.hops, relations=args.relation or RELATIONS)
+        found = neighbours(conn, document.id, hops=args.hops, relations=args.relation or RELATIONS)
+    failure = f"{document.error_code}: {document.error}" if document.status == "failed" else None
     if args.json:
         listed = [dataclasses.asdict(neighbour) for neighbour in found]
-        print(json.dumps({"key": args.key, "neighbours": listed}, ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {"key": document.key, "status": document.status, "error": failure, "neighbours": listed},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return 0
-    print(args.key)
+    print(f"s3://{document.bucket}/{document.key}  {document.status}" + (f" ({failure})" if failure else ""))
     if not found:
         print("  no neighbours")
-    for relation, group in itertools.groupby(found, key=lambda neighbour: neighbour.relation):
-        print(relation)
-        for neighbour in group:
-            route = f"  ({neighbour.hops} hops, via {neighbour.via})" if neighbour.via else ""
-            print(f"  {neighbour.weight:.3f}  {neighbour.key}{route}")
+    for neighbour in found:
+        path = " > ".join(
+            f"{relation} {key}"
+            for relation, key in zip(neighbour.relations, [*neighbour.via, neighbour.key], strict=True)
+        )
+        marks = " (ambiguous name)" if neighbour.ambiguous else ""
+        marks += "" if neighbour.status == "ready" else f" [{neighbour.status}]"
+        print(f"  {neighbour.weight:.3f}  {path}{marks}")
     return 0
 
 

@@ -259,6 +259,10 @@ def run_dev(data_dir: Path, processes: int, health_port: int, *, out: Callable[[
     stack = start_local_stack(data_dir)
     try:
         out("File Queue dev stack is running. In another shell:")
+        out(
+            "  (embeddings: the lexical hashing embedder, for demos and tests: it matches words, not meaning;"
+            " set FILEQUEUE_EMBEDDER=local with a model2vec model for semantic search)"
+        )
         for name, value in sorted(stack.environment.items()):
             out(f"  export {name}={value}")
         out(f"  aws s3 cp ./notes.md s3://{stack.resources.bucket}/{stack.resources.prefix}notes.md")

@@ -51,12 +51,17 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class ExtractedText:
-    """Text of one file: pages are 1-based; non-paged formats have a single page 1."""
+    """Text of one file: pages are 1-based; non-paged formats have a single page 1.
+
+    `links` are the targets of the markup's links as written (HTML `href` and `src`), which the
+    visible text no longer holds.
+    """
 
     content_type: str
     pages: tuple[Page, ...]
     title: str | None = None
     page_count: int | None = None
+    links: tuple[str, ...] = ()
 
     @property
     def separator(self) -> str:
@@ -74,6 +79,17 @@ class ExtractedText:
             offsets.append((page.number, position))
             position += len(page.text) + len(self.separator)
         return offsets
+
+
+@dataclass(frozen=True, slots=True)
+class Mentions:
+    """What a document refers to: S3 URIs (links, paths and URIs resolved to s3://bucket/key) and bare file names.
+
+    Both are normalised (NFC, case-folded) like the names documents go by.
+    """
+
+    uris: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from handlers.model import Chunk, ExtractedText, FetchedObject, ObjectRef
+    from handlers.model import Chunk, ExtractedText, FetchedObject, Mentions, ObjectRef
 
 
 class ObjectStore(Protocol):
@@ -47,8 +47,12 @@ class Repository(Protocol):
         chunks: Sequence[Chunk],
         vectors: Sequence[Sequence[float]],
         embedding_model: str,
+        *,
+        mentions: Mentions,
     ) -> str | None:
         """Replace the document and its chunks and edges in one transaction.
+
+        `mentions` were found before: the transaction only writes them and links what they resolve to.
 
         The edges are the structure (`has_chunk`, `next`) and the graph: `similar` to the nearest
         stored documents and `references` to and from the documents it mentions or that mention it.

@@ -8,12 +8,14 @@ redelivers the message and, after the last receive, moves it to the DLQ.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from handlers.errors import PermanentError
 from handlers.model import ChunkingOptions, EventKind, Outcome
 from handlers.stages.chunking import chunk_document
+from handlers.stages.mentions import find_mentions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,6 +34,8 @@ class Deps:
     extract: Callable[[FetchedObject], ExtractedText]
     chunking: ChunkingOptions
     scratch_dir: str | None = None
+    # The time bound of extraction applies to the other passes over the extracted text too.
+    analysis_timeout_seconds: float = 120.0
 
 
 def process_ref(ref: ObjectRef, deps: Deps) -> Outcome:
@@ -53,13 +57,33 @@ def process_ref(ref: ObjectRef, deps: Deps) -> Outcome:
             chunks = chunk_document(extracted, deps.chunking)
             if not chunks:
                 raise PermanentError("the file has no extractable text", code="no_text")
+            # Before the document's transaction, so that no lock is held while the text is read.
+            mentions = find_mentions(
+                extracted.text,
+                bucket=ref.bucket,
+                key=ref.key,
+                links=extracted.links,
+                check_budget=_time_budget(deps.analysis_timeout_seconds),
+            )
         except PermanentError as error:
             return _record_failure(deps, ref, error, sha256=fetched.sha256)
     vectors = deps.embedder.embed([chunk.text for chunk in chunks])
-    reason = deps.repository.store_document(fetched, extracted, chunks, vectors, deps.embedder.model)
+    reason = deps.repository.store_document(fetched, extracted, chunks, vectors, deps.embedder.model, mentions=mentions)
     if reason:
         return Outcome("skipped", ref, reason)
     return Outcome("stored", ref, extracted.content_type, chunks=len(chunks))
+
+
+def _time_budget(seconds: float) -> Callable[[], None]:
+    deadline = time.monotonic() + seconds
+
+    def check() -> None:
+        if time.monotonic() > deadline:
+            raise PermanentError(
+                f"reading the links of the text took longer than {seconds:g} s", code="extract_timeout"
+            )
+
+    return check
 
 
 def _record_failure(deps: Deps, ref: ObjectRef, error: PermanentError, sha256: str | None) -> Outcome:

@@ -17,12 +17,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 PREFIX = "FILEQUEUE_"
-EMBEDDER_KINDS = ("hashing", "bedrock", "openai")
+EMBEDDER_KINDS = ("hashing", "bedrock", "openai", "local")
 BEDROCK_DIMENSIONS = (256, 512, 1024)
 DEFAULT_MODELS = {
-    "hashing": "hashing-v1",
+    "hashing": "hashing-v2",
     "bedrock": "amazon.titan-embed-text-v2:0",
     "openai": "text-embedding-3-small",
+    "local": "",
 }
 
 
@@ -51,6 +52,7 @@ class Settings:
     embedding_dimension: int = 256
     embedding_batch_size: int = 32
     embedding_concurrency: int = 4
+    embedding_model_path: str | None = None
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     http_timeout_seconds: float = 30.0
@@ -68,6 +70,7 @@ class Settings:
     worker_batch_size: int = 10
     worker_shutdown_grace_seconds: float = 25.0
     health_port: int = 8080
+    console_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -85,6 +88,8 @@ class Settings:
 
     @property
     def resolved_embedding_model(self) -> str:
+        if not self.embedding_model and self.embedder == "local" and self.embedding_model_path:
+            return "model2vec:" + self.embedding_model_path.rstrip("/").rpartition("/")[2]
         return self.embedding_model or DEFAULT_MODELS[self.embedder]
 
     def validate(self) -> None:
@@ -102,6 +107,12 @@ class Settings:
         if self.embedder == "openai":
             _require(
                 bool(self.openai_base_url), "FILEQUEUE_OPENAI_BASE_URL", "is required with FILEQUEUE_EMBEDDER=openai"
+            )
+        if self.embedder == "local":
+            _require(
+                bool(self.embedding_model_path),
+                "FILEQUEUE_EMBEDDING_MODEL_PATH",
+                "is required with FILEQUEUE_EMBEDDER=local (a model2vec model directory)",
             )
         _require(self.chunk_size >= 50, "FILEQUEUE_CHUNK_SIZE", "must be at least 50 characters")
         _require(

@@ -100,7 +100,7 @@ def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
     get_settings.cache_clear()
     reset_deps()
     settings = get_settings()
-    prepare_database(settings, "hashing-v1", settings.embedding_dimension, apply=True)
+    prepare_database(settings, settings.resolved_embedding_model, settings.embedding_dimension, apply=True)
     yield database_url
     get_settings.cache_clear()
     reset_deps()

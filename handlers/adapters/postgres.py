@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-    from handlers.model import Chunk, ExtractedText, FetchedObject, ObjectRef
+    from handlers.model import Chunk, ExtractedText, FetchedObject, Mentions, ObjectRef
 
 # After the database refused a connection, fail fast for a moment instead of making every
 # remaining record of the batch wait for its own connect timeout.
@@ -123,6 +123,8 @@ class PostgresRepository:
         chunks: Sequence[Chunk],
         vectors: Sequence[Sequence[float]],
         embedding_model: str,
+        *,
+        mentions: Mentions,
     ) -> str | None:
         from pgvector import Vector
 
@@ -177,7 +179,7 @@ class PostgresRepository:
                 document_id,
                 bucket=ref.bucket,
                 key=ref.key,
-                text=extracted.text,
+                mentions=mentions,
                 top_k=self._similar_top_k,
                 threshold=self._similar_threshold,
             )
@@ -354,8 +356,12 @@ def _clear_content(conn: psycopg.Connection[Any], document_id: int) -> None:
     """Remove the document's chunks, its vector, its names and mentions, and every edge that touches it.
 
     Edges between two documents may be owned by the other one (it found this one when it was linked),
-    so they are matched by both ends, not only by owner.
+    so they are matched by both ends, not only by owner. Documents that mention its file name have
+    that mention resolved again without it.
     """
+    from handlers.adapters.graph import file_names_of, resolve_name_mentions_again
+
+    file_names = file_names_of(conn, document_id)
     conn.execute(
         "DELETE FROM edges WHERE owner_document_id = %s OR (target_kind = 'document' AND target_id = %s)"
         " OR (source_kind = 'document' AND source_id = %s)",
@@ -365,6 +371,7 @@ def _clear_content(conn: psycopg.Connection[Any], document_id: int) -> None:
     conn.execute("DELETE FROM document_mentions WHERE document_id = %s", (document_id,))
     conn.execute("DELETE FROM document_names WHERE document_id = %s", (document_id,))
     conn.execute("UPDATE documents SET embedding = NULL WHERE id = %s AND embedding IS NOT NULL", (document_id,))
+    resolve_name_mentions_again(conn, file_names)
 
 
 def _write_structure_edges(conn: psycopg.Connection[Any], document_id: int) -> None:

@@ -1,8 +1,18 @@
 """Search over chunks: pgvector nearest neighbours, optionally fused with PostgreSQL full-text ranking.
 
-Hybrid search fuses two rankings by reciprocal rank fusion (Cormack et al., 2009): a chunk scores
-the sum over the rankings it appears in of 1 / (k + rank), with k = 60. Ranks, not raw scores, are
-combined, so cosine similarity and `ts_rank_cd` need no common scale.
+Hybrid search fuses two rankings by weighted reciprocal rank fusion (Cormack et al., 2009): a chunk
+scores the sum over the rankings it appears in of weight / (k + rank), with k = 60 and both weights
+1 (`VECTOR_WEIGHT`, `TEXT_WEIGHT`). Ranks, not raw scores, are combined, so cosine similarity and
+`ts_rank_cd` need no common scale. The best possible score is (1 + 1) / 61 ≈ 0.0328: first in both.
+
+The full-text side matches any of the query's words, not all of them: the words are joined with
+`or` and parsed by `websearch_to_tsquery` with the `english` configuration, which stems them and
+drops stop words ("how do I feed a starter" looks for feed | starter). Matches are ranked BM25-style
+by the sum of the inverse document frequencies of the query terms they hold, idf = ln(1 + (N - n +
+0.5) / (n + 0.5)) with N chunks (the planner's estimate, or a count up to a cap before the first
+ANALYZE) of which n hold the term (counted up to a cap), so a rare
+term outweighs common ones; ties go to `ts_rank_cd` (cover density: query terms closer together
+rank higher), normalised by the chunk's length.
 
 `hnsw.ef_search` is raised for the query: an HNSW scan yields at most ef_search rows (pgvector 0.6
 has no iterative scan), so the default 40 would cut a hybrid candidate list of 50 short; 100 also
@@ -24,9 +34,19 @@ if TYPE_CHECKING:
     from handlers.ports import Embedder
 
 RRF_K = 60
+VECTOR_WEIGHT = 1.0
+TEXT_WEIGHT = 1.0
+# ts_rank_cd normalisation 1: divide by 1 + log(document length).
+TEXT_RANK_NORMALIZATION = 1
+# Document frequencies are counted up to this many chunks (and the store up to ten times as many):
+# a term in more chunks than that is common anyway, and the count stays cheap in a large store.
+FREQUENCY_CAP = 10_000
 CANDIDATES = 50
 EF_SEARCH = 100
 SNIPPET_CHARS = 200
+
+# Documents a search is limited to: a key prefix (LIKE with the pattern escaped) and a content type.
+_DOCUMENT_FILTER = "key LIKE %(key_pattern)s AND (%(content_type)s::text IS NULL OR content_type = %(content_type)s)"
 
 # The nearest chunks first, by id and distance alone, so that an exact scan (no usable index)
 # sorts narrow rows; their text and document are fetched for the few that are kept.
@@ -34,29 +54,47 @@ VECTOR_QUERY = """
 SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, 1 - nearest.distance AS score,
        NULL::bigint AS vector_rank, NULL::bigint AS text_rank
 FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
+      WHERE %(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER})
       ORDER BY embedding <=> %(vector)s LIMIT %(limit)s) AS nearest
 JOIN chunks AS chunk ON chunk.id = nearest.id
 JOIN documents AS document ON document.id = chunk.document_id
 ORDER BY nearest.distance, chunk.id
-"""
+""".replace("{DOCUMENT_FILTER}", _DOCUMENT_FILTER)
 
 HYBRID_QUERY = """
 WITH by_vector AS (
     SELECT id, row_number() OVER (ORDER BY distance, id) AS rank
     FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
+          WHERE %(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER})
           ORDER BY embedding <=> %(vector)s LIMIT %(candidates)s) AS nearest
 ),
+terms AS MATERIALIZED (
+    SELECT query, ln(1 + (total.chunks - hits.chunks + 0.5) / (hits.chunks + 0.5)) AS idf
+    FROM (SELECT DISTINCT to_tsquery('simple', quote_literal(lexeme)) AS query
+          FROM unnest(tsvector_to_array(to_tsvector('english', %(raw_text)s))) AS lexeme) AS term
+    CROSS JOIN LATERAL (SELECT count(*)::float8 AS chunks FROM (
+        SELECT 1 FROM chunks WHERE tsv @@ term.query LIMIT %(frequency_cap)s) AS found) AS hits
+    CROSS JOIN (SELECT CASE WHEN estimate.reltuples > 0 THEN estimate.reltuples::float8
+                            ELSE (SELECT greatest(count(*), 1)::float8 FROM (
+                                  SELECT 1 FROM chunks LIMIT %(frequency_cap)s * 10) AS sampled) END AS chunks
+                FROM pg_class AS estimate WHERE estimate.oid = 'chunks'::regclass) AS total
+),
 by_text AS (
-    SELECT id, row_number() OVER (ORDER BY text_score DESC, id) AS rank
-    FROM (SELECT id, ts_rank_cd(tsv, query) AS text_score
-          FROM chunks, websearch_to_tsquery('simple', %(text)s) AS query
-          WHERE tsv @@ query ORDER BY text_score DESC, id LIMIT %(candidates)s) AS matches
+    SELECT id, row_number() OVER (ORDER BY text_score DESC, cover DESC, id) AS rank
+    FROM (SELECT chunk.id, (SELECT sum(term.idf) FROM terms AS term WHERE chunk.tsv @@ term.query) AS text_score,
+                 ts_rank_cd(chunk.tsv, query, %(normalization)s) AS cover
+          FROM chunks AS chunk, websearch_to_tsquery('english', %(text)s) AS query
+          WHERE chunk.tsv @@ query
+            AND (%(all_documents)s OR chunk.document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER}))
+          ORDER BY text_score DESC, cover DESC, chunk.id LIMIT %(candidates)s) AS matches
 ),
 fused AS (
-    SELECT id, sum(1.0 / (%(rrf_k)s + rank)) AS score, min(vector_rank) AS vector_rank, min(text_rank) AS text_rank
-    FROM (SELECT id, rank, rank AS vector_rank, NULL::bigint AS text_rank FROM by_vector
+    SELECT id, sum(weight / (%(rrf_k)s + rank)) AS score, min(vector_rank) AS vector_rank,
+           min(text_rank) AS text_rank
+    FROM (SELECT id, rank, %(vector_weight)s::float8 AS weight, rank AS vector_rank, NULL::bigint AS text_rank
+          FROM by_vector
           UNION ALL
-          SELECT id, rank, NULL, rank FROM by_text) AS ranked
+          SELECT id, rank, %(text_weight)s::float8, NULL, rank FROM by_text) AS ranked
     GROUP BY id
 )
 SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, fused.score::float8,
@@ -66,7 +104,7 @@ JOIN chunks AS chunk ON chunk.id = fused.id
 JOIN documents AS document ON document.id = chunk.document_id
 ORDER BY fused.score DESC, chunk.id
 LIMIT %(limit)s
-"""
+""".replace("{DOCUMENT_FILTER}", _DOCUMENT_FILTER)
 
 _TERM = re.compile(r"\w+", re.UNICODE)
 
@@ -89,12 +127,65 @@ class SearchHit:
     text_rank: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Limits a search to documents whose key starts with `key_prefix` and of one content type."""
+
+    key_prefix: str = ""
+    content_type: str | None = None
+
+    @property
+    def everything(self) -> bool:
+        return not self.key_prefix and self.content_type is None
+
+
 def search(
-    conn: psycopg.Connection[Any], embedder: Embedder, query: str, *, limit: int = 10, hybrid: bool = False
+    conn: psycopg.Connection[Any],
+    embedder: Embedder,
+    query: str,
+    *,
+    limit: int = 10,
+    hybrid: bool = False,
+    where: SearchFilter | None = None,
 ) -> list[SearchHit]:
     """Embed `query` with the store's embedder and return the best `limit` chunks."""
     [vector] = embedder.embed([query])
-    return search_chunks(conn, query, vector, limit=limit, hybrid=hybrid)
+    return search_chunks(conn, query, vector, limit=limit, hybrid=hybrid, where=where)
+
+
+def query_params(
+    query: str,
+    vector: Sequence[float],
+    *,
+    limit: int,
+    candidates: int = CANDIDATES,
+    where: SearchFilter | None = None,
+) -> dict[str, object]:
+    """The parameters of `VECTOR_QUERY` and `HYBRID_QUERY`."""
+    from pgvector import Vector
+
+    where = where or SearchFilter()
+    escaped = where.key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return {
+        "vector": Vector(list(vector)),
+        "text": any_term_query(query),
+        "raw_text": query,
+        "frequency_cap": FREQUENCY_CAP,
+        "limit": limit,
+        "candidates": max(candidates, limit),
+        "rrf_k": RRF_K,
+        "vector_weight": VECTOR_WEIGHT,
+        "text_weight": TEXT_WEIGHT,
+        "normalization": TEXT_RANK_NORMALIZATION,
+        "all_documents": where.everything,
+        "key_pattern": escaped + "%",
+        "content_type": where.content_type,
+    }
+
+
+def any_term_query(query: str) -> str:
+    """`query` in `websearch_to_tsquery` syntax matching any of its words (quotes and operators dropped)."""
+    return " or ".join(_TERM.findall(query))
 
 
 def search_chunks(
@@ -106,22 +197,17 @@ def search_chunks(
     hybrid: bool = False,
     candidates: int = CANDIDATES,
     ef_search: int = EF_SEARCH,
+    where: SearchFilter | None = None,
 ) -> list[SearchHit]:
     """The best `limit` chunks for a query already embedded as `vector`.
 
     Only ready documents have chunks (a failed document's chunks go in the transaction that marks
     it failed), so no status filter is needed. `conn` must have the pgvector types registered; the
-    query runs in its own transaction, so the `hnsw.ef_search` setting stays local to it.
+    query runs in its own transaction, so the `hnsw.ef_search` setting stays local to it. With a
+    filter, the index scan's candidates are filtered after the scan, so a narrow filter over a large
+    store may return fewer than `limit` chunks.
     """
-    from pgvector import Vector
-
-    params = {
-        "vector": Vector(list(vector)),
-        "text": query,
-        "limit": limit,
-        "candidates": max(candidates, limit),
-        "rrf_k": RRF_K,
-    }
+    params = query_params(query, vector, limit=limit, candidates=candidates, where=where)
     with conn.transaction():
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(ef_search, limit, candidates)),))
         rows = conn.execute(HYBRID_QUERY if hybrid else VECTOR_QUERY, params).fetchall()

@@ -135,8 +135,9 @@ def extract_text(data: bytes, *, key: str, declared_content_type: str | None, li
         return _extract_pdf(data, limits)
     text = _decode_text(data)
     title: str | None = None
+    links: tuple[str, ...] = ()
     if content_type == HTML:
-        text, title = _html_to_text(text)
+        text, title, links = _html_to_text(text)
     elif content_type == CSV:
         text = _csv_to_text(text)
     elif content_type == JSON:
@@ -146,7 +147,7 @@ def extract_text(data: bytes, *, key: str, declared_content_type: str | None, li
     if not text.strip():
         raise PermanentError("no extractable text (the file holds only whitespace or markup)", code="no_text")
     _check_size(len(text), limits)
-    return ExtractedText(content_type=content_type, pages=(Page(number=1, text=text),), title=title)
+    return ExtractedText(content_type=content_type, pages=(Page(number=1, text=text),), title=title, links=links)
 
 
 def _reject_known_binary(data: bytes) -> None:
@@ -265,6 +266,11 @@ class _VisibleTextParser(HTMLParser):
         }
     )  # fmt: skip
     _CELLS = frozenset({"td", "th"})
+    _LINK_ATTRIBUTES = frozenset({"href", "src"})
+    # Enough for any real page; a generated page with millions of links keeps its first ones. A longer
+    # target (an inline data: URI) cannot name a stored object.
+    MAX_LINKS = 10_000
+    MAX_LINK_CHARS = 2048
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -274,8 +280,10 @@ class _VisibleTextParser(HTMLParser):
         self._in_title = False
         self._title_seen = False  # an <svg> in the body may hold <title> elements of its own
         self._pre_depth = 0
+        self.links: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._keep_links(attrs)
         if tag == "body" and self._hidden_depth:
             self._hidden_depth = 0  # a <head> left open ends where the body starts
         if tag in self._HIDDEN:
@@ -290,8 +298,19 @@ class _VisibleTextParser(HTMLParser):
             self._pre_depth += 1
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._keep_links(attrs)
         if tag in self._BLOCKS:
             self._parts.append("\n")
+
+    def _keep_links(self, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if (
+                name in self._LINK_ATTRIBUTES
+                and value
+                and len(value) <= self.MAX_LINK_CHARS
+                and len(self.links) < self.MAX_LINKS
+            ):
+                self.links.append(value.strip())
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._HIDDEN and self._hidden_depth:
@@ -318,14 +337,14 @@ class _VisibleTextParser(HTMLParser):
         return title or None
 
 
-def _html_to_text(markup: str) -> tuple[str, str | None]:
+def _html_to_text(markup: str) -> tuple[str, str | None, tuple[str, ...]]:
     parser = _VisibleTextParser()
     try:
         parser.feed(markup)
         parser.close()
     except (AssertionError, ValueError) as error:  # html.parser's reaction to some malformed markup
         raise PermanentError(f"corrupt HTML file: {error}", code="corrupt_file") from None
-    return parser.text(), parser.title()
+    return parser.text(), parser.title(), tuple(parser.links)
 
 
 def _csv_to_text(text: str) -> str:

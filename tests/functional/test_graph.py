@@ -141,7 +141,13 @@ def test_references_resolve_in_both_arrival_orders(s3, handler_env, mentioning_f
     index = {"uploads/index.md": INDEX_NOTE}
     for batch in (index, TARGETS) if mentioning_first else (TARGETS, index):
         uploads.put(batch)
-    expected = {("uploads/index.md", key) for key in TARGETS if key != "uploads/notes/x.md"}
+    # Not the review: a URL on another host never names an object of the bucket by its file name.
+    # Not x.md: the URI names another bucket.
+    expected = {
+        ("uploads/index.md", key)
+        for key in TARGETS
+        if key not in ("uploads/notes/x.md", "uploads/papers/tam review.pdf")
+    }
     assert document_edges(handler_env, "references") == expected
 
 
@@ -177,35 +183,132 @@ def _chain(s3) -> None:
     )
 
 
-def test_graph_walks_hops_by_relation(s3, handler_env):
+def test_graph_walks_hops_and_lists_each_neighbour_once_with_its_path(s3, handler_env):
     _chain(s3)
     with psycopg.connect(handler_env) as conn:
-        a = find_document(conn, "uploads/a.md")
-        one_hop = {(n.relation, n.key, n.hops, n.via) for n in neighbours(conn, a)}
-        two_hops = {(n.relation, n.key, n.hops, n.via) for n in neighbours(conn, a, hops=2)}
+        a = find_document(conn, "uploads/a.md").id
+        c = find_document(conn, "uploads/c.md").id
+        one_hop = {(n.relations, n.key, n.hops, n.via) for n in neighbours(conn, a)}
+        two_hops = {(n.relations, n.key, n.hops, n.via) for n in neighbours(conn, a, hops=2)}
         references_only = {n.key for n in neighbours(conn, a, hops=3, relations=["references"])}
-        backwards = {(n.key, n.hops) for n in neighbours(conn, find_document(conn, "uploads/c.md"), hops=2)}
-    assert one_hop == {("references", "uploads/b.md", 1, None), ("similar", "uploads/d.md", 1, None)}
-    assert two_hops == one_hop | {("references", "uploads/c.md", 2, "uploads/b.md")}
+        backwards = [(n.key, n.hops, n.relations) for n in neighbours(conn, c, hops=3)]
+    assert one_hop == {(("references",), "uploads/b.md", 1, ()), (("similar",), "uploads/d.md", 1, ())}
+    assert two_hops == one_hop | {(("references", "references"), "uploads/c.md", 2, ("uploads/b.md",))}
     assert references_only == {"uploads/b.md", "uploads/c.md"}
-    assert backwards == {("uploads/b.md", 1), ("uploads/a.md", 2)}
+    # Each document once, at its fewest hops: d is reached from a, which is reached from b.
+    assert backwards == [
+        ("uploads/b.md", 1, ("referenced_by",)),
+        ("uploads/a.md", 2, ("referenced_by", "referenced_by")),
+        ("uploads/d.md", 3, ("referenced_by", "referenced_by", "similar")),
+    ]
 
 
-def test_graph_command_prints_neighbours_grouped_by_relation(s3, handler_env, capsys):
+def test_graph_command_prints_each_neighbour_with_its_path(s3, handler_env, capsys):
     _chain(s3)
     assert main(["graph", "uploads/a.md", "--hops", "2"]) == 0
-    text = capsys.readouterr().out
-    assert text.splitlines()[0] == "uploads/a.md"
-    assert "references\n  1.000  uploads/b.md\n  1.000  uploads/c.md  (2 hops, via uploads/b.md)\n" in text
-    assert "similar\n" in text
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "s3://graph-bucket/uploads/a.md  ready"
+    assert "  1.000  references uploads/b.md" in lines
+    assert "  1.000  references uploads/b.md > references uploads/c.md" in lines
 
     assert main(["graph", "uploads/a.md", "--relation", "similar", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["neighbours"]
-    assert [(n["relation"], n["key"], n["hops"]) for n in listed] == [("similar", "uploads/d.md", 1)]
+    assert [(n["relations"], n["key"], n["hops"]) for n in listed] == [(["similar"], "uploads/d.md", 1)]
     assert 0.75 <= listed[0]["weight"] <= 1.0
 
-    assert main(["graph", "uploads/nothing.md"]) == 2
-    assert "no document is stored under key 'uploads/nothing.md'" in capsys.readouterr().err
+
+def test_graph_accepts_a_file_name_or_an_s3_uri_and_suggests_full_keys(s3, handler_env, capsys):
+    _chain(s3)
+    Uploads(s3).put({"uploads/other/b.md": b"# Another B\n\nNothing here.\n"})
+    assert main(["graph", "c.md"]) == 0
+    assert capsys.readouterr().out.startswith("s3://graph-bucket/uploads/c.md  ready")
+    assert main(["graph", "s3://graph-bucket/uploads/c.md"]) == 0
+    assert capsys.readouterr().out.startswith("s3://graph-bucket/uploads/c.md  ready")
+
+    assert main(["graph", "b.md"]) == 2
+    assert "'b.md' names several documents: s3://graph-bucket/uploads/b.md, s3://graph-bucket/uploads/other/b.md" in (
+        capsys.readouterr().err
+    )
+    assert main(["graph", "uploads/c"]) == 2
+    assert "no document is stored under 'uploads/c'; did you mean uploads/c.md?" in capsys.readouterr().err
+
+
+def test_graph_of_a_failed_document_says_it_failed(s3, handler_env, capsys):
+    Uploads(s3).put({"uploads/broken.pdf": b"%PDF-1.7 not really a PDF"})
+    assert main(["graph", "broken.pdf"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("s3://graph-bucket/uploads/broken.pdf  failed (corrupt_file: ")
+
+
+def test_links_in_html_and_markdown_resolve_against_the_folder_and_other_hosts_never_do(s3, handler_env):
+    page = (
+        b"<!doctype html><html><head><title>Index</title></head><body>"
+        b'<p>Read <a href="../papers/bitcoin.pdf">the paper</a>, see <img src="figure.png" alt="a figure">, '
+        b'<a href="https://example.com/elsewhere/tides.md">a mirror</a> and '
+        b'<a href="https://graph-bucket.s3.eu-west-1.amazonaws.com/uploads/notes/plan.md">the plan</a>.</p>'
+        b"</body></html>"
+    )
+    notes = b"# Notes\n\nSee [the figure](figure.png) and [the tides](/uploads/tides.md).\n"
+    Uploads(s3).put(
+        {
+            "uploads/site/index.html": page,
+            "uploads/site/notes.md": notes,
+            "uploads/site/figure.png": b"not an image, stored as text for the test",
+            "uploads/papers/bitcoin.pdf": pdf("pdfjs-issue13201-bitcoin-paper.pdf"),
+            "uploads/notes/plan.md": b"# Plan\n\nQueues first.\n",
+            "uploads/tides.md": tides("x"),
+        }
+    )
+    assert document_edges(handler_env, "references") == {
+        ("uploads/site/index.html", "uploads/papers/bitcoin.pdf"),
+        ("uploads/site/index.html", "uploads/site/figure.png"),
+        ("uploads/site/index.html", "uploads/notes/plan.md"),
+        ("uploads/site/notes.md", "uploads/site/figure.png"),
+        ("uploads/site/notes.md", "uploads/tides.md"),
+    }
+
+
+def test_a_bare_name_prefers_its_folder_and_is_otherwise_ambiguous_until_one_bearer_is_left(s3, handler_env):
+    uploads = Uploads(s3)
+    uploads.put(
+        {
+            "uploads/a/readme.md": b"# A\n\nThe data is described in data.csv.\n",
+            "uploads/a/data.csv": b"x,y\n1,2\n",
+            "uploads/b/data.csv": b"x,y\n3,4\n",
+            "uploads/top.md": b"# Top\n\nEverything starts from data.csv.\n",
+        }
+    )
+    assert document_edges(handler_env, "references") == {
+        ("uploads/a/readme.md", "uploads/a/data.csv"),
+        ("uploads/top.md", "uploads/a/data.csv"),
+        ("uploads/top.md", "uploads/b/data.csv"),
+    }
+    ambiguous = _references_from(handler_env, "uploads/top.md")
+    assert [(key, weight) for key, weight, _ in ambiguous] == [("uploads/a/data.csv", 0.5), ("uploads/b/data.csv", 0.5)]
+    assert all(attributes["ambiguous"] is True and attributes["candidates"] == 2 for _, _, attributes in ambiguous)
+
+    uploads.delete("uploads/b/data.csv")  # one bearer left: the mention resolves to it, plainly
+    [(key, weight, attributes)] = _references_from(handler_env, "uploads/top.md")
+    assert (key, weight, "ambiguous" in attributes) == ("uploads/a/data.csv", 1.0, False)
+
+    uploads.put({"uploads/c/data.csv": b"x,y\n5,6\n"})  # a new bearer makes it ambiguous again
+    again = _references_from(handler_env, "uploads/top.md")
+    assert [(key, attributes.get("ambiguous")) for key, _, attributes in again] == [
+        ("uploads/a/data.csv", True),
+        ("uploads/c/data.csv", True),
+    ]
+
+
+def _references_from(url: str, key: str) -> list[tuple[str, float, dict[str, object]]]:
+    """(target key, weight, attributes) of the `references` edges from the document at `key`."""
+    found = rows(
+        url,
+        "SELECT target.key, weight, attributes FROM edges"
+        " JOIN documents AS source ON source.id = source_id JOIN documents AS target ON target.id = target_id"
+        " WHERE relation = 'references' AND source.key = %s ORDER BY target.key",
+        key,
+    )
+    return [(target, float(weight), attributes) for target, weight, attributes in found]
 
 
 def test_two_transactions_linking_the_same_pair_both_commit(s3, handler_env):

@@ -99,7 +99,7 @@ def test_put_stores_document_chunks_vectors_and_edges(s3, bucket, handler_env):
         " WHERE document_id = %s",
         doc["id"],
     )
-    assert (stored_chunks, dims, models) == (doc["chunk_count"], 256, ["hashing-v1"])
+    assert (stored_chunks, dims, models) == (doc["chunk_count"], 256, ["hashing-v2"])
     edges = dict(_rows(handler_env, "SELECT relation, count(*) FROM edges GROUP BY relation"))
     assert edges == {"has_chunk": doc["chunk_count"], "next": doc["chunk_count"] - 1}
 

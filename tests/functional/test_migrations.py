@@ -73,3 +73,32 @@ def test_without_auto_migrate_a_behind_schema_is_named(database_url):
     settings = Settings.from_env({"FILEQUEUE_DATABASE_URL": database_url, "FILEQUEUE_AUTO_MIGRATE": "false"})
     with pytest.raises(ConfigError, match="run `filequeue migrate`"):
         build_deps(settings)
+
+
+def test_typed_mentions_migration_keeps_the_references_of_an_older_store(database_url, monkeypatch):
+    import handlers.adapters.migrate as migrations
+
+    every = load_migrations()
+    monkeypatch.setattr(migrations, "load_migrations", lambda: [m for m in every if m.version < 4])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, WANTED)
+        conn.execute(
+            "INSERT INTO documents (bucket, key, status) VALUES ('b', 'uploads/index.md', 'ready'),"
+            " ('b', 'uploads/notes/plan.md', 'ready')"
+        )
+        conn.execute(
+            "INSERT INTO document_mentions (document_id, mention) SELECT id, mention FROM documents,"
+            " unnest(ARRAY['uploads/notes/plan.md', 'plan.md', 's3://b/uploads/x.md']) AS mention"
+            " WHERE key = 'uploads/index.md'"
+        )
+        conn.execute(
+            "INSERT INTO document_names (document_id, name) SELECT id, name FROM documents,"
+            " unnest(ARRAY['uploads/notes/plan.md', 'plan.md', 's3://b/uploads/notes/plan.md']) AS name"
+            " WHERE key = 'uploads/notes/plan.md'"
+        )
+        monkeypatch.setattr(migrations, "load_migrations", lambda: every)
+        assert migrate(conn, WANTED) == [m.name for m in every if m.version >= 4]
+        mentions = conn.execute("SELECT kind, mention FROM document_mentions ORDER BY kind, mention").fetchall()
+        names = conn.execute("SELECT kind, name FROM document_names ORDER BY kind, name").fetchall()
+    assert mentions == [("name", "plan.md"), ("uri", "s3://b/uploads/notes/plan.md"), ("uri", "s3://b/uploads/x.md")]
+    assert names == [("name", "plan.md"), ("uri", "s3://b/uploads/notes/plan.md")]

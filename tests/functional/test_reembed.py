@@ -1,6 +1,6 @@
 """`filequeue reembed` on the real PostgreSQL: hashing dimension 256 -> a new model with dimension 384.
 
-The store is filled through the handler with the default settings (hashing-v1, 256). The new
+The store is filled through the handler with the default settings (hashing-v2, 256). The new
 settings differ in both FILEQUEUE_EMBEDDING_MODEL and FILEQUEUE_EMBEDDING_DIMENSION.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from handlers.adapters import reembed as reembed_module
-from handlers.adapters.embedders.hashing import HashingEmbedder
+from handlers.adapters.embedders.hashing import HashingEmbedder, LexicalHashingEmbedder
 from handlers.adapters.reembed import ReembedOptions, reembed
 from handlers.adapters.search import search
 from handlers.batch import handle_batch, prepare_database, reset_deps
@@ -28,8 +28,8 @@ from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-OLD = HashingEmbedder(256, "hashing-v1")
-NEW = HashingEmbedder(384, "hashing-v2-384")
+OLD = LexicalHashingEmbedder(256, "hashing-v2")
+NEW = LexicalHashingEmbedder(384, "hashing-v2-384")
 NOTES = {
     f"uploads/notes-{topic}.md": markdown(
         topic, [f"The {topic} chapter explains {topic} in plain words.", f"Every {topic} example is worked."], 2
@@ -272,3 +272,43 @@ def test_reembed_command_resumes_and_then_refuses(store, handler_env, monkeypatc
 
     assert main(["reembed"]) == 2
     assert "nothing to re-embed" in capsys.readouterr().err
+
+
+def test_a_hashing_v1_store_is_refused_by_the_default_settings_and_reembed_moves_it_to_v2(
+    s3, handler_env, monkeypatch, capsys
+):
+    from handlers.adapters.embedders.hashing import V1, V2
+
+    with psycopg.connect(handler_env, autocommit=True) as admin:
+        admin.execute("UPDATE filequeue_meta SET value = %s WHERE name = 'embedding_model'", (V1,))
+    _use_settings(monkeypatch, V1, 256)
+    Uploads(s3).put({"uploads/bread-a.md": _bread("a")})
+    assert rows(handler_env, "SELECT DISTINCT embedding_model FROM chunks") == [(V1,)]
+
+    monkeypatch.delenv("FILEQUEUE_EMBEDDING_MODEL")
+    get_settings.cache_clear()
+    assert main(["search", "sourdough"]) == 2
+    assert "holds embeddings of model 'hashing-v1'" in capsys.readouterr().err
+
+    assert main(["reembed"]) == 0
+    assert "switched to 'hashing-v2' (dimension 256)" in capsys.readouterr().out
+    assert rows(handler_env, "SELECT DISTINCT embedding_model FROM chunks") == [(V2,)]
+    assert main(["search", "how do I feed my sourdough starter", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["key"] == "uploads/bread-a.md"
+
+
+def test_reembed_moves_the_store_to_the_local_model_and_records_it(store, handler_env, monkeypatch, tmp_path, capsys):
+    from tests.model2vec_model import DIMENSION, build_model
+
+    model_dir = build_model(tmp_path / "tiny-model2vec")
+    monkeypatch.setenv("FILEQUEUE_EMBEDDER", "local")
+    monkeypatch.setenv("FILEQUEUE_EMBEDDING_MODEL_PATH", str(model_dir))
+    _use_settings(monkeypatch, "", DIMENSION)
+    assert main(["reembed"]) == 0
+    assert f"switched to 'model2vec:tiny-model2vec' (dimension {DIMENSION})" in capsys.readouterr().out
+    assert rows(handler_env, "SELECT DISTINCT embedding_model, embedding_dimension FROM chunks") == [
+        ("model2vec:tiny-model2vec", DIMENSION)
+    ]
+    # The tiny model knows that a loaf is bread: a query sharing no word with the notes finds them.
+    assert main(["search", "loaf", "--json", "--limit", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["key"] in {"uploads/bread-a.md", "uploads/bread-b.md"}

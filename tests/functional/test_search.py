@@ -8,12 +8,12 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from handlers.adapters.embedders.hashing import HashingEmbedder
+from handlers.adapters.embedders.hashing import LexicalHashingEmbedder
 from handlers.adapters.search import make_snippet, search
 from handlers.cli import main
 from tests.functional.ingest_helpers import Uploads, pdf
 
-EMBEDDER = HashingEmbedder(256)
+EMBEDDER = LexicalHashingEmbedder(256)
 RARE = "zyxquorblat"
 QUERY = f"quarterly revenue report {RARE}"
 
@@ -48,12 +48,11 @@ def test_vector_search_returns_key_page_snippet_and_score(s3, handler_env, conn)
 def _revenue_and_garden(s3) -> None:
     """Thirty short revenue reports, and one long gardening note that mentions the rare term.
 
-    With the hashing embedder a text's vector is the sum of its words and word pairs. The query's
-    seven features are four words and three pairs; a revenue report holds six of them, repeated,
-    and nothing else, so its cosine with the query is high. The gardening note holds the four
-    words once among some two hundred other features, so its cosine is small and thirty reports
-    rank above it: pure vector search puts it out of the top ten. `websearch_to_tsquery` ANDs the
-    four words, and only the note holds all of them, so full-text ranking puts it first.
+    A revenue report holds three of the query's four words, repeated, and nothing else, so its
+    vector is close to the query's. The gardening note holds the four words once among some two
+    hundred others, so thirty reports rank above it by vector. By text, every document matches
+    some of the words, but only the note holds the rare one, whose inverse document frequency
+    outweighs the three common words together: full-text ranking puts it first.
     """
     reports = {
         f"uploads/reports/q{number}.md": (
@@ -73,29 +72,60 @@ def _revenue_and_garden(s3) -> None:
     Uploads(s3).put({**reports, "uploads/garden.md": garden})
 
 
-def test_hybrid_search_finds_an_exact_rare_term_that_vector_search_ranks_low(s3, handler_env, conn):
+def test_hybrid_search_ranks_a_rare_term_first_by_text_and_fuses_both_ranks(s3, handler_env, conn):
     _revenue_and_garden(s3)
 
     by_vector = [hit.key for hit in search(conn, EMBEDDER, QUERY, limit=31)]
     assert by_vector.index("uploads/garden.md") == 30  # after all thirty reports
 
-    hybrid = search(conn, EMBEDDER, QUERY, limit=5, hybrid=True)
-    best = hybrid[0]
-    # 1/(60+1) from the text ranking plus 1/(60+31) from the vector ranking beat the best report's 1/(60+1).
-    assert (best.key, best.text_rank, best.vector_rank) == ("uploads/garden.md", 1, 31)
-    assert RARE in best.snippet
-    assert [hit.text_rank for hit in hybrid[1:]] == [None] * 4
-    assert [hit.vector_rank for hit in hybrid[1:]] == [1, 2, 3, 4]
+    hybrid = search(conn, EMBEDDER, QUERY, limit=31, hybrid=True)
+    [garden] = [hit for hit in hybrid if hit.key == "uploads/garden.md"]
+    assert (garden.text_rank, garden.vector_rank) == (1, 31)
+    assert RARE in garden.snippet
+    for hit in hybrid:
+        parts = [1 / (60 + rank) for rank in (hit.vector_rank, hit.text_rank) if rank is not None]
+        assert hit.score == pytest.approx(sum(parts))
     assert [hit.score for hit in hybrid] == sorted((hit.score for hit in hybrid), reverse=True)
 
 
-def test_search_command_prints_a_table_or_json(s3, handler_env, capsys):
+def test_a_question_matches_on_any_stemmed_content_word_not_on_all_words(s3, handler_env, conn):
+    Uploads(s3).put(
+        {
+            "uploads/bread.md": b"# Bread\n\nFeeding the sourdough starter: flour and water every day.\n",
+            "uploads/compiler.md": b"# JIT\n\nHow do I compile a loop? The tracing compiler records it.\n",
+        }
+    )
+    hits = search(conn, EMBEDDER, "how do I feed a sourdough starter", limit=2, hybrid=True)
+    assert hits[0].key == "uploads/bread.md"
+    assert hits[0].text_rank == 1
+    # The words the compiler note shares with the question are stop words: no text match at all.
+    assert [hit.text_rank for hit in hits if hit.key == "uploads/compiler.md"] in ([], [None])
+
+
+def test_search_filters_by_prefix_content_type_and_minimum_score(s3, handler_env):
+    from handlers.api import FileQueue
+
+    Uploads(s3).put(
+        {
+            "uploads/a/bread.md": b"# Bread\n\nSourdough starter and flour.\n",
+            "uploads/b/bread.html": b"<html><body><p>Sourdough starter and flour.</p></body></html>",
+        }
+    )
+    with FileQueue.from_env() as store:
+        assert {hit.key for hit in store.search("sourdough starter", prefix="uploads/a/")} == {"uploads/a/bread.md"}
+        assert {hit.key for hit in store.search("sourdough starter", content_type="text/html", hybrid=True)} == {
+            "uploads/b/bread.html"
+        }
+        assert store.search("sourdough starter", prefix="uploads/a_") == []  # "_" is not a wildcard
+        assert store.search("sourdough starter", min_score=1.01) == []
+
+
+def test_search_command_prints_a_table_json_or_the_explained_scores(s3, handler_env, capsys):
     _revenue_and_garden(s3)
     assert main(["search", QUERY, "--hybrid", "--limit", "3", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert len(listed) == 3
-    assert set(listed[0]) >= {"key", "page", "snippet", "score", "bucket", "chunk_id"}
-    assert "uploads/garden.md" in [hit["key"] for hit in listed[:2]]
+    assert set(listed[0]) >= {"key", "page", "snippet", "score", "bucket", "chunk_id", "vector_rank", "text_rank"}
 
     assert main(["search", "tomatoes basil compost", "--limit", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -104,6 +134,12 @@ def test_search_command_prints_a_table_or_json(s3, handler_env, capsys):
     assert len(lines) == 3
     # Columns are aligned: the key column starts at the same offset on every line.
     assert len({line.index("uploads/") for line in lines[1:]}) == 1
+
+    assert main(["search", RARE, "--hybrid", "--explain", "--limit", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "score = 1/(60 + vector rank) + 1/(60 + text rank); '-' = not a candidate"
+    assert lines[1].split() == ["rank", "vector", "text", "vector", "part", "text", "part", "score", "page", "key"]
+    assert lines[2].split() == ["1", "1", "1", "0.0164", "0.0164", "0.0328", "1", "uploads/garden.md"]
 
 
 def test_search_command_refuses_settings_that_do_not_match_the_store(handler_env, monkeypatch, capsys):

@@ -9,7 +9,7 @@ from handlers.settings import Settings, env_names
 def test_defaults_are_valid_without_any_variable():
     settings = Settings.from_env({})
     assert (settings.embedder, settings.embedding_dimension, settings.chunk_size) == ("hashing", 256, 1000)
-    assert settings.resolved_embedding_model == "hashing-v1"
+    assert settings.resolved_embedding_model == "hashing-v2"
 
 
 def test_values_are_read_and_typed():

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 def build_embedder(settings: Settings) -> Embedder:
     """The embedder the settings ask for; provider modules are imported only when chosen."""
     if settings.embedder == "hashing":
-        from handlers.adapters.embedders.hashing import HashingEmbedder
+        from handlers.adapters.embedders.hashing import build_hashing_embedder
 
-        return HashingEmbedder(settings.embedding_dimension, settings.resolved_embedding_model)
+        return build_hashing_embedder(settings.embedding_dimension, settings.resolved_embedding_model)
     if settings.embedder == "bedrock":
         from handlers.adapters.embedders.bedrock import BedrockEmbedder
 
@@ -37,6 +37,12 @@ def build_embedder(settings: Settings) -> Embedder:
             batch_size=settings.embedding_batch_size,
             api_key=settings.openai_api_key,
             timeout_seconds=settings.http_timeout_seconds,
+        )
+    if settings.embedder == "local":
+        from handlers.adapters.embedders.local import LocalEmbedder
+
+        return LocalEmbedder(
+            settings.embedding_model_path or "", settings.resolved_embedding_model, settings.embedding_dimension
         )
     # Only reachable with a Settings built without validate(), which restricts the kinds.
     raise ConfigError(f"FILEQUEUE_EMBEDDER must be one of {', '.join(EMBEDDER_KINDS)}, got {settings.embedder!r}")

@@ -1,0 +1,1 @@
+"""`filequeue console`: a small read-only web page over the Python API (the `console` extra)."""
