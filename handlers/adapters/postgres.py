@@ -84,8 +84,23 @@ def _other_version_deleted(ref: ObjectRef, stored: StoredState | None) -> str | 
 
 
 class PostgresRepository:
-    def __init__(self, pool: ConnectionPool[Any], *, similar_top_k: int = 5, similar_threshold: float = 0.75) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        *,
+        similar_top_k: int = 5,
+        similar_threshold: float = 0.75,
+        vector_index: str = "segmented",
+    ) -> None:
+        from handlers.adapters.segments import GROWING_TABLE, LIVE_TABLE
+
+        # Segmented: chunks land in the unindexed growing area and compaction indexes them in bulk.
+        # Live: they land in the area whose HNSW index takes each row as it is written.
+        tables = {"segmented": GROWING_TABLE, "live": LIVE_TABLE}
+        if vector_index not in tables:
+            raise ConfigError(f"FILEQUEUE_VECTOR_INDEX must be one of {', '.join(tables)}, got {vector_index!r}")
         self._pool = pool
+        self._chunk_table = tables[vector_index]
         self._unavailable_until = 0.0
         self._similar_top_k = similar_top_k
         self._similar_threshold = similar_threshold
@@ -125,6 +140,7 @@ class PostgresRepository:
         embedding_model: str,
     ) -> str | None:
         from pgvector import Vector
+        from psycopg import sql
 
         from handlers.adapters.graph import link_document
         from handlers.adapters.migrate import StoreConfig, check_store_config, read_store_config
@@ -153,8 +169,10 @@ class PostgresRepository:
                 # this worker, still on the old model, is refused) or waits for this transaction.
                 check_store_config(read_store_config(conn), StoreConfig(embedding_model, len(vectors[0])))
             with conn.cursor().copy(
-                "COPY chunks (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
-                " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                sql.SQL(
+                    "COPY {} (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
+                    " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                ).format(sql.Identifier(self._chunk_table))
             ) as copy:
                 copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector"])
                 for chunk, vector in zip(chunks, vectors, strict=True):
