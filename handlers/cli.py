@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from handlers.adapters.graph import MAX_HOPS
+    from handlers.compact_cli import add_compact_command
 
     parser = argparse.ArgumentParser(prog="filequeue", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-switch", action="store_true", help="build the new vectors and their indexes, but do not switch yet"
     )
     reembed.set_defaults(command=_reembed)
+    add_compact_command(commands)
     return parser
 
 

@@ -9,14 +9,14 @@ segments searched by brute force, sealed segments indexed by a separate step) an
 
 A compaction step never changes what a search sees, only where the rows live:
 
-1. the rows are copied into a new standalone table `chunks_building_N` that no query reads, and
-   its indexes (the HNSW one included) are built there, however long that takes;
+1. the rows are copied into a new table `chunks_segment_N`, not yet a partition, so no query reads
+   it, and its indexes (the HNSW one included) are built there, however long that takes;
 2. one short transaction takes ACCESS EXCLUSIVE on `chunks`, drops from the new table the rows
    that were deleted or replaced meanwhile, removes the source rows (or drops the source segments)
-   and attaches the new table as segment N. A search runs entirely before or entirely after it
+   and attaches the new table as partition N. A search runs entirely before or entirely after it
    (it waits on the lock, and its snapshot is taken after its plan), so it sees every row once.
 
-Crash safety: a crash before the swap commits leaves only an unattached `chunks_building_N`, which
+Crash safety: a crash before the swap commits leaves only an unattached `chunks_segment_N`, which
 the next run drops; the swap itself is one transaction. Segment numbers come from a sequence and
 are never reused. One compaction runs at a time per database (a session advisory lock, released
 by PostgreSQL when the connection dies), and `filequeue reembed` takes the same lock.
@@ -45,7 +45,6 @@ LIVE_SEGMENT = 1
 GROWING_TABLE = "chunks_growing"
 LIVE_TABLE = "chunks_live"
 SEGMENT_PREFIX = "chunks_segment_"
-BUILDING_PREFIX = "chunks_building_"
 # Columns holding vectors that get an HNSW index per segment (`embedding_next` exists while a
 # `filequeue reembed` run is under way).
 VECTOR_COLUMNS = ("embedding", "embedding_next")
@@ -114,8 +113,8 @@ def compact(
     """Seal the growing area and merge segments as `options` say; safe to run at any time, any number of times.
 
     `conn` must be in autocommit mode (each step commits on its own). `checkpoint` is called with
-    the name of each step after it committed (`copied`, `indexed`, `swapped`), so a test can stop
-    the run there.
+    the name of each step after it committed (`copied`, `indexed`, `swapped`) and once inside the
+    swap's transaction before it commits (`swapping`), so a test can stop the run there.
     """
     if not conn.autocommit:
         raise ValueError("compaction needs a connection in autocommit mode")
@@ -180,7 +179,7 @@ def drop_unattached(conn: psycopg.Connection[Any]) -> list[str]:
     rows = conn.execute(
         "SELECT class.relname FROM pg_class AS class WHERE class.relkind = 'r' AND class.relname LIKE %s"
         " AND NOT class.relispartition AND pg_table_is_visible(class.oid)",
-        (BUILDING_PREFIX + "%",),
+        (SEGMENT_PREFIX.replace("_", r"\_") + "%",),
     ).fetchall()
     names = [str(row[0]) for row in rows]
     for name in names:
@@ -225,21 +224,21 @@ def _build_segment(
     from psycopg import sql
 
     [(number,)] = conn.execute("SELECT nextval('chunk_segment_seq')").fetchall()
-    building = sql.Identifier(f"{BUILDING_PREFIX}{number}")
+    segment = sql.Identifier(f"{SEGMENT_PREFIX}{number}")
     columns = _stored_columns(conn)
     column_list = sql.SQL(", ").join(sql.Identifier(name) for name in columns)
     with conn.transaction():
         # LIKE ... INCLUDING ALL gives the segment the parent's indexes, so ATTACH adopts them
         # instead of building any under its lock.
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE chunks INCLUDING ALL)").format(building))
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE chunks INCLUDING ALL)").format(segment))
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (segment = {})").format(
-                building, sql.Identifier(f"{SEGMENT_PREFIX}{number}_segment"), sql.Literal(number)
+                segment, sql.Identifier(f"{SEGMENT_PREFIX}{number}_segment"), sql.Literal(number)
             )
         )
         conn.execute(
             sql.SQL("INSERT INTO {} ({}, segment) SELECT {}, {} FROM chunks WHERE segment = ANY(%s)").format(
-                building, column_list, column_list, sql.Literal(number)
+                segment, column_list, column_list, sql.Literal(number)
             ),
             (sources,),
         )
@@ -247,14 +246,14 @@ def _build_segment(
     for column in _vector_columns(conn):
         conn.execute(
             sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} vector_cosine_ops)").format(
-                sql.Identifier(f"{SEGMENT_PREFIX}{number}_{column}_hnsw"), building, sql.Identifier(column)
+                sql.Identifier(f"{SEGMENT_PREFIX}{number}_{column}_hnsw"), segment, sql.Identifier(column)
             )
         )
-    conn.execute(sql.SQL("ANALYZE {}").format(building))
+    conn.execute(sql.SQL("ANALYZE {}").format(segment))
     step("indexed")
     rows = with_lock_retry(
         conn,
-        lambda: _swap(conn, number, sources),
+        lambda: _swap(conn, number, sources, step),
         timeout_seconds=options.lock_timeout_seconds,
         attempts=options.lock_attempts,
         retry_hint="the next compaction retries",
@@ -265,11 +264,10 @@ def _build_segment(
     return rows
 
 
-def _swap(conn: psycopg.Connection[Any], number: int, sources: list[int]) -> int:
+def _swap(conn: psycopg.Connection[Any], number: int, sources: list[int], step: Callable[[str], None]) -> int:
     """Replace the rows of `sources` by segment `number` in one transaction; returns its rows."""
     from psycopg import sql
 
-    building = sql.Identifier(f"{BUILDING_PREFIX}{number}")
     segment = sql.Identifier(f"{SEGMENT_PREFIX}{number}")
     conn.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")
     # Rows deleted (their document replaced or removed) since the copy must not come back.
@@ -277,7 +275,7 @@ def _swap(conn: psycopg.Connection[Any], number: int, sources: list[int]) -> int
         sql.SQL(
             "DELETE FROM {} AS fresh WHERE NOT EXISTS ("
             " SELECT 1 FROM chunks AS current WHERE current.id = fresh.id AND current.segment = ANY(%s))"
-        ).format(building),
+        ).format(segment),
         (sources,),
     )
     for source in sources:
@@ -285,16 +283,16 @@ def _swap(conn: psycopg.Connection[Any], number: int, sources: list[int]) -> int
             # Rows that arrived after the copy stay in the growing area for the next run.
             conn.execute(
                 sql.SQL("DELETE FROM chunks_growing AS growing USING {} AS fresh WHERE growing.id = fresh.id").format(
-                    building
+                    segment
                 )
             )
         else:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(f"{SEGMENT_PREFIX}{source}")))
-    conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(building, segment))
     conn.execute(
         sql.SQL("ALTER TABLE chunks ATTACH PARTITION {} FOR VALUES IN ({})").format(segment, sql.Literal(number))
     )
     [(rows,)] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(segment)).fetchall()
+    step("swapping")
     return int(rows)
 
 

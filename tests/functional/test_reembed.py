@@ -165,9 +165,8 @@ def _assert_schema_like_a_fresh_store(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         partitions = indexed_partitions(conn)
     # Each indexed chunk partition has its HNSW index; the growing area has none.
-    assert indexes == sorted([(f"{partition}_embedding_hnsw", True) for partition in partitions]) + [
-        ("documents_embedding_hnsw", True)
-    ]
+    per_partition = sorted((f"{partition}_embedding_hnsw", True) for partition in partitions)
+    assert indexes == [*per_partition, ("documents_embedding_hnsw", True)]
     assert rows(url, "SELECT count(*) FROM pg_constraint WHERE conname = 'chunks_embedding_not_null'") == [(0,)]
     assert rows(url, "SELECT count(*) FROM filequeue_meta WHERE name LIKE 'reembed%%'") == [(0,)]
 

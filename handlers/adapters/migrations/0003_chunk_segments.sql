@@ -19,6 +19,7 @@ ALTER TABLE chunks_live DROP CONSTRAINT chunks_pkey, DROP CONSTRAINT chunks_docu
 ALTER TABLE chunks_live ALTER COLUMN id DROP IDENTITY;
 CREATE SEQUENCE chunks_id_seq AS bigint;
 SELECT setval('chunks_id_seq', coalesce((SELECT max(id) FROM chunks_live), 0) + 1, false);
+ALTER TABLE chunks_live ALTER COLUMN id SET DEFAULT nextval('chunks_id_seq');
 
 -- The constraint lets ATTACH skip its validation scan.
 ALTER TABLE chunks_live ADD COLUMN segment integer NOT NULL DEFAULT 1 CONSTRAINT chunks_live_segment CHECK (segment = 1);
