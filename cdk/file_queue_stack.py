@@ -6,6 +6,7 @@ from aws_cdk import Annotations, CfnOutput, CfnParameter, Fn, Stack
 
 from cdk.acknowledge import acknowledge
 from cdk.alarms_construct import AlarmsConstruct
+from cdk.compaction_construct import CompactionConstruct
 from cdk.config import DATABASE_CREDENTIALS_ARN_PATTERN, RECOMMENDED_MIN_RECEIVE_COUNT
 from cdk.consumer_construct import LambdaConsumerConstruct
 from cdk.ingest_construct import IngestConstruct
@@ -43,6 +44,14 @@ class FileQueueStack(Stack):
             config=config,
             queue=self.ingest.queue,
             consumer_policy=self.ingest.consumer_policy,
+            database_secret_arn=database_secret_arn.value_as_string,
+        )
+        self.compaction = CompactionConstruct(
+            self,
+            "Compaction",
+            config=config,
+            consumer=self.consumer.function,
+            log_group=self.consumer.log_group,
             database_secret_arn=database_secret_arn.value_as_string,
         )
         self.irsa: IrsaRolesConstruct | None = None

@@ -46,6 +46,10 @@ class CompactionLeader:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Stop the thread; a compaction in progress is cancelled (it is crash-safe) and dropped next time."""
         self._stop.set()
