@@ -3,8 +3,9 @@
 Lambda has no long-lived process to host a compaction leader, so an EventBridge schedule invokes a
 second function from the consumer's container image (the same asset, so one image is built),
 started with the compaction handler as its command. It runs in the consumer's network with the
-consumer's database secret and logs into the consumer's log group; reserved concurrency 1 keeps scheduled runs from overlapping (the
-database's compaction lock would make an overlapping run a no-op anyway).
+consumer's database secret and logs into the consumer's log group; reserved concurrency 1 keeps
+scheduled runs from overlapping (the database's compaction lock would make an overlapping run a
+no-op anyway).
 """
 
 from __future__ import annotations
