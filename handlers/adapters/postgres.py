@@ -148,7 +148,8 @@ class PostgresRepository:
         ref = fetched.ref
         with self._connection() as conn, conn.transaction():
             _lock(conn, ref)
-            reason = stale_reason(ref, _load_state(conn, ref))
+            stored = _load_state(conn, ref)
+            reason = stale_reason(ref, stored)
             if reason:
                 return reason
             document_id = _upsert_document(
@@ -163,7 +164,9 @@ class PostgresRepository:
                 chunk_count=len(chunks),
                 embedding_model=embedding_model,
             )
-            _clear_content(conn, document_id)
+            if stored is not None and stored.document_id is not None:
+                # A new row has a new id: nothing can refer to it yet, so there is nothing to clear.
+                _clear_content(conn, document_id)
             if vectors:
                 # Under the document row's lock a `filequeue reembed` switch has either committed (and
                 # this worker, still on the old model, is refused) or waits for this transaction.
@@ -205,7 +208,8 @@ class PostgresRepository:
     def record_failure(self, ref: ObjectRef, code: str, message: str, sha256: str | None = None) -> str | None:
         with self._connection() as conn, conn.transaction():
             _lock(conn, ref)
-            reason = stale_reason(ref, _load_state(conn, ref))
+            stored = _load_state(conn, ref)
+            reason = stale_reason(ref, stored)
             if reason:
                 return reason
             document_id = _upsert_document(
@@ -217,7 +221,9 @@ class PostgresRepository:
                 error_code=code,
                 error=message,
             )
-            _clear_content(conn, document_id)
+            if stored is not None and stored.document_id is not None:
+                # A new row has a new id: nothing can refer to it yet, so there is nothing to clear.
+                _clear_content(conn, document_id)
             conn.execute("DELETE FROM tombstones WHERE bucket = %s AND key = %s", (ref.bucket, ref.key))
             return None
 

@@ -205,6 +205,8 @@ def _prepare(conn: psycopg.Connection[Any], target: StoreConfig, options: Reembe
                 dimension=sql.Literal(target.embedding_dimension),
             )
         )
+        # Kept in the row like `embedding` (see migration 0003), so exact scans stay cheap after the switch.
+        conn.execute("ALTER TABLE chunks ALTER COLUMN embedding_next SET STORAGE MAIN")
         conn.execute(sql.SQL("ALTER TABLE documents ADD COLUMN IF NOT EXISTS embedding_next {}").format(vector_type))
         conn.execute(
             "INSERT INTO filequeue_meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",

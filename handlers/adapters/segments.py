@@ -249,7 +249,9 @@ def _build_segment(
                 sql.Identifier(f"{SEGMENT_PREFIX}{number}_{column}_hnsw"), segment, sql.Identifier(column)
             )
         )
-    conn.execute(sql.SQL("ANALYZE {}").format(segment))
+    # VACUUM, not only ANALYZE: it also merges the GIN index's pending list, which the bulk insert
+    # filled, and sets the visibility map for index-only scans.
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(segment))
     step("indexed")
     rows = with_lock_retry(
         conn,

@@ -409,3 +409,17 @@ def second_database_url(postgres_url: str, database_url: str) -> Iterator[str]:
     yield make_conninfo(postgres_url, dbname=name)
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_vectors_stay_in_the_row_in_every_area(conn, writer):
+    writer.put("uploads/a.txt", [_vector(_rng(12)) for _ in range(2)])
+    compact(conn, CompactOptions(force_seal=True))
+    storage = conn.execute(
+        "SELECT class.relname, attribute.attstorage FROM pg_attribute AS attribute"
+        " JOIN pg_class AS class ON class.oid = attribute.attrelid"
+        " WHERE attribute.attname = 'embedding' AND class.relname LIKE 'chunks%%' AND class.relkind IN ('r', 'p')"
+        " ORDER BY 1"
+    ).fetchall()
+    assert [mode for _, mode in storage] == ["m"] * len(storage)
+    assert {name for name, _ in storage} >= {"chunks", "chunks_growing", "chunks_live"}
+    assert len(storage) == 4

@@ -47,6 +47,11 @@ CREATE INDEX chunks_tsv_gin ON chunks USING gin (tsv);
 ALTER TABLE chunks ATTACH PARTITION chunks_live FOR VALUES IN (1);
 CREATE TABLE chunks_growing PARTITION OF chunks FOR VALUES IN (0);
 
+-- Vectors stay in the row (MAIN: compressed or moved out only as a last resort), so an exact scan
+-- of the growing area reads the heap pages alone; the text and its tsvector are toasted first.
+-- The existing rows of chunks_live keep their storage until rewritten.
+ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE MAIN;
+
 -- Sealed segments are numbered from here; a number is never reused, so a half-built segment left
 -- by a crash can never be mistaken for a finished one.
 CREATE SEQUENCE chunk_segment_seq AS integer START 2;
