@@ -21,8 +21,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk.acknowledge import acknowledge
-from cdk.consumer_construct import DOCKERFILE, IMAGE_EXCLUDES, LAMBDA_ENTRYPOINT, REPO_ROOT, lambda_environment
+from cdk.consumer_construct import (
+    DOCKERFILE,
+    IMAGE_EXCLUDES,
+    LAMBDA_ENTRYPOINT,
+    REPO_ROOT,
+    allow_network_interfaces,
+    lambda_environment,
+)
 
 if TYPE_CHECKING:
     from cdk.config import FileQueueConfig
@@ -96,12 +102,4 @@ class CompactionConstruct(Construct):
         if consumer_vpc is None:
             return
         cast("lambda_.CfnFunction", self.function.node.default_child).vpc_config = consumer_vpc
-        self.role.add_managed_policy(
-            iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
-        )
-        acknowledge(
-            self.role,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
-            "AWS's documented policy for Lambda in a VPC: Lambda creates and deletes network interfaces in "
-            "subnets it picks, so these ec2 actions cannot be scoped to known resources; AWS keeps it current.",
-        )
+        allow_network_interfaces(self.role)

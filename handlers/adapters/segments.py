@@ -131,7 +131,7 @@ def compact(
         seconds["seal"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         merges = merged_rows = 0
-        while group := _merge_group(layout(conn).segments, options):
+        while group := next_merge(layout(conn).segments, options):
             merged_rows += _build_segment(conn, group, options, step)
             merges += 1
         seconds["merge"] = round(time.perf_counter() - started, 3)
@@ -202,7 +202,7 @@ def _seal(conn: psycopg.Connection[Any], options: CompactOptions, step: Callable
     return _build_segment(conn, [GROWING_SEGMENT], options, step)
 
 
-def _merge_group(segments: Sequence[Segment], options: CompactOptions) -> list[int]:
+def next_merge(segments: Sequence[Segment], options: CompactOptions) -> list[int]:
     """The segments to merge next: all of them with `merge_all`, else a full tier (the smallest first)."""
     if options.merge_all:
         return [segment.number for segment in segments] if len(segments) > 1 else []

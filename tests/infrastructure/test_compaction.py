@@ -73,3 +73,26 @@ def test_the_compaction_may_only_read_the_database_secret_and_write_its_logs(any
     consumer_policy_id = logical_id_by_prefix(template, "AWS::IAM::ManagedPolicy", "IngestConsumerPolicy")
     attached = [flatten(arn) for arn in template["Resources"][role_id]["Properties"].get("ManagedPolicyArns", [])]
     assert f"<{consumer_policy_id}>" not in attached  # no access to the queue or the bucket
+
+
+def test_a_cronjob_compacts_while_the_workers_are_scaled_to_zero() -> None:
+    from tests.infrastructure.test_k8s import container, one, validate
+
+    cronjob = one("CronJob")
+    validate(cronjob)
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [job_container] = pod["containers"]
+    assert job_container["command"] == ["filequeue", "compact"]
+    assert job_container["image"] == container()["image"]
+    assert job_container["envFrom"] == container()["envFrom"]
+    assert pod["serviceAccountName"] == one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert pod["securityContext"] == one("Deployment")["spec"]["template"]["spec"]["securityContext"]
+
+
+def test_the_worker_pods_run_the_segmented_index_with_a_compaction_leader() -> None:
+    from tests.infrastructure.test_k8s import worker_env
+
+    environment = worker_env()
+    assert environment["FILEQUEUE_VECTOR_INDEX"] == "segmented"
+    assert float(environment["FILEQUEUE_COMPACTION_INTERVAL_SECONDS"]) > 0
