@@ -535,6 +535,41 @@ def largest_pdf_extraction() -> dict[str, Any]:
 
 # Each sample goes to the stage of its deepest frame that names one (an import inside a stage is
 # an import). Marks are matched against py-spy's "function (file:line)" frames.
+_PRELOAD_PROBE = """
+import glob, json, statistics, sys, time
+from handlers.adapters import sandbox
+from handlers.model import ExtractLimits
+if sys.argv[1] == "without":
+    sandbox.import_parsers_once = lambda: None
+times = []
+for path in sys.argv[2:]:
+    started = time.perf_counter()
+    sandbox.extract_file(path, key="x.pdf", declared_content_type=None, limits=ExtractLimits(),
+                         timeout_seconds=60, memory_mb=2048)
+    times.append((time.perf_counter() - started) * 1000)
+print(json.dumps(statistics.median(times[1:])))
+"""
+
+
+def extraction_with_and_without_preload(pdfs: list[Path], repeats: int = 3) -> dict[str, float]:
+    """Median ms per ten-page PDF through the bounded extraction, after the first file of a process.
+
+    `without` makes every forked child import pypdf itself, as before the parent imported it once.
+    """
+    times: dict[str, list[float]] = {"with_pypdf_preloaded": [], "without": []}
+    for _ in range(repeats):
+        for mode, key in (("without", "without"), ("with", "with_pypdf_preloaded")):
+            result = subprocess.run(
+                [sys.executable, "-c", _PRELOAD_PROBE, mode, *map(str, pdfs)],
+                check=True,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+            )
+            times[key].append(float(result.stdout.strip().splitlines()[-1]))
+    return {name: round(statistics.median(values), 1) for name, values in times.items()}
+
+
 STAGES = (
     ("import", ("_find_and_load (",)),
     ("extract (fork, child, wait)", ("run_bounded (",)),
@@ -666,7 +701,10 @@ def main() -> None:
     if args.side_only:
         stored = json.loads(RESULTS.read_text())
         stored["cold_import_ms"], stored["largest_pdf_extraction"] = cold_import_ms(), largest_pdf_extraction()
-        print(json.dumps({key: stored[key] for key in ("cold_import_ms", "largest_pdf_extraction")}, indent=2))
+        pdfs = sorted((build_corpus(args.n) / "pdf").glob("*.pdf"))[:20]
+        stored["extraction_ms_per_pdf"] = extraction_with_and_without_preload(pdfs)
+        side = ("cold_import_ms", "largest_pdf_extraction", "extraction_ms_per_pdf")
+        print(json.dumps({key: stored[key] for key in side}, indent=2))
         RESULTS.write_text(json.dumps(stored, indent=2) + "\n")
         return
     folder = build_corpus(args.n)
@@ -690,6 +728,7 @@ def main() -> None:
         "results": results,
         "cold_import_ms": cold_import_ms(),
         "largest_pdf_extraction": largest_pdf_extraction(),
+        "extraction_ms_per_pdf": extraction_with_and_without_preload(sorted((folder / "pdf").glob("*.pdf"))[:20]),
     }
     if args.profile:
         report["profile_direct_after_percent_of_wall_time"] = profile_direct(files)
