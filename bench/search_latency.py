@@ -1,14 +1,22 @@
-"""Search latency on a store of at least 10,000 chunks, with and without the HNSW index.
+"""Search latency and recall of the segmented chunk store against one HNSW index, at 100,000 chunks.
 
 A deterministic synthetic corpus (topics of generated words over a Zipf-distributed common
-vocabulary) is embedded with the hashing embedder (dimension 256) and COPYed into a fresh pgserver
-database migrated like production. 100 queries then run through `search_chunks` (the code the CLI
-uses, minus embedding the query), vector and hybrid, first with the HNSW index and then after
-dropping it, so PostgreSQL scans every vector. Vector search with the index also runs at several
-`hnsw.ef_search` values, with its recall@10 against the exact answers. Results go to
-bench/results/search_latency.json.
+vocabulary) is embedded with the hashing embedder (dimension 384) into a fresh pgserver database
+migrated like production. 100 queries then run through `search_chunks` (the code the CLI uses,
+minus embedding the query), vector and hybrid, on the same rows in four layouts:
 
-    python bench/search_latency.py [--documents 200] [--chunks-per-document 60]
+- segmented: the rows arrive in batches, as ingestion writes them, and compaction runs after each
+  batch with the default policy (seal at FILEQUEUE_COMPACTION_SEAL_ROWS, merge a full size tier);
+  the last half batch stays in the growing area, searched exactly: the steady state of a store
+  under ingestion.
+- merged: after `filequeue compact --merge-all` (one segment, nothing growing).
+- single: every row in one table with one HNSW index (the store before segments, and
+  FILEQUEUE_VECTOR_INDEX=live).
+- exact: no index used (`enable_indexscan` off): the ground truth for recall@10.
+
+Results go to bench/results/search_latency.json.
+
+    python bench/search_latency.py [--documents 1700] [--chunks-per-document 60]
 """
 
 from __future__ import annotations
@@ -35,24 +43,28 @@ from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.search import (
     EF_SEARCH,
-    HYBRID_QUERY,
     VECTOR_QUERY,
     SearchHit,
     query_params,
     search_chunks,
 )
+from handlers.adapters.segments import CompactOptions, compact, layout
 from handlers.devstack import start_postgres
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 SEED = 20240601
-DIMENSION = 256
+DIMENSION = 384
 QUERIES = 100
 WARM_UP = 10
 LIMIT = 10
-EF_SEARCH_SWEEP = (40, EF_SEARCH, 200, 400)
+EF_SEARCH_SWEEP = (40, EF_SEARCH, 200)
 RESULTS = Path(__file__).parent / "results" / "search_latency.json"
+COPY_COLUMNS = (
+    "COPY chunks_growing (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
+    " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
+)
 
 
 def _rng(seed: int) -> random.Random:
@@ -83,52 +95,60 @@ class Corpus:
         return " ".join(self.rng.sample(topic, 2) + self.rng.sample(self.common[:200], 2))
 
 
-def build_store(conn: psycopg.Connection[Any], documents: int, chunks_per_document: int) -> dict[str, float]:
-    """Fill the store; returns how long embedding, loading and the index build took."""
+def load_segmented(
+    conn: psycopg.Connection[Any], documents: int, chunks_per_document: int, options: CompactOptions
+) -> dict[str, float]:
+    """Write the corpus into the growing area batch by batch, compacting after each full batch."""
     corpus = Corpus(_rng(SEED))
     embedder = HashingEmbedder(DIMENSION)
-    texts = [
-        [corpus.chunk(number % len(corpus.topics)) for _ in range(chunks_per_document)] for number in range(documents)
-    ]
-    started = time.perf_counter()
-    vectors = [embedder.embed(chunks) for chunks in texts]
-    embedded = time.perf_counter()
-    # Loading into an indexed table inserts row by row into the HNSW graph; building it once after
-    # the load is what a bulk import would do.
-    conn.execute("DROP INDEX chunks_embedding_hnsw")
-    with conn.transaction():
-        inserted = conn.execute(
-            "INSERT INTO documents (bucket, key, status, content_type, chunk_count, embedding_model)"
-            " SELECT 'bench', format('uploads/doc-%%s.txt', lpad(number::text, 5, '0')), 'ready', 'text/plain', %s, %s"
-            " FROM generate_series(0, %s - 1) AS number RETURNING key, id",
-            (chunks_per_document, embedder.model, documents),
-        ).fetchall()
-        ids = [document_id for _, document_id in sorted(inserted)]
-        with conn.cursor().copy(
-            "COPY chunks (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
-            " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
+    inserted = conn.execute(
+        "INSERT INTO documents (bucket, key, status, content_type, chunk_count, embedding_model)"
+        " SELECT 'bench', format('uploads/doc-%%s.txt', lpad(number::text, 5, '0')), 'ready', 'text/plain', %s, %s"
+        " FROM generate_series(0, %s - 1) AS number RETURNING key, id",
+        (chunks_per_document, embedder.model, documents),
+    ).fetchall()
+    ids = [document_id for _, document_id in sorted(inserted)]
+    timings = {"embed_seconds": 0.0, "load_seconds": 0.0, "compaction_seconds": 0.0}
+    pending = 0
+    total = documents * chunks_per_document
+    for number, document_id in enumerate(ids):
+        texts = [corpus.chunk(number % len(corpus.topics)) for _ in range(chunks_per_document)]
+        started = time.perf_counter()
+        vectors = embedder.embed(texts)
+        embedded = time.perf_counter()
+        with conn.transaction(), conn.cursor().copy(COPY_COLUMNS) as copy:
             copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector"])
-            for document_id, chunks, chunk_vectors in zip(ids, texts, vectors, strict=True):
-                for ordinal, (text, vector) in enumerate(zip(chunks, chunk_vectors, strict=True)):
-                    copy.write_row(
-                        (document_id, ordinal, 1, 0, len(text), text, embedder.model, DIMENSION, Vector(vector))
-                    )
-    loaded = time.perf_counter()
-    conn.execute("SET maintenance_work_mem = '256MB'")
-    create_hnsw(conn)
-    indexed = time.perf_counter()
+            for ordinal, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
+                copy.write_row((document_id, ordinal, 1, 0, len(text), text, embedder.model, DIMENSION, Vector(vector)))
+        loaded = time.perf_counter()
+        timings["embed_seconds"] += embedded - started
+        timings["load_seconds"] += loaded - embedded
+        pending += chunks_per_document
+        # The steady state: the last half batch stays in the growing area.
+        if pending >= options.seal_rows and (number + 1) * chunks_per_document <= total - options.seal_rows // 2:
+            compact(conn, options)
+            timings["compaction_seconds"] += time.perf_counter() - loaded
+            pending = 0
     conn.execute("VACUUM ANALYZE chunks")
     conn.execute("VACUUM ANALYZE documents")
-    return {
-        "embed_seconds": round(embedded - started, 2),
-        "load_seconds": round(loaded - embedded, 2),
-        "hnsw_build_seconds": round(indexed - loaded, 2),
-    }
+    return {name: round(value, 2) for name, value in timings.items()}
 
 
-def create_hnsw(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops)")
+def to_single_index(conn: psycopg.Connection[Any]) -> float:
+    """Move every row into the live area and build its one HNSW index; returns the build seconds."""
+    conn.execute("DROP INDEX chunks_live_embedding_hnsw")
+    with conn.transaction():
+        columns = (
+            "id, document_id, ordinal, page, char_start, char_end, text, embedding_model,"
+            " embedding_dimension, embedding"
+        )
+        conn.execute(f"INSERT INTO chunks_live ({columns}) SELECT {columns} FROM chunks WHERE segment <> 1")  # noqa: S608
+        conn.execute("DELETE FROM chunks WHERE segment <> 1")
+    started = time.perf_counter()
+    conn.execute("CREATE INDEX chunks_live_embedding_hnsw ON chunks_live USING hnsw (embedding vector_cosine_ops)")
+    seconds = time.perf_counter() - started
+    conn.execute("VACUUM ANALYZE chunks")
+    return round(seconds, 2)
 
 
 def measure(
@@ -151,26 +171,24 @@ def measure(
     return {
         "median_ms": round(statistics.median(milliseconds), 2),
         "p95_ms": round(milliseconds[int(len(milliseconds) * 0.95) - 1], 2),
-        "mean_results": round(statistics.mean(len(answer) for answer in answers), 1),
     }, answers
 
 
-def scans_in_plan(conn: psycopg.Connection[Any], query: str, vector: list[float], *, hybrid: bool) -> list[str]:
-    """The scan nodes of the plan of the search query itself (as `search_chunks` runs it)."""
-    sql = HYBRID_QUERY if hybrid else VECTOR_QUERY
-    params = query_params(query, vector, limit=LIMIT)
+def scans_in_plan(conn: psycopg.Connection[Any], vector: list[float]) -> list[str]:
+    """The scan nodes of the vector search's plan (as `search_chunks` runs it)."""
+    params = query_params("", vector, limit=LIMIT)
     with conn.transaction():
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(EF_SEARCH),))
-        rows = conn.execute(f"EXPLAIN {sql}", params).fetchall()
-    return [str(row[0]).strip().removeprefix("->  ").split("  (cost")[0] for row in rows if "Scan" in str(row[0])]
+        rows = conn.execute(f"EXPLAIN {VECTOR_QUERY}", params).fetchall()
+    scans = [str(row[0]).strip().removeprefix("->  ").split("  (cost")[0] for row in rows]
+    return [scan for scan in scans if "Scan" in scan and "chunks chunk" not in scan and "documents" not in scan]
 
 
 def recall(approximate: list[list[SearchHit]], exact: list[list[SearchHit]]) -> float:
-    """Mean recall@10 of the HNSW answers against the exact ones.
+    """Mean recall@10 of the answers against the exact ones.
 
-    Hashing vectors are close to random directions in 256 dimensions, the hard case for a graph
-    index (no clusters to descend into); models trained for retrieval give clustered vectors and
-    higher recall at the same ef_search.
+    Hashing vectors are close to random directions, the hard case for a graph index (no clusters to
+    descend into); models trained for retrieval give clustered vectors and higher recall.
     """
     found = [
         len({hit.chunk_id for hit in answer} & {hit.chunk_id for hit in truth}) / len(truth)
@@ -179,30 +197,78 @@ def recall(approximate: list[list[SearchHit]], exact: list[list[SearchHit]]) -> 
     return round(statistics.mean(found), 3)
 
 
+def measure_layout(
+    conn: psycopg.Connection[Any],
+    queries: list[tuple[str, list[float]]],
+    exact: list[list[SearchHit]],
+    sweep: bool,
+) -> dict[str, Any]:
+    vector, answers = measure(conn, queries, hybrid=False)
+    hybrid, _ = measure(conn, queries, hybrid=True)
+    result: dict[str, Any] = {
+        "vector": {**vector, "recall_at_10": recall(answers, exact)},
+        "hybrid": hybrid,
+        "plan": scans_in_plan(conn, queries[0][1]),
+        "layout": _describe(conn),
+    }
+    if sweep:
+        result["ef_search_sweep"] = {}
+        for ef in EF_SEARCH_SWEEP:
+            stats, swept = measure(conn, queries, hybrid=False, ef_search=ef)
+            result["ef_search_sweep"][str(ef)] = {**stats, "recall_at_10": recall(swept, exact)}
+    return result
+
+
+def _describe(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    current = layout(conn)
+    return {
+        "growing_rows": current.growing_rows,
+        "live_rows": current.live_rows,
+        "segments": [segment.rows for segment in current.segments],
+    }
+
+
+@contextmanager
+def exact_search(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    conn.execute("SET enable_indexscan = off")
+    try:
+        yield
+    finally:
+        conn.execute("RESET enable_indexscan")
+
+
 def run(conn: psycopg.Connection[Any], documents: int, chunks_per_document: int) -> dict[str, Any]:
     migrate(conn, StoreConfig("hashing-v1", DIMENSION))
     register_vector(conn)
-    timings = build_store(conn, documents, chunks_per_document)
+    conn.execute("SET maintenance_work_mem = '256MB'")
+    options = CompactOptions()
+    build = load_segmented(conn, documents, chunks_per_document, options)
     corpus = Corpus(_rng(SEED + 1))
     embedder = HashingEmbedder(DIMENSION)
     texts = [corpus.query() for _ in range(QUERIES)]
     queries = list(zip(texts, embedder.embed(texts), strict=True))
+    with exact_search(conn):
+        exact_vector, exact = measure(conn, queries, hybrid=False)
+        exact_hybrid, _ = measure(conn, queries, hybrid=True)
+    layouts = {"segmented": measure_layout(conn, queries, exact, sweep=True)}
+    started = time.perf_counter()
+    compact(conn, CompactOptions(merge_all=True))
+    build["merge_all_seconds"] = round(time.perf_counter() - started, 2)
+    layouts["merged"] = measure_layout(conn, queries, exact, sweep=False)
+    build["single_hnsw_build_seconds"] = to_single_index(conn)
+    layouts["single"] = measure_layout(conn, queries, exact, sweep=True)
+    layouts["exact"] = {"vector": exact_vector, "hybrid": exact_hybrid}
+    single = layouts["single"]
+    ratios = {
+        name: {
+            "vector_median": round(layouts[name]["vector"]["median_ms"] / single["vector"]["median_ms"], 2),
+            "hybrid_median": round(layouts[name]["hybrid"]["median_ms"] / single["hybrid"]["median_ms"], 2),
+        }
+        for name in ("segmented", "merged")
+    }
     [(chunks,)] = conn.execute("SELECT count(*) FROM chunks").fetchall()
     [(server,)] = conn.execute("SHOW server_version").fetchall()
     [(pgvector,)] = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchall()
-
-    plans: dict[str, dict[str, list[str]]] = {"with_hnsw": {}, "without_hnsw": {}}
-    for mode in ("vector", "hybrid"):
-        plans["with_hnsw"][mode] = scans_in_plan(conn, *queries[0], hybrid=mode == "hybrid")
-    vector_hnsw, _ = measure(conn, queries, hybrid=False)
-    hybrid_hnsw, _ = measure(conn, queries, hybrid=True)
-    sweep = {ef: measure(conn, queries, hybrid=False, ef_search=ef) for ef in EF_SEARCH_SWEEP}
-    conn.execute("DROP INDEX chunks_embedding_hnsw")
-    for mode in ("vector", "hybrid"):
-        plans["without_hnsw"][mode] = scans_in_plan(conn, *queries[0], hybrid=mode == "hybrid")
-    vector_exact, exact_answers = measure(conn, queries, hybrid=False)
-    hybrid_exact, _ = measure(conn, queries, hybrid=True)
-    create_hnsw(conn)
     return {
         "chunks": chunks,
         "documents": documents,
@@ -211,38 +277,32 @@ def run(conn: psycopg.Connection[Any], documents: int, chunks_per_document: int)
         "limit": LIMIT,
         "hnsw_ef_search": EF_SEARCH,
         "hnsw_params": "m=16, ef_construction=64 (pgvector defaults)",
+        "compaction": {"seal_rows": options.seal_rows, "merge_factor": options.merge_factor},
         "postgres": server,
         "pgvector": pgvector,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "build": timings,
-        "plans": plans,
-        "results": {
-            "vector_with_hnsw": vector_hnsw,
-            "vector_without_hnsw": vector_exact,
-            "hybrid_with_hnsw": hybrid_hnsw,
-            "hybrid_without_hnsw": hybrid_exact,
-        },
-        "ef_search_sweep": {
-            str(ef): {**stats, "recall_at_10": recall(answers, exact_answers)} for ef, (stats, answers) in sweep.items()
-        },
+        "build": build,
+        "layouts": layouts,
+        "latency_ratio_to_single_index": ratios,
         "measured": "search_chunks() wall time per query (SQL round trip, ranking, snippets); not the query embedding",
     }
 
 
 def print_table(report: dict[str, Any]) -> None:
-    results = report["results"]
     print(f"{report['chunks']} chunks, {report['queries']} queries, top {report['limit']}, dim {report['dimension']}")
-    print(f"{'search':<8} {'index':<8} {'median ms':>10} {'p95 ms':>8}")
-    for name, label in (("vector", "vector"), ("hybrid", "hybrid")):
-        for suffix, index in (("with_hnsw", "HNSW"), ("without_hnsw", "none")):
-            row = results[f"{name}_{suffix}"]
-            print(f"{label:<8} {index:<8} {row['median_ms']:>10.2f} {row['p95_ms']:>8.2f}")
-    print(f"{'ef_search':>9} {'median ms':>10} {'p95 ms':>8} {'recall@10':>10}")
-    for ef, row in report["ef_search_sweep"].items():
-        print(f"{ef:>9} {row['median_ms']:>10.2f} {row['p95_ms']:>8.2f} {row['recall_at_10']:>10.3f}")
-    for index, modes in report["plans"].items():
-        for mode, scans in modes.items():
-            print(f"plan {mode} {index}: {'; '.join(scans)}")
+    print(f"{'layout':<10} {'vector ms':>10} {'p95':>7} {'recall@10':>10} {'hybrid ms':>10} {'p95':>7}  layout")
+    for name, row in report["layouts"].items():
+        vector, hybrid = row["vector"], row["hybrid"]
+        print(
+            f"{name:<10} {vector['median_ms']:>10.2f} {vector['p95_ms']:>7.2f} {vector.get('recall_at_10', 1.0):>10.3f}"
+            f" {hybrid['median_ms']:>10.2f} {hybrid['p95_ms']:>7.2f}  {row.get('layout', '')}"
+        )
+    for name, ratios in report["latency_ratio_to_single_index"].items():
+        print(f"{name} / single: vector {ratios['vector_median']:.2f}x, hybrid {ratios['hybrid_median']:.2f}x")
+    for name in ("segmented", "single"):
+        for ef, row in report["layouts"][name]["ef_search_sweep"].items():
+            print(f"{name} ef_search {ef:>4}: {row['median_ms']:.2f} ms, recall@10 {row['recall_at_10']:.3f}")
+        print(f"plan {name}: {'; '.join(report['layouts'][name]['plan'])}")
 
 
 @contextmanager
@@ -270,7 +330,7 @@ def bench_database() -> Iterator[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=200)
+    parser.add_argument("--documents", type=int, default=1700)
     parser.add_argument("--chunks-per-document", type=int, default=60)
     args = parser.parse_args()
     with bench_database() as url, psycopg.connect(url, autocommit=True) as conn:

@@ -164,12 +164,17 @@ class LambdaConsumerConstruct(Construct):
         return vpc, ec2.SubnetSelection(subnets=subnets), security_groups
 
     def _allow_network_interfaces(self) -> None:
-        self.role.add_managed_policy(
-            iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
-        )
-        acknowledge(
-            self.role,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
-            "AWS's documented policy for Lambda in a VPC: Lambda creates and deletes network interfaces in "
-            "subnets it picks, so these ec2 actions cannot be scoped to known resources; AWS keeps it current.",
-        )
+        allow_network_interfaces(self.role)
+
+
+def allow_network_interfaces(role: iam.Role) -> None:
+    """The managed policy a Lambda function in a VPC needs, with its cdk-nag acknowledgment."""
+    role.add_managed_policy(
+        iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
+    )
+    acknowledge(
+        role,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+        "AWS's documented policy for Lambda in a VPC: Lambda creates and deletes network interfaces in "
+        "subnets it picks, so these ec2 actions cannot be scoped to known resources; AWS keeps it current.",
+    )

@@ -6,6 +6,7 @@ from aws_cdk import Annotations, Aws, CfnOutput, CfnParameter, Fn, Stack
 
 from cdk.acknowledge import acknowledge
 from cdk.alarms_construct import AlarmsConstruct
+from cdk.compaction_construct import CompactionConstruct
 from cdk.config import DATABASE_CREDENTIALS_ARN_PATTERN, RECOMMENDED_MIN_RECEIVE_COUNT
 from cdk.consumer_construct import LambdaConsumerConstruct
 from cdk.image_asset import project_image
@@ -42,6 +43,7 @@ class FileQueueStack(Stack):
         self.ingest = IngestConstruct(self, "Ingest", config=config)
         self.image = project_image(self, "Image")
         self.consumer: LambdaConsumerConstruct | None = None
+        self.compaction: CompactionConstruct | None = None
         if config.runs_lambda:
             self.consumer = LambdaConsumerConstruct(
                 self,
@@ -49,6 +51,14 @@ class FileQueueStack(Stack):
                 config=config,
                 queue=self.ingest.queue,
                 consumer_policy=self.ingest.consumer_policy,
+                database_secret_arn=self.database_secret_arn,
+                image=self.image,
+            )
+            self.compaction = CompactionConstruct(
+                self,
+                "Compaction",
+                config=config,
+                consumer=self.consumer,
                 database_secret_arn=self.database_secret_arn,
                 image=self.image,
             )

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from handlers.adapters.graph import MAX_HOPS
+    from handlers.compact_cli import add_compact_command
 
     parser = argparse.ArgumentParser(prog="filequeue", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -83,6 +83,26 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(command=_search)
     _add_console_command(commands)
 
+    _add_graph_command(commands)
+
+    reembed = commands.add_parser(
+        "reembed", help="move the store to the embedding model and dimension in the settings, search answering"
+    )
+    reembed.add_argument("--batch-size", type=_positive_int, default=256, help="chunks per transaction (default 256)")
+    reembed.add_argument(
+        "--max-batches", type=_positive_int, default=None, help="stop after this many batches; run again to resume"
+    )
+    reembed.add_argument(
+        "--no-switch", action="store_true", help="build the new vectors and their indexes, but do not switch yet"
+    )
+    reembed.set_defaults(command=_reembed)
+    add_compact_command(commands)
+    return parser
+
+
+def _add_graph_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from handlers.adapters.graph import MAX_HOPS
+
     graph = commands.add_parser("graph", help="a document's neighbours in the graph, by relation")
     graph.add_argument("key", help="the document's key, s3:// URI, or a file name only one key ends with")
     graph.add_argument("--bucket", default=None, help="the bucket, if several hold the key")
@@ -102,19 +122,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     graph.add_argument("--json", action="store_true", help="print JSON")
     graph.set_defaults(command=_graph)
-
-    reembed = commands.add_parser(
-        "reembed", help="move the store to the embedding model and dimension in the settings, search answering"
-    )
-    reembed.add_argument("--batch-size", type=_positive_int, default=256, help="chunks per transaction (default 256)")
-    reembed.add_argument(
-        "--max-batches", type=_positive_int, default=None, help="stop after this many batches; run again to resume"
-    )
-    reembed.add_argument(
-        "--no-switch", action="store_true", help="build the new vectors and their indexes, but do not switch yet"
-    )
-    reembed.set_defaults(command=_reembed)
-    return parser
 
 
 def _add_search_options(search: argparse.ArgumentParser) -> None:

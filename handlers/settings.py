@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 PREFIX = "FILEQUEUE_"
 EMBEDDER_KINDS = ("hashing", "bedrock", "openai", "local")
 BEDROCK_DIMENSIONS = (256, 512, 1024)
+VECTOR_INDEX_MODES = ("segmented", "live")
 DEFAULT_MODELS = {
     "hashing": "hashing-v2",
     "bedrock": "amazon.titan-embed-text-v2:0",
@@ -59,6 +60,10 @@ class Settings:
 
     similar_top_k: int = 5
     similar_threshold: float = 0.75
+
+    vector_index: str = "segmented"
+    compaction_interval_seconds: float = 60.0
+    compaction_seal_rows: int = 2000
 
     deadline_margin_seconds: float = 30.0
     write_margin_seconds: float = 10.0
@@ -126,6 +131,13 @@ class Settings:
         _require(self.embedding_concurrency >= 1, "FILEQUEUE_EMBEDDING_CONCURRENCY", "must be at least 1")
         _require(0.0 <= self.similar_threshold <= 1.0, "FILEQUEUE_SIMILAR_THRESHOLD", "must be in 0..1")
         _require(self.similar_top_k >= 0, "FILEQUEUE_SIMILAR_TOP_K", "must be >= 0")
+        _require(self.vector_index in VECTOR_INDEX_MODES, "FILEQUEUE_VECTOR_INDEX", "must be segmented or live")
+        _require(
+            self.compaction_interval_seconds >= 0,
+            "FILEQUEUE_COMPACTION_INTERVAL_SECONDS",
+            "must be >= 0 (0 turns the worker's compaction off)",
+        )
+        _require(self.compaction_seal_rows >= 1, "FILEQUEUE_COMPACTION_SEAL_ROWS", "must be at least 1")
         _require(self.deadline_margin_seconds >= 0, "FILEQUEUE_DEADLINE_MARGIN_SECONDS", "must be >= 0")
         _require(0 <= self.worker_wait_time_seconds <= 20, "FILEQUEUE_WORKER_WAIT_TIME_SECONDS", "must be in 0..20")
         _require(1 <= self.worker_batch_size <= 10, "FILEQUEUE_WORKER_BATCH_SIZE", "must be in 1..10")

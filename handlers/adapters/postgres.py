@@ -84,8 +84,23 @@ def _other_version_deleted(ref: ObjectRef, stored: StoredState | None) -> str | 
 
 
 class PostgresRepository:
-    def __init__(self, pool: ConnectionPool[Any], *, similar_top_k: int = 5, similar_threshold: float = 0.75) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        *,
+        similar_top_k: int = 5,
+        similar_threshold: float = 0.75,
+        vector_index: str = "segmented",
+    ) -> None:
+        from handlers.adapters.segments import GROWING_TABLE, LIVE_TABLE
+
+        # Segmented: chunks land in the unindexed growing area and compaction indexes them in bulk.
+        # Live: they land in the area whose HNSW index takes each row as it is written.
+        tables = {"segmented": GROWING_TABLE, "live": LIVE_TABLE}
+        if vector_index not in tables:
+            raise ConfigError(f"FILEQUEUE_VECTOR_INDEX must be one of {', '.join(tables)}, got {vector_index!r}")
         self._pool = pool
+        self._chunk_table = tables[vector_index]
         self._unavailable_until = 0.0
         self._similar_top_k = similar_top_k
         self._similar_threshold = similar_threshold
@@ -127,6 +142,7 @@ class PostgresRepository:
         mentions: Mentions,
     ) -> str | None:
         from pgvector import Vector
+        from psycopg import sql
 
         from handlers.adapters.graph import link_document
         from handlers.adapters.migrate import StoreConfig, check_store_config, read_store_config
@@ -134,7 +150,8 @@ class PostgresRepository:
         ref = fetched.ref
         with self._connection() as conn, conn.transaction():
             _lock(conn, ref)
-            reason = stale_reason(ref, _load_state(conn, ref))
+            stored = _load_state(conn, ref)
+            reason = stale_reason(ref, stored)
             if reason:
                 return reason
             document_id = _upsert_document(
@@ -149,14 +166,18 @@ class PostgresRepository:
                 chunk_count=len(chunks),
                 embedding_model=embedding_model,
             )
-            _clear_content(conn, document_id)
+            if stored is not None and stored.document_id is not None:
+                # A new row has a new id: nothing can refer to it yet, so there is nothing to clear.
+                _clear_content(conn, document_id)
             if vectors:
                 # Under the document row's lock a `filequeue reembed` switch has either committed (and
                 # this worker, still on the old model, is refused) or waits for this transaction.
                 check_store_config(read_store_config(conn), StoreConfig(embedding_model, len(vectors[0])))
             with conn.cursor().copy(
-                "COPY chunks (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
-                " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                sql.SQL(
+                    "COPY {} (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
+                    " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                ).format(sql.Identifier(self._chunk_table))
             ) as copy:
                 copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector"])
                 for chunk, vector in zip(chunks, vectors, strict=True):
@@ -189,7 +210,8 @@ class PostgresRepository:
     def record_failure(self, ref: ObjectRef, code: str, message: str, sha256: str | None = None) -> str | None:
         with self._connection() as conn, conn.transaction():
             _lock(conn, ref)
-            reason = stale_reason(ref, _load_state(conn, ref))
+            stored = _load_state(conn, ref)
+            reason = stale_reason(ref, stored)
             if reason:
                 return reason
             document_id = _upsert_document(
@@ -201,7 +223,9 @@ class PostgresRepository:
                 error_code=code,
                 error=message,
             )
-            _clear_content(conn, document_id)
+            if stored is not None and stored.document_id is not None:
+                # A new row has a new id: nothing can refer to it yet, so there is nothing to clear.
+                _clear_content(conn, document_id)
             conn.execute("DELETE FROM tombstones WHERE bucket = %s AND key = %s", (ref.bucket, ref.key))
             return None
 

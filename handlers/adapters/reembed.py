@@ -10,7 +10,9 @@ indexes that exist, and which rows are still NULL):
 2. fill: batches of chunks whose `embedding_next` is NULL, each batch embedded and written in its
    own transaction, which also sets the vector of every document whose chunks are now all done.
    Passes repeat until one finds nothing left.
-3. index: HNSW indexes on the new columns, built with CREATE INDEX CONCURRENTLY.
+3. index: HNSW indexes on the new columns, built with CREATE INDEX CONCURRENTLY: one per chunk
+   partition that carries vector indexes (the live area and each sealed segment; the growing
+   area is searched exactly), and one on documents.
 4. switch: one short transaction holding ACCESS EXCLUSIVE locks on documents and chunks: it embeds
    the rows written since the last pass, drops the old vectors and their indexes, renames the new
    ones into place and records the new model in filequeue_meta. The locks are taken with a short
@@ -22,6 +24,10 @@ indexes that exist, and which rows are still NULL):
 
 Searches read `embedding` until the switch and the new vectors after it; they wait only while the
 switch holds its locks.
+
+Segments: a run holds the compaction lock (handlers.adapters.segments), so no segment is sealed
+or merged while it works; between runs, a compaction copies `embedding_next` with the rows and
+indexes it in the segments it builds.
 
 Ingestion during a run: workers started with the new settings are refused by the startup check
 (`check_store_config`) until the switch. Workers on the old settings keep storing documents with
@@ -40,14 +46,14 @@ autovacuum; dropped columns keep their space until rows are rewritten.
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 
 from handlers.adapters.graph import relink_similar, update_document_vectors
 from handlers.adapters.migrate import StoreConfig, read_store_config
-from handlers.errors import ConfigError, TransientError
+from handlers.adapters.segments import compaction_lock, indexed_partitions, with_lock_retry
+from handlers.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -63,7 +69,8 @@ _TARGET = "reembed_target"
 _RELINKED_THROUGH = "reembed_relinked_through"
 _NOT_NULL = "chunks_embedding_not_null"
 _SWITCH_DDL: tuple[LiteralString, ...] = (
-    "DROP INDEX chunks_embedding_next_pending, chunks_embedding_hnsw, documents_embedding_hnsw",
+    # Dropping the old column drops each partition's HNSW index on it.
+    "DROP INDEX chunks_embedding_next_pending, documents_embedding_hnsw",
     "ALTER TABLE chunks DROP COLUMN embedding, DROP COLUMN embedding_model, DROP COLUMN embedding_dimension",
     "ALTER TABLE chunks RENAME COLUMN embedding_next TO embedding",
     "ALTER TABLE chunks RENAME COLUMN embedding_model_next TO embedding_model",
@@ -71,7 +78,6 @@ _SWITCH_DDL: tuple[LiteralString, ...] = (
     # NOT VALID: enforced for new rows at once, proven for existing ones later without blocking writers.
     "ALTER TABLE chunks ALTER COLUMN embedding_model DROP DEFAULT, ALTER COLUMN embedding_dimension DROP DEFAULT,"
     " ADD CONSTRAINT chunks_embedding_not_null CHECK (embedding IS NOT NULL) NOT VALID",
-    "ALTER INDEX chunks_embedding_next_hnsw RENAME TO chunks_embedding_hnsw",
     "ALTER TABLE documents DROP COLUMN embedding",
     "ALTER TABLE documents RENAME COLUMN embedding_next TO embedding",
     "ALTER INDEX documents_embedding_next_hnsw RENAME TO documents_embedding_hnsw",
@@ -130,8 +136,13 @@ def reembed(
         chunks, batches, stopped = _fill(conn, embedder, options, on_batch)
         if stopped:
             return ReembedReport(target, chunks, batches, False, 0)
-        _create_index(conn, "chunks_embedding_next_hnsw", "chunks USING hnsw (embedding_next vector_cosine_ops)")
-        _create_index(conn, "documents_embedding_next_hnsw", "documents USING hnsw (embedding_next vector_cosine_ops)")
+        for partition in indexed_partitions(conn):
+            _create_index(
+                conn, f"{partition}_embedding_next_hnsw", partition, "USING hnsw (embedding_next vector_cosine_ops)"
+            )
+        _create_index(
+            conn, "documents_embedding_next_hnsw", "documents", "USING hnsw (embedding_next vector_cosine_ops)"
+        )
         if not options.switch:
             return ReembedReport(target, chunks, batches, False, 0)
         chunks += _switch(conn, embedder, target, options)
@@ -144,7 +155,10 @@ def _single_run(conn: psycopg.Connection[Any]) -> Iterator[None]:
     if not (row and row[0]):
         raise ConfigError("another `filequeue reembed` is running on this database")
     try:
-        yield
+        with compaction_lock(conn) as acquired:
+            if not acquired:
+                raise ConfigError("a chunk compaction is running on this database; run `filequeue reembed` again")
+            yield
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (REEMBED_LOCK_ID,))
 
@@ -161,10 +175,8 @@ def _drop_next(conn: psycopg.Connection[Any], options: ReembedOptions) -> None:
     """Remove what an unfinished run toward another model built."""
 
     def drop() -> None:
-        conn.execute(
-            "DROP INDEX IF EXISTS chunks_embedding_next_hnsw, chunks_embedding_next_pending,"
-            " documents_embedding_next_hnsw"
-        )
+        # The partitions' indexes on embedding_next go with the column.
+        conn.execute("DROP INDEX IF EXISTS chunks_embedding_next_pending, documents_embedding_next_hnsw")
         conn.execute(
             "ALTER TABLE chunks DROP COLUMN IF EXISTS embedding_next, DROP COLUMN IF EXISTS embedding_model_next,"
             " DROP COLUMN IF EXISTS embedding_dimension_next"
@@ -193,6 +205,8 @@ def _prepare(conn: psycopg.Connection[Any], target: StoreConfig, options: Reembe
                 dimension=sql.Literal(target.embedding_dimension),
             )
         )
+        # Kept in the row like `embedding` (see migration 0003), so exact scans stay cheap after the switch.
+        conn.execute("ALTER TABLE chunks ALTER COLUMN embedding_next SET STORAGE MAIN")
         conn.execute(sql.SQL("ALTER TABLE documents ADD COLUMN IF NOT EXISTS embedding_next {}").format(vector_type))
         conn.execute(
             "INSERT INTO filequeue_meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
@@ -200,7 +214,9 @@ def _prepare(conn: psycopg.Connection[Any], target: StoreConfig, options: Reembe
         )
 
     _with_lock_retry(conn, options, add_columns)
-    _create_index(conn, "chunks_embedding_next_pending", "chunks (id) WHERE embedding_next IS NULL")
+    # On the partitioned parent, so every partition (and every segment compaction attaches later)
+    # has it; a partitioned index cannot be built CONCURRENTLY, but a partial btree over ids is quick.
+    conn.execute("CREATE INDEX IF NOT EXISTS chunks_embedding_next_pending ON chunks (id) WHERE embedding_next IS NULL")
 
 
 def _fill(
@@ -260,8 +276,8 @@ def _embed_chunks(conn: psycopg.Connection[Any], embedder: Embedder, pending: Se
     update_document_vectors(conn, [int(row[0]) for row in complete], column="embedding_next")
 
 
-def _create_index(conn: psycopg.Connection[Any], name: str, definition: LiteralString) -> None:
-    """CREATE INDEX CONCURRENTLY, first dropping an invalid one left by an interrupted build."""
+def _create_index(conn: psycopg.Connection[Any], name: str, table: str, definition: LiteralString) -> None:
+    """CREATE INDEX CONCURRENTLY on `table`, first dropping an invalid one left by an interrupted build."""
     from psycopg import sql
 
     row = conn.execute(
@@ -273,11 +289,16 @@ def _create_index(conn: psycopg.Connection[Any], name: str, definition: LiteralS
         return
     if row is not None:
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(name)))
-    conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} ON {}").format(sql.Identifier(name), sql.SQL(definition)))
+    conn.execute(
+        sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} {}").format(
+            sql.Identifier(name), sql.Identifier(table), sql.SQL(definition)
+        )
+    )
 
 
 def _switch(conn: psycopg.Connection[Any], embedder: Embedder, target: StoreConfig, options: ReembedOptions) -> int:
     """Put the new vectors in place in one transaction; returns the chunks embedded inside it."""
+    from psycopg import sql
 
     def switch() -> int:
         conn.execute("LOCK TABLE documents, chunks IN ACCESS EXCLUSIVE MODE")
@@ -290,8 +311,15 @@ def _switch(conn: psycopg.Connection[Any], embedder: Embedder, target: StoreConf
         )
         missing = conn.execute("SELECT id FROM documents WHERE status = 'ready' AND embedding_next IS NULL").fetchall()
         update_document_vectors(conn, [int(row[0]) for row in missing], column="embedding_next")
+        partitions = indexed_partitions(conn)
         for statement in _SWITCH_DDL:
             conn.execute(statement)
+        for partition in partitions:
+            conn.execute(
+                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(f"{partition}_embedding_next_hnsw"), sql.Identifier(f"{partition}_embedding_hnsw")
+                )
+            )
         conn.execute(
             "UPDATE documents SET embedding_model = %s WHERE status = 'ready' AND embedding_model IS DISTINCT FROM %s",
             (target.embedding_model, target.embedding_model),
@@ -356,18 +384,10 @@ def _relink_all(conn: psycopg.Connection[Any], options: ReembedOptions) -> int:
 
 
 def _with_lock_retry(conn: psycopg.Connection[Any], options: ReembedOptions, work: Callable[[], _T]) -> _T:
-    """Run `work` in a transaction whose lock waits give up after `lock_timeout_seconds`, and retry."""
-    import psycopg
-
-    timeout = f"{max(1, int(options.lock_timeout_seconds * 1000))}ms"
-    for attempt in range(options.lock_attempts):
-        try:
-            with conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
-                return work()
-        except psycopg.errors.LockNotAvailable:
-            time.sleep(min(2.0, 0.05 * 2**attempt))
-    raise TransientError(
-        f"could not take the table locks in {options.lock_attempts} attempts; run `filequeue reembed` again",
-        code="db_conflict",
+    return with_lock_retry(
+        conn,
+        work,
+        timeout_seconds=options.lock_timeout_seconds,
+        attempts=options.lock_attempts,
+        retry_hint="run `filequeue reembed` again",
     )

@@ -9,6 +9,8 @@ with `os._exit`, so it never runs the parent's atexit handlers or flushes its bu
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import logging
 import os
 import pickle
@@ -81,6 +83,7 @@ def extract_file(
     memory_mb: int,
 ) -> ExtractedText:
     """`extract_text` of the file at `path`, bounded; the child reads the file, not this process."""
+    import_parsers_once()
     return run_bounded(
         _extract_path,
         path,
@@ -90,6 +93,17 @@ def extract_file(
         timeout_seconds=timeout_seconds,
         memory_mb=memory_mb,
     )
+
+
+@functools.cache
+def import_parsers_once() -> None:
+    """Import pypdf in this process, once, so that every forked child inherits it instead of importing it again.
+
+    Called on the first extraction rather than at import time, so the Lambda entry stays light.
+    The child's bounds are unchanged: its address-space limit counts what it inherits.
+    """
+    importlib.import_module("pypdf")
+    importlib.import_module("pypdf.filters")  # loaded on the first stream a PDF decodes
 
 
 def _extract_path(path: str, key: str, declared_content_type: str | None, limits: ExtractLimits) -> ExtractedText:

@@ -16,6 +16,8 @@ def run_worker(settings: Settings, *, processes: int | None = None) -> int:
     `processes`: worker processes (None: `settings.worker_processes`; 0: one per CPU).
     """
     from handlers.batch import check_ready, handle_batch
+    from handlers.worker.compaction_leader import compaction_leader
     from handlers.worker.supervisor import serve
 
-    return serve(settings, handle_batch, check_ready, processes=processes)
+    with compaction_leader(settings):
+        return serve(settings, handle_batch, check_ready, processes=processes)

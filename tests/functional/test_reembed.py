@@ -17,6 +17,7 @@ from handlers.adapters import reembed as reembed_module
 from handlers.adapters.embedders.hashing import HashingEmbedder, LexicalHashingEmbedder
 from handlers.adapters.reembed import ReembedOptions, reembed
 from handlers.adapters.search import search
+from handlers.adapters.segments import CompactOptions, compact, indexed_partitions
 from handlers.batch import handle_batch, prepare_database, reset_deps
 from handlers.cli import main
 from handlers.errors import ConfigError
@@ -107,6 +108,12 @@ def test_reembed_is_resumable_and_search_answers_throughout(store, handler_env, 
         prepare_database(get_settings(), NEW.model, NEW.dimension, apply=False)
     # ...while old-settings workers keep storing documents, whose chunks wait for new vectors.
     _use_settings(monkeypatch, OLD.model, OLD.dimension)
+    # A compaction between two runs seals the chunks written so far, the new vectors included.
+    sealed = compact(conn, CompactOptions(force_seal=True))
+    assert sealed.sealed_rows == total
+    assert rows(
+        handler_env, "SELECT count(*) FROM pg_class WHERE relname LIKE 'chunks_segment_%%_embedding_next_hnsw'"
+    ) == [(1,)]
     store.put({"uploads/late.md": markdown("Late", ["Written during the re-embedding run."])})
     assert _chunk_state(handler_env)[2] == total + 1 - done
 
@@ -155,7 +162,11 @@ def _assert_schema_like_a_fresh_store(url: str) -> None:
         "SELECT class.relname, index.indisvalid FROM pg_index AS index"
         " JOIN pg_class AS class ON class.oid = index.indexrelid WHERE class.relname LIKE '%%embedding%%' ORDER BY 1",
     )
-    assert indexes == [("chunks_embedding_hnsw", True), ("documents_embedding_hnsw", True)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        partitions = indexed_partitions(conn)
+    # Each indexed chunk partition has its HNSW index; the growing area has none.
+    per_partition = sorted((f"{partition}_embedding_hnsw", True) for partition in partitions)
+    assert indexes == [*per_partition, ("documents_embedding_hnsw", True)]
     assert rows(url, "SELECT count(*) FROM pg_constraint WHERE conname = 'chunks_embedding_not_null'") == [(0,)]
     assert rows(url, "SELECT count(*) FROM filequeue_meta WHERE name LIKE 'reembed%%'") == [(0,)]
 
@@ -164,11 +175,11 @@ def test_rows_written_after_the_last_pass_are_embedded_by_the_switch(store, hand
     create_index = reembed_module._create_index
     written: list[str] = []
 
-    def write_then_create_index(connection: Any, name: str, definition: Any) -> None:
-        if name == "chunks_embedding_next_hnsw":  # after the fill passes, before the switch
+    def write_then_create_index(connection: Any, name: str, table: str, definition: Any) -> None:
+        if name == "chunks_live_embedding_next_hnsw":  # after the fill passes, before the switch
             store.put({"uploads/straggler.md": markdown("Straggler", ["Arrived just before the switch."])})
             written.append(name)
-        create_index(connection, name, definition)
+        create_index(connection, name, table, definition)
 
     monkeypatch.setattr(reembed_module, "_create_index", write_then_create_index)
     report = reembed(conn, NEW, ReembedOptions(batch_size=50))
@@ -210,7 +221,7 @@ def test_no_switch_builds_everything_and_the_next_run_only_switches(store, handl
     assert rows(
         handler_env,
         "SELECT relname FROM pg_class WHERE relname LIKE '%%embedding_next_hnsw' ORDER BY 1",
-    ) == [("chunks_embedding_next_hnsw",), ("documents_embedding_next_hnsw",)]
+    ) == [("chunks_live_embedding_next_hnsw",), ("documents_embedding_next_hnsw",)]
 
     switched = reembed(conn, NEW, ReembedOptions())
     assert (switched.complete, switched.chunks_embedded, switched.documents_relinked) == (True, 0, 6)

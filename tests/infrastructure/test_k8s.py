@@ -76,6 +76,7 @@ def test_the_kustomization_renders_exactly_the_expected_resources():
     kinds = sorted((document["kind"], document["metadata"]["name"]) for document in rendered())
     assert [kind for kind, _ in kinds] == [
         "ConfigMap",
+        "CronJob",
         "Deployment",
         "Job",
         "Namespace",
@@ -88,7 +89,7 @@ def test_the_kustomization_renders_exactly_the_expected_resources():
     assert all(name != "filequeue-params" for _, name in kinds)
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(9))
 def test_every_rendered_manifest_is_valid_against_its_schema(index):
     validate(rendered()[index])
 

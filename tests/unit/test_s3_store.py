@@ -29,7 +29,7 @@ def stubbed() -> Iterator[tuple[S3ObjectStore, Stubber]]:
         "s3",
         region_name="eu-west-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106
+        aws_secret_access_key="testing",
     )
     with Stubber(client) as stubber:
         yield S3ObjectStore(client, max_bytes=1024), stubber

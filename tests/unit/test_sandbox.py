@@ -16,6 +16,7 @@ import pytest
 from handlers.adapters.sandbox import extract_file, run_bounded
 from handlers.errors import PermanentError, TransientError
 from handlers.model import ExtractLimits
+from tests.conftest import REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -194,3 +195,22 @@ def test_extract_file_of_a_missing_file_is_a_crash(tmp_path):
         )
     assert caught.value.code == "extract_crashed"
     assert "FileNotFoundError" in str(caught.value)
+
+
+def test_children_inherit_pypdf_imported_once_by_the_parent(tmp_path):
+    """The first extraction imports pypdf in the parent, so later children do not import it again."""
+    probe = (
+        "import sys\n"
+        "from handlers.adapters.sandbox import extract_file, run_bounded\n"
+        "from handlers.model import ExtractLimits\n"
+        "print('pypdf' in sys.modules)\n"
+        f"extract_file({str(tmp_path / 'note.txt')!r}, key='note.txt', declared_content_type='text/plain',"
+        " limits=ExtractLimits(), timeout_seconds=30, memory_mb=1024)\n"
+        "print('pypdf' in sys.modules)\n"
+        "print(run_bounded(lambda: 'pypdf' in sys.modules, timeout_seconds=30, memory_mb=1024))\n"
+    )
+    (tmp_path / "note.txt").write_text("a short note\n")
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=60
+    )
+    assert result.stdout.split() == ["False", "True", "True"]

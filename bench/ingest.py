@@ -1,0 +1,742 @@
+"""Ingest cost against the floor of this stack, side by side in one run.
+
+A deterministic, offline workload (N Markdown files of ~20 KB English-like prose with headings and
+lists, N ten-page PDFs with a real text layer written by fpdf2; fixed seed) is ingested by each
+contender on a fresh embedded stack (pgserver + moto), in rounds of rotating order; each figure is
+the median of the rounds.
+
+- floor: files read from disk, pypdf in one process, the same chunking and embedder, one binary
+  COPY, the HNSW index built after the load: the limit of this stack on one core.
+- seed: the seed's loop: receive one message, fetch, extract, chunk, embed, INSERT row by row,
+  commit per file, delete the message; the HNSW index present.
+- direct: the handler called directly in one process (ten records per batch).
+- worker1 / worker2: `filequeue worker --processes 1|2` on real S3 notifications in moto's queue.
+Ours run twice: `before` with FILEQUEUE_VECTOR_INDEX=live (every chunk pays the live HNSW
+insertion, as before segments), `after` segmented (chunks land in the unindexed growing area; the
+compaction that seals them into an indexed segment is measured separately, after the run).
+Start-up (imports, connections, migrations) is inside every contender's time.
+
+Measured per contender: wall seconds, files/s, chunks/s, peak RSS (the largest process of the
+contender's tree, sampled every 0.1 s), PostgreSQL server CPU seconds (the postmaster and all its
+backends, from /proc), and the ratios to the floor and to the seed. Also: the cold import of the
+Lambda entry against boto3 + powertools' batch module alone, the peak RSS of extracting the
+largest corpus PDF, and (with --profile) a py-spy profile of the direct handler by stage.
+
+    python bench/ingest.py [--n 100] [--rounds 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from handlers.demo import LocalStack
+
+SEED = 20261130
+DIMENSION = 384
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORPUS_ROOT = REPO_ROOT / ".filequeue" / "bench-corpus"
+RESULTS = Path(__file__).parent / "results" / "ingest.json"
+PDF_PAGES = 10
+MARKDOWN_BYTES = 20_000
+PDF_PAGE_CHARS = 2_900
+LARGEST_FIXTURE_PDF = REPO_ROOT / "tests" / "fixtures" / "pdf"
+
+# Common English words, most frequent first; sampled with Zipf weights they read like prose to a
+# tokenizer (function words dominate, content words repeat across documents).
+WORDS = """
+the of and to a in is that for it as was with be by on not he this are or his from at which but have an they
+you were her she there been one all we their has would when if so no will more what up out can about who them
+into some could time than other only new two then these may first any like now my do over such our man me even
+most made after also did many before must through back years where much your way well down should because each
+just those people how too little state good very make world still own see men work long get here between both life
+being under never day same another know while last might us great old year off come since against go came right
+used take three states himself few house use during without again place around however home small found thought
+went say part once general high upon school every does got united left number course war until always away
+something fact though water less public put think almost hand enough far took head yet government system better
+set told nothing night end why called didn't eyes find going look asked later knew point next program city business
+give group toward young days let room president side social given present several order national possible rather
+second face per among form important often things looked early white case john become large big need four within
+felt along children saw best church ever least power development light thought family interest want members
+mind country service area others done turned although open problem god whole sense several data queue storage
+index vector segment document search chunk embedding database worker process memory network server client
+request response latency throughput batch message event bucket object upload cluster replica partition table
+""".split()  # noqa: SIM905 - a word list reads better as text
+
+
+def _rng(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 - a reproducible corpus, not secrets
+
+
+class Prose:
+    """Sentences, paragraphs, headings and lists of words drawn with Zipf weights."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.weights = [1.0 / rank for rank in range(1, len(WORDS) + 1)]
+
+    def words(self, count: int) -> list[str]:
+        return self.rng.choices(WORDS, self.weights, k=count)
+
+    def sentence(self) -> str:
+        words = self.words(self.rng.randint(8, 22))
+        return " ".join(words).capitalize() + "."
+
+    def paragraph(self) -> str:
+        return " ".join(self.sentence() for _ in range(self.rng.randint(3, 7)))
+
+    def heading(self) -> str:
+        return " ".join(self.words(self.rng.randint(2, 5))).title()
+
+    def markdown(self, title: str) -> str:
+        parts = [f"# {title}", ""]
+        while sum(len(part) + 1 for part in parts) < MARKDOWN_BYTES:
+            parts += [f"## {self.heading()}", ""]
+            for _ in range(self.rng.randint(2, 4)):
+                parts += [self.paragraph(), ""]
+            if self.rng.random() < 0.6:
+                bullet = "-" if self.rng.random() < 0.5 else "1."
+                parts += [f"{bullet} {self.sentence()}" for _ in range(self.rng.randint(3, 6))] + [""]
+        return "\n".join(parts)
+
+    def page(self) -> str:
+        paragraphs: list[str] = []
+        while sum(len(paragraph) + 2 for paragraph in paragraphs) < PDF_PAGE_CHARS:
+            paragraphs.append(self.paragraph())
+        return "\n\n".join(paragraphs)
+
+
+def build_corpus(n: int, seed: int = SEED) -> Path:
+    """N Markdown files and N PDFs under CORPUS_ROOT (written once, reused by later runs)."""
+    folder = CORPUS_ROOT / f"n{n}-seed{seed}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    from datetime import UTC, datetime
+
+    from fpdf import FPDF
+
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "md").mkdir(parents=True)
+    (folder / "pdf").mkdir()
+    prose = Prose(_rng(seed))
+    for number in range(n):
+        title = prose.heading()
+        (folder / "md" / f"doc-{number:04d}.md").write_text(prose.markdown(title), encoding="utf-8")
+        pdf = FPDF(format="A4")
+        pdf.set_creation_date(datetime(2026, 1, 1, tzinfo=UTC))
+        pdf.set_auto_page_break(auto=False)
+        pdf.set_title(prose.heading())
+        for _ in range(PDF_PAGES):
+            pdf.add_page()
+            pdf.set_font("Helvetica", size=9)
+            pdf.multi_cell(w=0, h=4.2, text=prose.page())
+        pdf.output(str(folder / "pdf" / f"doc-{number:04d}.pdf"))
+    done.touch()
+    return folder
+
+
+def corpus_files(folder: Path, n: int) -> list[Path]:
+    """The first `n` Markdown files and the first `n` PDFs, interleaved."""
+    markdown = sorted((folder / "md").glob("*.md"))[:n]
+    pdfs = sorted((folder / "pdf").glob("*.pdf"))[:n]
+    return [path for pair in zip(markdown, pdfs, strict=True) for path in pair]
+
+
+def object_key(path: Path) -> str:
+    return f"uploads/{path.parent.name}/{path.name}"
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+def server_cpu_seconds(pgdata: Path) -> float:
+    """CPU seconds of the PostgreSQL server: the postmaster, its reaped children and its live ones."""
+    import psutil
+
+    postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+    times = postmaster.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in postmaster.children():
+        try:
+            child_times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += child_times.user + child_times.system
+    return float(total)
+
+
+class RssSampler:
+    """Peak RSS of the largest process in a process tree, sampled on a thread."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.root_pid)
+                for process in [root, *root.children(recursive=True)]:
+                    self.peak_bytes = max(self.peak_bytes, process.memory_info().rss)
+            except psutil.Error:
+                pass
+            self._stop.wait(0.1)
+
+
+@dataclass
+class Run:
+    contender: str
+    seconds: float
+    files: int
+    chunks: int
+    db_cpu_seconds: float
+    peak_rss_mb: float
+    compaction_seconds: float | None = None
+    compaction_db_cpu_seconds: float | None = None
+
+
+@contextmanager
+def fresh_stack() -> Iterator[tuple[LocalStack, Path]]:
+    from handlers.demo import start_local_stack
+
+    root = Path(tempfile.mkdtemp(prefix="filequeue-bench-ingest-"))
+    stack = start_local_stack(root, visibility_timeout=300)
+    try:
+        yield stack, root / "pgdata"
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _environment(stack: LocalStack, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **stack.environment,
+        "FILEQUEUE_EMBEDDING_DIMENSION": str(DIMENSION),
+        "FILEQUEUE_HEALTH_PORT": "0",
+        # The compaction is measured after the run, not interleaved with it.
+        "FILEQUEUE_COMPACTION_INTERVAL_SECONDS": "0",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def _child(arguments: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, __file__, *arguments], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _finish(child: subprocess.Popen[bytes], what: str) -> None:
+    _, stderr = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"{what} failed with {child.returncode}: {stderr.decode(errors='replace')[-2000:]}")
+
+
+def _count_chunks(database_url: str, table: str) -> int:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _upload(stack: LocalStack, files: list[Path]) -> list[dict[str, Any]]:
+    from handlers.devstack import aws_client
+    from handlers.sample_events import s3_notification
+
+    s3 = aws_client("s3", stack.environment)
+    notifications = []
+    for path in files:
+        body = path.read_bytes()
+        response = s3.put_object(Bucket=stack.resources.bucket, Key=object_key(path), Body=body)
+        notifications.append(
+            s3_notification(
+                stack.resources.bucket,
+                object_key(path),
+                size=len(body),
+                etag=response["ETag"].strip('"'),
+                version_id=response.get("VersionId"),
+            )
+        )
+    return notifications
+
+
+def _timed(
+    child: subprocess.Popen[bytes], pgdata: Path, cpu_before: float, started: float, what: str
+) -> tuple[float, float, float]:
+    with RssSampler(child.pid) as sampler:
+        _finish(child, what)
+    seconds = time.monotonic() - started
+    return seconds, server_cpu_seconds(pgdata) - cpu_before, sampler.peak_bytes / 2**20
+
+
+def run_floor(files: list[Path]) -> Run:
+    with fresh_stack() as (stack, pgdata), tempfile.NamedTemporaryFile("w", suffix=".json") as listing:
+        json.dump([str(path) for path in files], listing)
+        listing.flush()
+        cpu = server_cpu_seconds(pgdata)
+        started = time.monotonic()
+        child = _child(["--floor-child", listing.name], _environment(stack))
+        seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, "floor")
+        return Run("floor", seconds, len(files), _count_chunks(stack.database_url, "floor_chunks"), db_cpu, rss)
+
+
+def run_seed(files: list[Path]) -> Run:
+    with fresh_stack() as (stack, pgdata):
+        _upload(stack, files)
+        cpu = server_cpu_seconds(pgdata)
+        started = time.monotonic()
+        child = _child(["--seed-child", str(len(files))], _environment(stack))
+        seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, "seed")
+        return Run("seed", seconds, len(files), _count_chunks(stack.database_url, "seed_chunks"), db_cpu, rss)
+
+
+def run_direct(files: list[Path], mode: str, name: str) -> Run:
+    with fresh_stack() as (stack, pgdata), tempfile.NamedTemporaryFile("w", suffix=".json") as batch:
+        json.dump([json.dumps(notification) for notification in _upload(stack, files)], batch)
+        batch.flush()
+        cpu = server_cpu_seconds(pgdata)
+        started = time.monotonic()
+        child = _child(["--direct-child", batch.name], _environment(stack, FILEQUEUE_VECTOR_INDEX=mode))
+        seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, name)
+        return _with_compaction(
+            Run(name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, rss),
+            stack,
+            pgdata,
+            mode,
+        )
+
+
+def run_worker(files: list[Path], mode: str, processes: int, name: str) -> Run:
+    from handlers.demo import running_worker, wait_until_processed
+
+    with fresh_stack() as (stack, pgdata):
+        _upload(stack, files)
+        env = _environment(stack, FILEQUEUE_VECTOR_INDEX=mode, FILEQUEUE_WORKER_WAIT_TIME_SECONDS="2")
+        cpu = server_cpu_seconds(pgdata)
+        started = time.monotonic()
+        with running_worker(env, processes) as worker, RssSampler(worker.pid) as sampler:
+            wait_until_processed(stack.database_url, len(files), timeout=3600, worker=worker)
+            seconds = time.monotonic() - started
+            db_cpu = server_cpu_seconds(pgdata) - cpu
+        run = Run(
+            name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, sampler.peak_bytes / 2**20
+        )
+        return _with_compaction(run, stack, pgdata, mode)
+
+
+def _with_compaction(run: Run, stack: LocalStack, pgdata: Path, mode: str) -> Run:
+    """Seal what the run left in the growing area into one indexed segment, timed on its own."""
+    if mode != "segmented":
+        return run
+    import psycopg
+
+    from handlers.adapters.segments import CompactOptions, compact
+
+    cpu = server_cpu_seconds(pgdata)
+    started = time.monotonic()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        report = compact(conn, CompactOptions(force_seal=True))
+    if report.sealed_rows != run.chunks:
+        raise RuntimeError(f"compaction sealed {report.sealed_rows} of {run.chunks} chunks")
+    run.compaction_seconds = time.monotonic() - started
+    run.compaction_db_cpu_seconds = server_cpu_seconds(pgdata) - cpu
+    return run
+
+
+# --- the contenders' own processes -------------------------------------------------------------
+
+
+def _settings() -> Any:
+    from handlers.settings import get_settings
+
+    return get_settings()
+
+
+def floor_child(listing: str) -> None:
+    import psycopg
+    from pgvector import Vector
+    from pgvector.psycopg import register_vector
+
+    from handlers.adapters.embedders import build_embedder
+    from handlers.model import ChunkingOptions, ExtractLimits
+    from handlers.stages.chunking import chunk_document
+    from handlers.stages.extract import extract_text
+
+    settings = _settings()
+    embedder = build_embedder(settings)
+    options = ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap)
+    rows = []
+    for name in json.loads(Path(listing).read_text()):
+        path = Path(name)
+        extracted = extract_text(path.read_bytes(), key=path.name, declared_content_type=None, limits=ExtractLimits())
+        chunks = chunk_document(extracted, options)
+        vectors = embedder.embed([chunk.text for chunk in chunks])
+        rows += [(object_key(path), chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute(
+            f"CREATE TABLE floor_chunks (id bigserial PRIMARY KEY, key text, ordinal int, page int, char_start int,"
+            f" char_end int, text text, embedding vector({DIMENSION}))"
+        )
+        with conn.cursor().copy(
+            "COPY floor_chunks (key, ordinal, page, char_start, char_end, text, embedding)"
+            " FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["text", "int4", "int4", "int4", "int4", "text", "vector"])
+            for key, chunk, vector in rows:
+                copy.write_row(
+                    (key, chunk.ordinal, chunk.page, chunk.char_start, chunk.char_end, chunk.text, Vector(vector))
+                )
+        conn.execute("CREATE INDEX ON floor_chunks USING hnsw (embedding vector_cosine_ops)")
+
+
+def seed_child(expected: str) -> None:
+    """The seed's consumer loop with the obvious body."""
+    import boto3
+    import psycopg
+    from pgvector import Vector
+    from pgvector.psycopg import register_vector
+
+    from handlers.adapters.embedders import build_embedder
+    from handlers.model import ChunkingOptions, ExtractLimits
+    from handlers.stages.chunking import chunk_document
+    from handlers.stages.events import parse_notifications
+    from handlers.stages.extract import extract_text
+
+    settings = _settings()
+    embedder = build_embedder(settings)
+    options = ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap)
+    sqs, s3 = boto3.client("sqs"), boto3.client("s3")
+    done = 0
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute(
+            "CREATE TABLE seed_chunks (id bigserial PRIMARY KEY, key text, ordinal int, text text,"
+            f" embedding vector({DIMENSION}))"
+        )
+        conn.execute("CREATE INDEX ON seed_chunks USING hnsw (embedding vector_cosine_ops)")
+        conn.commit()
+        while done < int(expected):
+            messages = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1).get(
+                "Messages", []
+            )
+            for message in messages:
+                for ref in parse_notifications(message["Body"]).refs:
+                    body = s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+                    extracted = extract_text(body, key=ref.key, declared_content_type=None, limits=ExtractLimits())
+                    chunks = chunk_document(extracted, options)
+                    vectors = embedder.embed([chunk.text for chunk in chunks])
+                    conn.execute("DELETE FROM seed_chunks WHERE key = %s", (ref.key,))
+                    for chunk, vector in zip(chunks, vectors, strict=True):
+                        conn.execute(
+                            "INSERT INTO seed_chunks (key, ordinal, text, embedding) VALUES (%s, %s, %s, %s)",
+                            (ref.key, chunk.ordinal, chunk.text, Vector(vector)),
+                        )
+                    conn.commit()
+                    done += 1
+                sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def direct_child(batch_file: str) -> None:
+    from handlers.batch import handle_batch
+    from handlers.runtime_context import DeadlineContext
+    from handlers.sample_events import sqs_event
+
+    bodies: list[str] = json.loads(Path(batch_file).read_text())
+    for start in range(0, len(bodies), 10):
+        response = handle_batch(sqs_event(bodies[start : start + 10]), DeadlineContext.lasting(900))
+        if response["batchItemFailures"]:
+            raise RuntimeError(f"records failed: {response['batchItemFailures']}")
+
+
+# --- side measurements ----------------------------------------------------------------------
+
+
+def cold_import_ms(repeats: int = 7) -> dict[str, float]:
+    """Median wall time of a fresh interpreter importing the Lambda entry, and boto3 + powertools' batch alone."""
+    probes = {
+        "python_only": "pass",
+        "boto3_and_powertools_batch": "import boto3, aws_lambda_powertools.utilities.batch",
+        "lambda_entry": "import handlers.lambda_entry",
+    }
+    times: dict[str, list[float]] = {name: [] for name in probes}
+    for _ in range(repeats):
+        for name, code in probes.items():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: round(statistics.median(values), 1) for name, values in times.items()}
+
+
+def largest_pdf_extraction() -> dict[str, Any]:
+    """Peak RSS of a worker-like process and of its extraction child on the largest fixture PDF.
+
+    The process's own peak is VmHWM (the high-water mark of its memory since exec): ru_maxrss would
+    also count the memory of the process it was forked from, before exec.
+    """
+    largest = max(LARGEST_FIXTURE_PDF.glob("*.pdf"), key=lambda path: path.stat().st_size)
+    probe = (
+        "import resource, json\n"
+        "from pathlib import Path\n"
+        "from handlers.adapters.sandbox import extract_file\n"
+        "from handlers.model import ExtractLimits\n"
+        f"extract_file({str(largest)!r}, key='x.pdf', declared_content_type=None, limits=ExtractLimits(),"
+        " timeout_seconds=300, memory_mb=2048)\n"
+        "status = dict(line.split(':', 1) for line in Path('/proc/self/status').read_text().splitlines())\n"
+        "print(json.dumps([int(status['VmHWM'].split()[0]), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO_ROOT, capture_output=True, text=True)
+    parent_kb, child_kb = json.loads(result.stdout.strip().splitlines()[-1])
+    size_mb = largest.stat().st_size / 2**20
+    return {
+        "file": largest.name,
+        "size_mb": round(size_mb, 2),
+        "parent_peak_rss_mb": round(parent_kb / 1024, 1),
+        "child_peak_rss_mb": round(child_kb / 1024, 1),
+        "bound_mb": round(3 * size_mb + 200, 1),
+    }
+
+
+# Each sample goes to the stage of its deepest frame that names one (an import inside a stage is
+# an import). Marks are matched against py-spy's "function (file:line)" frames.
+_PRELOAD_PROBE = """
+import glob, json, statistics, sys, time
+from handlers.adapters import sandbox
+from handlers.model import ExtractLimits
+if sys.argv[1] == "without":
+    sandbox.import_parsers_once = lambda: None
+times = []
+for path in sys.argv[2:]:
+    started = time.perf_counter()
+    sandbox.extract_file(path, key="x.pdf", declared_content_type=None, limits=ExtractLimits(),
+                         timeout_seconds=60, memory_mb=2048)
+    times.append((time.perf_counter() - started) * 1000)
+print(json.dumps(statistics.median(times[1:])))
+"""
+
+
+def extraction_with_and_without_preload(pdfs: list[Path], repeats: int = 3) -> dict[str, float]:
+    """Median ms per ten-page PDF through the bounded extraction, after the first file of a process.
+
+    `without` makes every forked child import pypdf itself, as before the parent imported it once.
+    """
+    times: dict[str, list[float]] = {"with_pypdf_preloaded": [], "without": []}
+    for _ in range(repeats):
+        for mode, key in (("without", "without"), ("with", "with_pypdf_preloaded")):
+            result = subprocess.run(
+                [sys.executable, "-c", _PRELOAD_PROBE, mode, *map(str, pdfs)],
+                check=True,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+            )
+            times[key].append(float(result.stdout.strip().splitlines()[-1]))
+    return {name: round(statistics.median(values), 1) for name, values in times.items()}
+
+
+STAGES = (
+    ("import", ("_find_and_load (",)),
+    ("extract (fork, child, wait)", ("run_bounded (",)),
+    ("chunk", ("chunk_document (",)),
+    ("embed", ("handlers/adapters/embedders/",)),
+    ("store: link (graph edges)", ("link_document (",)),
+    ("store: write chunks", ("store_document (",)),
+    ("fetch from S3", ("S3ObjectStore.fetch (",)),
+    ("stale and duplicate checks", ("should_process (", "mark_unchanged (")),
+    ("start-up: adapters, migrations", ("build_deps (",)),
+    ("batch processing and logging", ("process_partial_response (",)),
+)
+
+
+def profile_direct(files: list[Path]) -> dict[str, Any]:
+    """py-spy over the direct handler (segmented): wall time of its main thread by stage, waits included.
+
+    Waits are included (--idle) because the handler's time is mostly spent waiting: on the
+    extraction child, on PostgreSQL, on S3. The main thread's stacks are those through `direct_child`.
+    """
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    with fresh_stack() as (stack, _), tempfile.TemporaryDirectory() as scratch:
+        batch, raw = Path(scratch) / "batch.json", Path(scratch) / "profile.txt"
+        batch.write_text(json.dumps([json.dumps(notification) for notification in _upload(stack, files)]))
+        command = [py_spy, "record", "--idle", "--format", "raw", "--rate", "100", "--output", str(raw), "--"]
+        subprocess.run(
+            [*command, sys.executable, __file__, "--direct-child", str(batch)],
+            env=_environment(stack, FILEQUEUE_VECTOR_INDEX="segmented"),
+            check=True,
+            capture_output=True,
+        )
+        lines = raw.read_text().splitlines()
+    samples: Counter[str] = Counter()
+    for line in lines:
+        stack_text, _, count = line.rpartition(" ")
+        if "direct_child (" not in stack_text:
+            continue
+        samples[_stage(stack_text.split(";"))] += int(count)
+    total = sum(samples.values())
+    return {stage: round(100 * count / total, 1) for stage, count in samples.most_common()} | {"samples": total}
+
+
+def _stage(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, marks in STAGES:
+            if any(mark in frame for mark in marks):
+                return name
+    return "other"
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def contenders(files: list[Path], small: list[Path]) -> dict[str, Callable[[], Run]]:
+    return {
+        "floor": lambda: run_floor(files),
+        "seed": lambda: run_seed(files),
+        "direct before": lambda: run_direct(files, "live", "direct before"),
+        "direct after": lambda: run_direct(files, "segmented", "direct after"),
+        "worker1 before": lambda: run_worker(files, "live", 1, "worker1 before"),
+        "worker1 after": lambda: run_worker(files, "segmented", 1, "worker1 after"),
+        "worker2 before": lambda: run_worker(files, "live", 2, "worker2 before"),
+        "worker2 after": lambda: run_worker(files, "segmented", 2, "worker2 after"),
+        "direct after N/5": lambda: run_direct(small, "segmented", "direct after N/5"),
+    }
+
+
+def median_run(runs: list[Run]) -> dict[str, Any]:
+    def median(values: list[float | None]) -> float | None:
+        present = [value for value in values if value is not None]
+        return round(statistics.median(present), 3) if present else None
+
+    return {
+        "files": runs[0].files,
+        "chunks": runs[0].chunks,
+        "seconds": median([run.seconds for run in runs]),
+        "db_cpu_seconds": median([run.db_cpu_seconds for run in runs]),
+        "peak_rss_mb": median([run.peak_rss_mb for run in runs]),
+        "compaction_seconds": median([run.compaction_seconds for run in runs]),
+        "compaction_db_cpu_seconds": median([run.compaction_db_cpu_seconds for run in runs]),
+        "rounds": [round(run.seconds, 2) for run in runs],
+    }
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    floor, seed = results["floor"], results["seed"]
+    header = (
+        f"{'contender':<18}{'files':>6}{'chunks':>7}{'s':>8}{'files/s':>8}{'chunks/s':>9}{'RSS MB':>8}"
+        f"{'DB CPU s':>9}{'DB ms/chunk':>12}{'x floor':>8}{'x seed':>7}{'compact s':>10}{'compact DB s':>13}"
+    )
+    print(header)
+    for name, row in results.items():
+        seconds = row["seconds"]
+        compaction = row["compaction_seconds"]
+        compaction_cpu = row["compaction_db_cpu_seconds"]
+        print(
+            f"{name:<18}{row['files']:>6}{row['chunks']:>7}{seconds:>8.2f}{row['files'] / seconds:>8.2f}"
+            f"{row['chunks'] / seconds:>9.1f}{row['peak_rss_mb']:>8.0f}{row['db_cpu_seconds']:>9.2f}"
+            f"{1000 * row['db_cpu_seconds'] / max(row['chunks'], 1):>12.3f}"
+            f"{seconds / floor['seconds']:>8.2f}{seconds / seed['seconds']:>7.2f}"
+            f"{'' if compaction is None else f'{compaction:.2f}':>10}"
+            f"{'' if compaction_cpu is None else f'{compaction_cpu:.2f}':>13}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100, help="Markdown files and PDFs of each kind (default 100)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", action="append", help="run only these contenders (repeatable)")
+    parser.add_argument("--profile", action="store_true", help="also profile the direct handler with py-spy")
+    parser.add_argument(
+        "--side-only", action="store_true", help="only the cold import and the largest PDF; update the results file"
+    )
+    parser.add_argument("--floor-child", help=argparse.SUPPRESS)
+    parser.add_argument("--seed-child", help=argparse.SUPPRESS)
+    parser.add_argument("--direct-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.floor_child:
+        floor_child(args.floor_child)
+        return
+    if args.seed_child:
+        seed_child(args.seed_child)
+        return
+    if args.direct_child:
+        direct_child(args.direct_child)
+        return
+
+    if args.side_only:
+        stored = json.loads(RESULTS.read_text())
+        stored["cold_import_ms"], stored["largest_pdf_extraction"] = cold_import_ms(), largest_pdf_extraction()
+        pdfs = sorted((build_corpus(args.n) / "pdf").glob("*.pdf"))[:20]
+        stored["extraction_ms_per_pdf"] = extraction_with_and_without_preload(pdfs)
+        side = ("cold_import_ms", "largest_pdf_extraction", "extraction_ms_per_pdf")
+        print(json.dumps({key: stored[key] for key in side}, indent=2))
+        RESULTS.write_text(json.dumps(stored, indent=2) + "\n")
+        return
+    folder = build_corpus(args.n)
+    files = corpus_files(folder, args.n)
+    small = corpus_files(folder, max(1, args.n // 5))
+    chosen = {name: run for name, run in contenders(files, small).items() if not args.only or name in args.only}
+    names = list(chosen)
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    for round_number in range(args.rounds):
+        order = names[round_number % len(names) :] + names[: round_number % len(names)]
+        for name in order:
+            run = chosen[name]()
+            runs[name].append(run)
+            print(f"round {round_number + 1} {name:<18} {run.seconds:8.2f} s  {run.chunks} chunks", flush=True)
+    results = {name: median_run(runs[name]) for name in names}
+    report: dict[str, Any] = {
+        "n": args.n,
+        "rounds": args.rounds,
+        "dimension": DIMENSION,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "results": results,
+        "cold_import_ms": cold_import_ms(),
+        "largest_pdf_extraction": largest_pdf_extraction(),
+        "extraction_ms_per_pdf": extraction_with_and_without_preload(sorted((folder / "pdf").glob("*.pdf"))[:20]),
+    }
+    if args.profile:
+        report["profile_direct_after_percent_of_wall_time"] = profile_direct(files)
+    if "floor" in results and "seed" in results:
+        print_table(results)
+    print(json.dumps({key: report[key] for key in report if key != "results"}, indent=2))
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

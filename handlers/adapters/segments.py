@@ -1,0 +1,333 @@
+"""Chunk segments: cheap writes into an unindexed area, HNSW indexes built once per sealed segment.
+
+Chunks live in a LIST-partitioned table (migration 0003). A document's transaction writes its chunks
+into `chunks_growing`, which has no vector index and is searched exactly; compaction moves them in
+bulk into sealed segments (`chunks_segment_N`), each with its own HNSW index built once, and merges
+sealed segments size-tiered so that a search touches few of them. This is how Milvus (growing
+segments searched by brute force, sealed segments indexed by a separate step) and Lucene
+(immutable segments merged by size tier) keep writes cheap.
+
+A compaction step never changes what a search sees, only where the rows live:
+
+1. the rows are copied into a new table `chunks_segment_N`, not yet a partition, so no query reads
+   it, and its indexes (the HNSW one included) are built there, however long that takes;
+2. one short transaction takes ACCESS EXCLUSIVE on `chunks`, drops from the new table the rows
+   that were deleted or replaced meanwhile, removes the source rows (or drops the source segments)
+   and attaches the new table as partition N. A search runs entirely before or entirely after it
+   (it waits on the lock, and its snapshot is taken after its plan), so it sees every row once.
+
+Crash safety: a crash before the swap commits leaves only an unattached `chunks_segment_N`, which
+the next run drops; the swap itself is one transaction. Segment numbers come from a sequence and
+are never reused. One compaction runs at a time per database (a session advisory lock, released
+by PostgreSQL when the connection dies), and `filequeue reembed` takes the same lock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from handlers.errors import TransientError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    import psycopg
+
+_T = TypeVar("_T")
+
+COMPACTION_LOCK_ID = 0x46514350  # "FQCP": one compaction (or re-embedding) at a time per database
+GROWING_SEGMENT = 0
+LIVE_SEGMENT = 1
+GROWING_TABLE = "chunks_growing"
+LIVE_TABLE = "chunks_live"
+SEGMENT_PREFIX = "chunks_segment_"
+# Columns holding vectors that get an HNSW index per segment (`embedding_next` exists while a
+# `filequeue reembed` run is under way).
+VECTOR_COLUMNS = ("embedding", "embedding_next")
+
+
+@dataclass(frozen=True, slots=True)
+class CompactOptions:
+    """When to seal and merge.
+
+    `seal_rows`: the growing area is sealed once it holds this many rows (or always with
+    `force_seal`); it is the size of the smallest segment. Segments fall in size tiers of
+    `merge_factor` (tier t holds seal_rows * merge_factor**t up to the next power); a tier that
+    holds `merge_factor` segments is merged into one. `merge_all` seals and then merges every
+    sealed segment into one (the fastest store to search, at the cost of rebuilding its index).
+    """
+
+    seal_rows: int = 2000
+    merge_factor: int = 4
+    force_seal: bool = False
+    merge_all: bool = False
+    maintenance_work_mem: str = "256MB"
+    lock_timeout_seconds: float = 0.5
+    lock_attempts: int = 40
+
+    def __post_init__(self) -> None:
+        if self.seal_rows < 1:
+            raise ValueError("seal_rows must be at least 1")
+        if self.merge_factor < 2:
+            raise ValueError("merge_factor must be at least 2")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    number: int
+    rows: int
+
+    @property
+    def table(self) -> str:
+        return f"{SEGMENT_PREFIX}{self.number}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLayout:
+    growing_rows: int
+    live_rows: int
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactReport:
+    """What one run did; `skipped` says why it did nothing (another run holds the lock)."""
+
+    sealed_rows: int = 0
+    merges: int = 0
+    merged_rows: int = 0
+    layout: StoreLayout | None = None
+    skipped: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def compact(
+    conn: psycopg.Connection[Any],
+    options: CompactOptions | None = None,
+    checkpoint: Callable[[str], None] | None = None,
+) -> CompactReport:
+    """Seal the growing area and merge segments as `options` say; safe to run at any time, any number of times.
+
+    `conn` must be in autocommit mode (each step commits on its own). `checkpoint` is called with
+    the name of each step after it committed (`copied`, `indexed`, `swapped`) and once inside the
+    swap's transaction before it commits (`swapping`), so a test can stop the run there.
+    """
+    if not conn.autocommit:
+        raise ValueError("compaction needs a connection in autocommit mode")
+    options = options or CompactOptions()
+    step = checkpoint or (lambda _name: None)
+    with compaction_lock(conn) as acquired:
+        if not acquired:
+            return CompactReport(skipped="another compaction or re-embedding holds the lock on this database")
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (options.maintenance_work_mem,))
+        drop_unattached(conn)
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        sealed = _seal(conn, options, step)
+        seconds["seal"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        merges = merged_rows = 0
+        while group := next_merge(layout(conn).segments, options):
+            merged_rows += _build_segment(conn, group, options, step)
+            merges += 1
+        seconds["merge"] = round(time.perf_counter() - started, 3)
+        return CompactReport(sealed, merges, merged_rows, layout(conn), seconds=seconds)
+
+
+@contextmanager
+def compaction_lock(conn: psycopg.Connection[Any]) -> Iterator[bool]:
+    """Try the database's compaction lock for the life of the block; yields whether it was taken."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (COMPACTION_LOCK_ID,)).fetchone()
+    acquired = bool(row and row[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (COMPACTION_LOCK_ID,))
+
+
+def layout(conn: psycopg.Connection[Any]) -> StoreLayout:
+    """Row counts of the growing area, the live area and every sealed segment (in segment order)."""
+    rows = conn.execute("SELECT segment, count(*) FROM chunks GROUP BY segment").fetchall()
+    counts = {int(segment): int(count) for segment, count in rows}
+    segments = tuple(
+        Segment(number, counts.get(number, 0))
+        for number in sealed_segment_numbers(conn)  # a segment emptied by deletes still counts
+    )
+    return StoreLayout(counts.get(GROWING_SEGMENT, 0), counts.get(LIVE_SEGMENT, 0), segments)
+
+
+def sealed_segment_numbers(conn: psycopg.Connection[Any]) -> list[int]:
+    return sorted(
+        int(name.removeprefix(SEGMENT_PREFIX)) for name in _partitions(conn) if name.startswith(SEGMENT_PREFIX)
+    )
+
+
+def indexed_partitions(conn: psycopg.Connection[Any]) -> list[str]:
+    """The partitions that carry HNSW indexes: the live area and every sealed segment."""
+    return [name for name in _partitions(conn) if name != GROWING_TABLE]
+
+
+def drop_unattached(conn: psycopg.Connection[Any]) -> list[str]:
+    """Drop the half-built segments an interrupted run left behind (no query ever reads them)."""
+    from psycopg import sql
+
+    rows = conn.execute(
+        "SELECT class.relname FROM pg_class AS class WHERE class.relkind = 'r' AND class.relname LIKE %s"
+        " AND NOT class.relispartition AND pg_table_is_visible(class.oid)",
+        (SEGMENT_PREFIX.replace("_", r"\_") + "%",),
+    ).fetchall()
+    names = [str(row[0]) for row in rows]
+    for name in names:
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    return names
+
+
+def _partitions(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT child.relname FROM pg_inherits JOIN pg_class AS child ON child.oid = pg_inherits.inhrelid"
+        " WHERE pg_inherits.inhparent = 'chunks'::regclass ORDER BY child.relname"
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def _seal(conn: psycopg.Connection[Any], options: CompactOptions, step: Callable[[str], None]) -> int:
+    [(growing,)] = conn.execute("SELECT count(*) FROM chunks_growing").fetchall()
+    if growing == 0 or (growing < options.seal_rows and not (options.force_seal or options.merge_all)):
+        return 0
+    return _build_segment(conn, [GROWING_SEGMENT], options, step)
+
+
+def next_merge(segments: Sequence[Segment], options: CompactOptions) -> list[int]:
+    """The segments to merge next: all of them with `merge_all`, else a full tier (the smallest first)."""
+    if options.merge_all:
+        return [segment.number for segment in segments] if len(segments) > 1 else []
+    tiers: dict[int, list[Segment]] = {}
+    for segment in segments:
+        tier = int(math.log(max(segment.rows, options.seal_rows) / options.seal_rows, options.merge_factor))
+        tiers.setdefault(tier, []).append(segment)
+    for tier in sorted(tiers):
+        if len(tiers[tier]) >= options.merge_factor:
+            smallest = sorted(tiers[tier], key=lambda segment: (segment.rows, segment.number))
+            return sorted(segment.number for segment in smallest[: options.merge_factor])
+    return []
+
+
+def _build_segment(
+    conn: psycopg.Connection[Any], sources: list[int], options: CompactOptions, step: Callable[[str], None]
+) -> int:
+    """Copy the rows of `sources` into a new segment, index it, swap it in; returns the rows it holds."""
+    from psycopg import sql
+
+    [(number,)] = conn.execute("SELECT nextval('chunk_segment_seq')").fetchall()
+    segment = sql.Identifier(f"{SEGMENT_PREFIX}{number}")
+    columns = _stored_columns(conn)
+    column_list = sql.SQL(", ").join(sql.Identifier(name) for name in columns)
+    with conn.transaction():
+        # LIKE ... INCLUDING ALL gives the segment the parent's indexes, so ATTACH adopts them
+        # instead of building any under its lock.
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE chunks INCLUDING ALL)").format(segment))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (segment = {})").format(
+                segment, sql.Identifier(f"{SEGMENT_PREFIX}{number}_segment"), sql.Literal(number)
+            )
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {} ({}, segment) SELECT {}, {} FROM chunks WHERE segment = ANY(%s)").format(
+                segment, column_list, column_list, sql.Literal(number)
+            ),
+            (sources,),
+        )
+    step("copied")
+    for column in _vector_columns(conn):
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} vector_cosine_ops)").format(
+                sql.Identifier(f"{SEGMENT_PREFIX}{number}_{column}_hnsw"), segment, sql.Identifier(column)
+            )
+        )
+    # VACUUM, not only ANALYZE: it also merges the GIN index's pending list, which the bulk insert
+    # filled, and sets the visibility map for index-only scans.
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(segment))
+    step("indexed")
+    rows = with_lock_retry(
+        conn,
+        lambda: _swap(conn, number, sources, step),
+        timeout_seconds=options.lock_timeout_seconds,
+        attempts=options.lock_attempts,
+        retry_hint="the next compaction retries",
+    )
+    if GROWING_SEGMENT in sources:
+        conn.execute("VACUUM (ANALYZE) chunks_growing")
+    step("swapped")
+    return rows
+
+
+def _swap(conn: psycopg.Connection[Any], number: int, sources: list[int], step: Callable[[str], None]) -> int:
+    """Replace the rows of `sources` by segment `number` in one transaction; returns its rows."""
+    from psycopg import sql
+
+    segment = sql.Identifier(f"{SEGMENT_PREFIX}{number}")
+    conn.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")
+    # Rows deleted (their document replaced or removed) since the copy must not come back.
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM {} AS fresh WHERE NOT EXISTS ("
+            " SELECT 1 FROM chunks AS current WHERE current.id = fresh.id AND current.segment = ANY(%s))"
+        ).format(segment),
+        (sources,),
+    )
+    for source in sources:
+        if source == GROWING_SEGMENT:
+            # Rows that arrived after the copy stay in the growing area for the next run.
+            conn.execute(
+                sql.SQL("DELETE FROM chunks_growing AS growing USING {} AS fresh WHERE growing.id = fresh.id").format(
+                    segment
+                )
+            )
+        else:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(f"{SEGMENT_PREFIX}{source}")))
+    conn.execute(
+        sql.SQL("ALTER TABLE chunks ATTACH PARTITION {} FOR VALUES IN ({})").format(segment, sql.Literal(number))
+    )
+    [(rows,)] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(segment)).fetchall()
+    step("swapping")
+    return int(rows)
+
+
+def _stored_columns(conn: psycopg.Connection[Any]) -> list[str]:
+    """The parent's columns that hold data (not generated, not the partition key), in table order."""
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'chunks'::regclass AND attnum > 0"
+        " AND NOT attisdropped AND attgenerated = '' AND attname <> 'segment' ORDER BY attnum"
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def _vector_columns(conn: psycopg.Connection[Any]) -> list[str]:
+    return [name for name in _stored_columns(conn) if name in VECTOR_COLUMNS]
+
+
+def with_lock_retry(
+    conn: psycopg.Connection[Any], work: Callable[[], _T], *, timeout_seconds: float, attempts: int, retry_hint: str
+) -> _T:
+    """Run `work` in a transaction whose lock waits give up after `timeout_seconds`, and retry.
+
+    A short lock timeout (below PostgreSQL's 1 s deadlock_timeout) keeps searches and writers from
+    queueing long behind a statement that needs an exclusive lock, and lets it give way rather
+    than deadlock.
+    """
+    import psycopg
+
+    timeout = f"{max(1, int(timeout_seconds * 1000))}ms"
+    for attempt in range(attempts):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+                return work()
+        except psycopg.errors.LockNotAvailable:
+            time.sleep(min(2.0, 0.05 * 2**attempt))
+    raise TransientError(f"could not take the table locks in {attempts} attempts; {retry_hint}", code="db_conflict")

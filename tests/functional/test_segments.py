@@ -1,0 +1,425 @@
+"""The segmented chunk store on the real PostgreSQL: growing area, live area, sealed segments, compaction.
+
+Documents are written through `PostgresRepository.store_document` (the handler's write path) with
+vectors chosen here, so that searches have exact expected answers.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from handlers.adapters.embedders.hashing import HashingEmbedder
+from handlers.adapters.migrate import StoreConfig, migrate
+from handlers.adapters.postgres import PostgresRepository, open_pool
+from handlers.adapters.reembed import ReembedOptions, reembed
+from handlers.adapters.search import search_chunks
+from handlers.adapters.segments import (
+    COMPACTION_LOCK_ID,
+    CompactOptions,
+    CompactReport,
+    StoreLayout,
+    compact,
+    compaction_lock,
+    layout,
+)
+from handlers.errors import ConfigError
+from handlers.model import Chunk, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+MODEL = "test-vectors"
+DIMENSION = 24
+
+
+def _rng(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 - reproducible data, not secrets
+
+
+def _vector(rng: random.Random, dimension: int = DIMENSION) -> list[float]:
+    return [rng.gauss(0.0, 1.0) for _ in range(dimension)]
+
+
+@pytest.fixture
+def store_url(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, StoreConfig(MODEL, DIMENSION))
+    return database_url
+
+
+@pytest.fixture
+def conn(store_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(store_url, autocommit=True) as connection:
+        register_vector(connection)
+        yield connection
+
+
+class Writer:
+    """Stores documents of given chunk vectors through the repository, one transaction each."""
+
+    def __init__(self, url: str, vector_index: str = "segmented", dimension: int = DIMENSION) -> None:
+        self.repository = PostgresRepository(
+            open_pool(url, max_size=2, timeout=5), similar_top_k=0, vector_index=vector_index
+        )
+        self.dimension = dimension
+        self.sequence = 0
+
+    def put(self, key: str, vectors: list[list[float]]) -> None:
+        self.sequence += 1
+        ref = ObjectRef("bucket", key, EventKind.CREATED, "ObjectCreated:Put", sequencer=f"{self.sequence:016X}")
+        texts = [f"{key} chunk {ordinal}" for ordinal in range(len(vectors))]
+        body = "\n".join(texts)
+        chunks = [Chunk(ordinal, text, 1, 0, len(text)) for ordinal, text in enumerate(texts)]
+        fetched = FetchedObject(ref, "/nonexistent", len(body), f"sha-{key}-{self.sequence}", "text/plain", None, None)
+        extracted = ExtractedText("text/plain", (Page(1, body),))
+        assert self.repository.store_document(fetched, extracted, chunks, vectors, MODEL, mentions=Mentions()) is None
+
+    def delete(self, key: str) -> None:
+        self.sequence += 1
+        ref = ObjectRef("bucket", key, EventKind.REMOVED, "ObjectRemoved:Delete", sequencer=f"{self.sequence:016X}")
+        assert self.repository.delete_document(ref) is None
+
+    def close(self) -> None:
+        self.repository.close()
+
+
+@pytest.fixture
+def writer(store_url: str) -> Iterator[Writer]:
+    writer = Writer(store_url)
+    yield writer
+    writer.close()
+
+
+def _fill(writer: Writer, rng: random.Random, documents: int, chunks: int, prefix: str = "doc") -> None:
+    for number in range(documents):
+        writer.put(f"uploads/{prefix}-{number:04d}.txt", [_vector(rng) for _ in range(chunks)])
+
+
+def _chunks(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Every chunk a reader sees, by content (ids and areas aside), sorted."""
+    return conn.execute(
+        "SELECT document.key, chunk.ordinal, chunk.text, chunk.embedding::text FROM chunks AS chunk"
+        " JOIN documents AS document ON document.id = chunk.document_id ORDER BY 1, 2"
+    ).fetchall()
+
+
+def _layout(report: CompactReport) -> StoreLayout:
+    assert report.layout is not None
+    return report.layout
+
+
+def _plan(conn: psycopg.Connection[Any]) -> str:
+    query = "[" + ",".join(["0.5"] * DIMENSION) + "]"
+    rows = conn.execute(f"EXPLAIN SELECT id FROM chunks ORDER BY embedding <=> '{query}' LIMIT 10").fetchall()  # noqa: S608
+    return "\n".join(str(row[0]) for row in rows)
+
+
+def test_new_chunks_land_in_the_growing_area_and_are_searched_at_once(conn, writer):
+    rng = _rng(1)
+    vectors = [_vector(rng) for _ in range(3)]
+    writer.put("uploads/a.txt", vectors)
+    assert layout(conn).growing_rows == 3
+    hits = search_chunks(conn, "", vectors[1], limit=1)
+    assert [hit.key for hit in hits] == ["uploads/a.txt"]
+    assert hits[0].score == pytest.approx(1.0)
+    assert "Seq Scan on chunks_growing" in _plan(conn)
+
+
+def test_live_mode_writes_into_the_indexed_area_as_before(store_url, conn):
+    live = Writer(store_url, vector_index="live")
+    try:
+        _fill(live, _rng(2), documents=3, chunks=4)
+    finally:
+        live.close()
+    assert (layout(conn).growing_rows, layout(conn).live_rows) == (0, 12)
+    assert compact(conn, CompactOptions(seal_rows=1)).sealed_rows == 0
+    conn.execute("SET enable_seqscan = off")
+    assert "Index Scan using chunks_live_embedding_hnsw on chunks_live" in _plan(conn)
+
+
+def test_an_unknown_vector_index_mode_is_a_config_error(store_url):
+    with pytest.raises(ConfigError, match="FILEQUEUE_VECTOR_INDEX"):
+        Writer(store_url, vector_index="lazy")
+
+
+def test_compaction_seals_at_the_threshold_and_merges_a_full_tier(conn, writer):
+    rng = _rng(3)
+    _fill(writer, rng, documents=2, chunks=5, prefix="first")
+    options = CompactOptions(seal_rows=20, merge_factor=3)
+    assert compact(conn, options).sealed_rows == 0  # 10 rows: below the threshold
+    before = _chunks(conn)
+    for round_number in range(3):
+        _fill(writer, rng, documents=4, chunks=5, prefix=f"round{round_number}")
+        report = compact(conn, options)
+        assert report.sealed_rows >= 20
+    # The third segment of the smallest tier made the tier full: the three became one.
+    assert report.merges == 1
+    assert [segment.rows for segment in _layout(report).segments] == [70]
+    assert _layout(report).growing_rows == 0
+    assert set(before) <= set(_chunks(conn))
+    conn.execute("SET enable_seqscan = off")
+    plan = _plan(conn)
+    assert f"Index Scan using chunks_segment_{_layout(report).segments[0].number}_embedding_hnsw" in plan
+    assert "chunks_growing" in plan
+
+
+def test_compaction_is_idempotent(conn, writer):
+    _fill(writer, _rng(4), documents=5, chunks=4)
+    first = compact(conn, CompactOptions(force_seal=True))
+    contents = _chunks(conn)
+    second = compact(conn, CompactOptions(force_seal=True))
+    assert (second.sealed_rows, second.merges) == (0, 0)
+    assert second.layout == first.layout
+    assert _chunks(conn) == contents
+
+
+def test_merge_all_leaves_one_segment(conn, writer):
+    rng = _rng(5)
+    for round_number in range(3):
+        _fill(writer, rng, documents=2, chunks=3, prefix=f"r{round_number}")
+        compact(conn, CompactOptions(force_seal=True, merge_factor=10))
+    assert len(layout(conn).segments) == 3
+    _fill(writer, rng, documents=1, chunks=3, prefix="last")
+    report = compact(conn, CompactOptions(merge_all=True))
+    assert [segment.rows for segment in _layout(report).segments] == [21]
+    assert _layout(report).growing_rows == 0
+
+
+def test_search_during_compaction_sees_every_chunk_exactly_once(conn, writer, store_url):
+    rng = _rng(6)
+    _fill(writer, rng, documents=30, chunks=10, prefix="base")
+    compact(conn, CompactOptions(force_seal=True))
+    _fill(writer, rng, documents=30, chunks=10, prefix="more")
+    expected = {row[0] for row in conn.execute("SELECT id FROM chunks")}
+    probe = _vector(rng)
+    observations: list[tuple[int, int]] = []
+    failures: list[str] = []
+    done = threading.Event()
+
+    def search_until_done() -> None:
+        with psycopg.connect(store_url, autocommit=True) as reader:
+            register_vector(reader)
+            while not done.is_set():
+                # A limit as large as the store makes every area return all its rows.
+                hits = search_chunks(reader, "", probe, limit=len(expected), ef_search=len(expected))
+                ids = [hit.chunk_id for hit in hits]
+                observations.append((len(ids), len(set(ids))))
+                if sorted(ids) != sorted(expected):
+                    failures.append(f"saw {len(ids)} hits, {len(set(ids))} distinct, of {len(expected)}")
+
+    reader = threading.Thread(target=search_until_done)
+    reader.start()
+    try:
+        # Seals the second 300 rows, then merges the two segments of one tier.
+        report = compact(conn, CompactOptions(seal_rows=1, merge_factor=2))
+    finally:
+        done.set()
+        reader.join()
+    assert (report.sealed_rows, report.merges) == (300, 1)
+    assert observations
+    assert failures == []
+    assert [segment.rows for segment in layout(conn).segments] == [600]
+
+
+def test_replace_and_delete_reach_every_area(store_url, conn, writer):
+    rng = _rng(7)
+    live = Writer(store_url, vector_index="live")
+    try:
+        live.put("uploads/in-live.txt", [_vector(rng) for _ in range(3)])
+    finally:
+        live.close()
+    writer.put("uploads/in-segment.txt", [_vector(rng) for _ in range(3)])
+    writer.put("uploads/gone-segment.txt", [_vector(rng) for _ in range(3)])
+    compact(conn, CompactOptions(force_seal=True))
+    writer.put("uploads/in-growing.txt", [_vector(rng) for _ in range(3)])
+    writer.put("uploads/gone-growing.txt", [_vector(rng) for _ in range(3)])
+    areas = dict(
+        conn.execute(
+            "SELECT document.key, min(chunk.segment) FROM chunks AS chunk"
+            " JOIN documents AS document ON document.id = chunk.document_id GROUP BY 1"
+        ).fetchall()
+    )
+    assert areas["uploads/in-live.txt"] == 1
+    assert areas["uploads/in-segment.txt"] >= 2
+    assert areas["uploads/in-growing.txt"] == 0
+
+    replacement = [_vector(rng) for _ in range(2)]
+    for key in ("uploads/in-live.txt", "uploads/in-segment.txt", "uploads/in-growing.txt"):
+        writer.put(key, replacement)
+    writer.delete("uploads/gone-segment.txt")
+    writer.delete("uploads/gone-growing.txt")
+    counts = conn.execute(
+        "SELECT document.key, count(*) FROM chunks AS chunk JOIN documents AS document"
+        " ON document.id = chunk.document_id GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert counts == [("uploads/in-growing.txt", 2), ("uploads/in-live.txt", 2), ("uploads/in-segment.txt", 2)]
+    assert conn.execute(
+        "SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)"
+    ).fetchone() == (0,)
+    hits = search_chunks(conn, "", replacement[0], limit=3)
+    assert sorted(hit.key for hit in hits) == [
+        "uploads/in-growing.txt",
+        "uploads/in-live.txt",
+        "uploads/in-segment.txt",
+    ]
+
+
+def test_rows_replaced_while_a_segment_is_built_do_not_come_back(conn, writer):
+    rng = _rng(8)
+    _fill(writer, rng, documents=4, chunks=3)
+    replacement = [_vector(rng)]
+
+    def replace_after_copy(step: str) -> None:
+        if step == "copied":
+            writer.put("uploads/doc-0001.txt", replacement)
+            writer.delete("uploads/doc-0002.txt")
+
+    report = compact(conn, CompactOptions(force_seal=True), checkpoint=replace_after_copy)
+    assert report.sealed_rows == 6  # doc-0000 and doc-0003
+    counts = dict(
+        conn.execute(
+            "SELECT document.key, count(*) FROM chunks AS chunk JOIN documents AS document"
+            " ON document.id = chunk.document_id GROUP BY 1"
+        ).fetchall()
+    )
+    assert counts == {"uploads/doc-0000.txt": 3, "uploads/doc-0001.txt": 1, "uploads/doc-0003.txt": 3}
+    assert _layout(report).growing_rows == 1  # the replacement arrived after the copy
+
+
+_KILL_AT = """
+import os, signal, sys
+import psycopg
+from handlers.adapters.segments import CompactOptions, compact
+
+def die_at(step):
+    if step == sys.argv[2]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    compact(conn, CompactOptions(force_seal=True, merge_factor=2), checkpoint=die_at)
+"""
+
+
+@pytest.mark.parametrize("step", ["copied", "indexed", "swapping", "swapped"])
+def test_compaction_killed_at_a_step_then_run_again_gives_the_same_store(conn, writer, store_url, step):
+    rng = _rng(9)
+    _fill(writer, rng, documents=5, chunks=4, prefix="sealed")
+    compact(conn, CompactOptions(force_seal=True))
+    _fill(writer, rng, documents=5, chunks=4, prefix="growing")
+    contents = _chunks(conn)
+    ids = sorted(row[0] for row in conn.execute("SELECT id FROM chunks"))
+
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT, store_url, step], check=False, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert _chunks(conn) == contents  # a reader never sees the interruption
+    leftovers = conn.execute(
+        "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND NOT relispartition AND relname LIKE 'chunks_segment_%%'"
+    ).fetchone()
+    assert leftovers == ((1,) if step in ("copied", "indexed", "swapping") else (0,))
+
+    report = compact(conn, CompactOptions(force_seal=True, merge_factor=2))
+    assert report.skipped is None  # the killed run's lock died with its connection
+    assert _chunks(conn) == contents
+    assert sorted(row[0] for row in conn.execute("SELECT id FROM chunks")) == ids
+    assert [segment.rows for segment in layout(conn).segments] == [40]
+    assert layout(conn).growing_rows == 0
+    assert conn.execute(
+        "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND NOT relispartition AND relname LIKE 'chunks_segment_%%'"
+    ).fetchone() == (0,)
+
+
+def test_one_compaction_at_a_time_and_reembed_waits_for_it(conn, writer, store_url):
+    _fill(writer, _rng(10), documents=2, chunks=2)
+    with psycopg.connect(store_url, autocommit=True) as other, compaction_lock(other) as acquired:
+        assert acquired
+        report = compact(conn, CompactOptions(force_seal=True))
+        assert report.skipped is not None
+        assert layout(conn).growing_rows == 4
+        with pytest.raises(ConfigError, match="compaction is running"):
+            reembed(conn, HashingEmbedder(8, "other-model"), ReembedOptions())
+    assert conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", (COMPACTION_LOCK_ID,)
+    ).fetchone() == (0,)
+    assert compact(conn, CompactOptions(force_seal=True)).sealed_rows == 4
+
+
+def _recall(conn: psycopg.Connection[Any], queries: list[list[float]], exact: list[set[int]], ef_search: int) -> float:
+    found = 0
+    for query, truth in zip(queries, exact, strict=True):
+        hits = search_chunks(conn, "", query, limit=10, ef_search=ef_search)
+        found += len({hit.chunk_id for hit in hits} & truth)
+    return found / (10 * len(queries))
+
+
+def _exact(conn: psycopg.Connection[Any], queries: list[list[float]]) -> list[set[int]]:
+    from pgvector import Vector
+
+    answers = []
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        for query in queries:
+            rows = conn.execute("SELECT id FROM chunks ORDER BY embedding <=> %s LIMIT 10", (Vector(query),))
+            answers.append({row[0] for row in rows})
+    return answers
+
+
+@pytest.mark.slow
+def test_recall_of_segments_is_at_least_that_of_one_hnsw_index(database_url, second_database_url):
+    """Fixed data: 4,000 vectors of 48 random dimensions (the hard case for HNSW), 50 queries, ef_search 20."""
+    dimension = 48
+    rng = _rng(11)
+    documents = [[_vector(rng, dimension) for _ in range(40)] for _ in range(100)]
+    queries = [_vector(rng, dimension) for _ in range(50)]
+    recalls = {}
+    for mode in ("live", "segmented"):
+        url = database_url if mode == "live" else second_database_url
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn, StoreConfig(MODEL, dimension))
+            register_vector(conn)
+            writer = Writer(url, vector_index=mode, dimension=dimension)
+            try:
+                for number, vectors in enumerate(documents):
+                    writer.put(f"uploads/{number:03d}.txt", vectors)
+                    if mode == "segmented" and number % 25 == 24:
+                        compact(conn, CompactOptions(force_seal=True, merge_factor=10))
+            finally:
+                writer.close()
+            if mode == "segmented":
+                assert len(layout(conn).segments) == 4
+            recalls[mode] = _recall(conn, queries, _exact(conn, queries), ef_search=20)
+    assert recalls["segmented"] >= recalls["live"], recalls
+
+
+@pytest.fixture
+def second_database_url(postgres_url: str, database_url: str) -> Iterator[str]:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = str(conninfo_to_dict(database_url)["dbname"]) + "_b"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(postgres_url, dbname=name)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_vectors_stay_in_the_row_in_every_area(conn, writer):
+    writer.put("uploads/a.txt", [_vector(_rng(12)) for _ in range(2)])
+    compact(conn, CompactOptions(force_seal=True))
+    storage = conn.execute(
+        "SELECT class.relname, attribute.attstorage FROM pg_attribute AS attribute"
+        " JOIN pg_class AS class ON class.oid = attribute.attrelid"
+        " WHERE attribute.attname = 'embedding' AND class.relname LIKE 'chunks%%' AND class.relkind IN ('r', 'p')"
+        " ORDER BY 1"
+    ).fetchall()
+    assert [mode for _, mode in storage] == ["m"] * len(storage)
+    assert {name for name, _ in storage} >= {"chunks", "chunks_growing", "chunks_live"}
+    assert len(storage) == 4
