@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 
 from handlers.errors import ConfigError, FileQueueError, MalformedEventError, TransientError
 from handlers.model import ChunkingOptions, ExtractLimits
+from handlers.outcome_metrics import record_outcome
 from handlers.service import Deps, process_ref
 from handlers.settings import Settings, get_settings
 from handlers.stages.events import NO_RECORDS, parse_notifications
@@ -162,6 +163,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         remaining_ms = lambda_context.get_remaining_time_in_millis()
         if remaining_ms < settings.deadline_margin_seconds * 1000:
             logger.warning("not started: too close to the deadline", extra={**fields, "remaining_ms": remaining_ms})
+            record_outcome("retry", "deadline")
             raise TransientError(f"only {remaining_ms} ms left; retried later", code="deadline")
     try:
         notifications = parse_notifications(record.body)
@@ -169,10 +171,12 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         logger.error(
             "malformed event", extra={**fields, "outcome": "failed", "error_code": error.code, "error": str(error)}
         )
+        record_outcome("failed", error.code)
         raise
     for reason in notifications.ignored:
         log = logger.warning if reason == NO_RECORDS else logger.info
         log(f"ignored {reason}", extra={**fields, "outcome": "ignored"})
+        record_outcome("ignored")
     for ref in notifications.refs:
         ref_fields = {**fields, "bucket": ref.bucket, "key": ref.key, "event_name": ref.event_name}
         try:
@@ -182,7 +186,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
                 "record failed; will be retried",
                 extra={**ref_fields, "outcome": "retry", "error_code": error.code, "error": str(error)},
             )
+            record_outcome("retry", error.code)
             raise
+        record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=ref.size)
         log = logger.warning if outcome.status == "failed" else logger.info
         log(
             f"{outcome.status} {ref.uri}",

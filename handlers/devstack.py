@@ -89,8 +89,9 @@ def create_ingest_resources(
     prefix: str = "uploads/",
     max_receive_count: int = 3,
     visibility_timeout: int = 60,
+    versioned: bool = True,
 ) -> IngestResources:
-    """Bucket (versioned) -> notifications -> queue -> DLQ, like the CDK app, inside moto."""
+    """Bucket (versioned, unless told) -> notifications -> queue -> DLQ, like the CDK app, inside moto."""
     import boto3
 
     clients: dict[str, Any] = {
@@ -113,7 +114,8 @@ def create_ingest_resources(
     )["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if versioned:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={
