@@ -280,7 +280,8 @@ def run_dev(
         try:
             environment = {**stack.environment, **embedder_environment(settings)}
             _announce(stack, environment, health_port, port, as_json=as_json, out=out)
-            with running_worker(environment, processes, health_port=port) as worker:
+            # The worker's JSON logs go to stderr: stdout carries only what a user copies (the exports).
+            with running_worker(environment, processes, health_port=port, log=sys.stderr.buffer) as worker:
                 try:
                     code = worker.wait()
                 except KeyboardInterrupt:

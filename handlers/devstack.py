@@ -12,12 +12,10 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from handlers.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 REGION = "us-east-1"
 _DUMMY_CREDENTIALS = {
@@ -62,8 +60,17 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
             import pgserver
     except ImportError as exc:
         raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
+    import subprocess
+
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    try:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    except subprocess.CalledProcessError as exc:
+        # initdb and pg_ctl run as an unprivileged user when started as root: it must reach the directory.
+        raise ConfigError(
+            f"PostgreSQL could not start in {data_dir} ({Path(exc.cmd[0]).name} exited with {exc.returncode});"
+            " choose a data directory every user can enter, e.g. --data-dir /tmp/filequeue-dev"
+        ) from None
     return str(server.get_uri()), server
 
 
