@@ -145,6 +145,7 @@ def register_invoke(commands: Subcommands) -> None:
 
 def run_invoke(args: argparse.Namespace) -> int:
     from handlers.batch import get_deps, handle_batch, logger
+    from handlers.ops.db import database_url
     from handlers.runtime_context import DeadlineContext
 
     event = _sqs_event(_read_event(args.event), args.event)
@@ -155,6 +156,9 @@ def run_invoke(args: argparse.Namespace) -> int:
         # Logs go to stderr so that stdout holds only the response (`| jq` works).
         logger.registered_handler.setStream(sys.stderr)  # type: ignore[attr-defined]
         # Built before the batch: a configuration error stops here instead of becoming a retried record.
+        settings = get_settings()
+        settings.require_database()
+        database_url(settings)
         get_deps()
         response = dict(handle_batch(event, DeadlineContext.lasting(args.timeout)))
     print(json.dumps(response))
@@ -581,8 +585,9 @@ def run_dlq_list(args: argparse.Namespace) -> int:
     from handlers.ops.dlq import list_dead_letters
 
     settings = get_settings()
+    queue_url = settings.require_queue()
     sqs = aws.client("sqs")
-    dlq_url = aws.dead_letter_queue_url(sqs, settings.require_queue())
+    dlq_url = aws.dead_letter_queue_url(sqs, queue_url)
     reason_of = _stored_failure_reason(settings)
     letters = list_dead_letters(sqs, dlq_url, failure_reason=reason_of)
     if args.json:

@@ -11,11 +11,15 @@ import json
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REGION = "us-east-1"
 _DUMMY_CREDENTIALS = {
@@ -63,15 +67,42 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
     import subprocess
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
-    except subprocess.CalledProcessError as exc:
-        # initdb and pg_ctl run as an unprivileged user when started as root: it must reach the directory.
-        raise ConfigError(
-            f"PostgreSQL could not start in {data_dir} ({Path(exc.cmd[0]).name} exited with {exc.returncode});"
-            " choose a data directory every user can enter, e.g. --data-dir /tmp/filequeue-dev"
-        ) from None
+    with _captured_log("pgserver") as messages:
+        try:
+            server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+        except subprocess.CalledProcessError as exc:
+            reason = _postgres_error(messages) or f"{Path(exc.cmd[0]).name} exited with {exc.returncode}"
+            raise ConfigError(f"PostgreSQL could not start in {data_dir}: {reason}") from None
     return str(server.get_uri()), server
+
+
+@contextmanager
+def _captured_log(name: str) -> Iterator[list[str]]:
+    """Keep what logger `name` says instead of printing it; the caller reports it in one line."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger(name)
+    handler, propagate = Keep(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _postgres_error(messages: list[str]) -> str | None:
+    """The first `initdb: error:` or `pg_ctl:` line PostgreSQL's tools wrote, from pgserver's log."""
+    for message in messages:
+        for line in message.splitlines():
+            if line.startswith(("initdb: error:", "pg_ctl:", "FATAL:")):
+                return line
+    return None
 
 
 def aws_environment(endpoint_url: str) -> dict[str, str]:

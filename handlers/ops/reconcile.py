@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers.errors import TransientError
-from handlers.ops.aws import translated
+from handlers.ops.aws import queue_arn, translated
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -76,6 +76,7 @@ def reconcile(
     start_after: str = "",
 ) -> ReconcileReport:
     """Compare `bucket` under `prefix` with the store and enqueue the differences (or only count them)."""
+    queue_arn(sqs, queue_url)  # a missing queue is reported before a long listing, not after it
     started = datetime.now(UTC)
     report = ReconcileReport(bucket, prefix, dry_run)
     outbox = _Outbox(sqs, queue_url, dry_run)
