@@ -154,6 +154,14 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    if not isinstance(record.raw_event.get("attributes"), dict):
+        error = MalformedEventError("the SQS record has no attributes object", code="malformed_record")
+        logger.error(
+            "malformed record",
+            extra={"message_id": record.message_id, "outcome": "failed", "error_code": error.code, "error": str(error)},
+        )
+        record_outcome("failed", error.code)
+        raise error
     fields = {
         "message_id": record.message_id,
         "receive_count": record.attributes.approximate_receive_count,

@@ -154,13 +154,17 @@ def run_invoke(args: argparse.Namespace) -> int:
         response: dict[str, Any] = {"batchItemFailures": []}
     else:
         # Logs go to stderr so that stdout holds only the response (`| jq` works).
-        logger.registered_handler.setStream(sys.stderr)  # type: ignore[attr-defined]
-        # Built before the batch: a configuration error stops here instead of becoming a retried record.
-        settings = get_settings()
-        settings.require_database()
-        database_url(settings)
-        get_deps()
-        response = dict(handle_batch(event, DeadlineContext.lasting(args.timeout)))
+        log_handler: Any = logger.registered_handler
+        previous_stream = log_handler.setStream(sys.stderr)
+        try:
+            # Built before the batch: a configuration error stops here instead of becoming a retried record.
+            settings = get_settings()
+            settings.require_database()
+            database_url(settings)
+            get_deps()
+            response = dict(handle_batch(event, DeadlineContext.lasting(args.timeout)))
+        finally:
+            log_handler.setStream(previous_stream)
     print(json.dumps(response))
     return 1 if args.fail_on_item_failures and response.get("batchItemFailures") else 0
 
