@@ -17,7 +17,7 @@ UPLOAD_ROW = re.compile(r"^\| (?P<events>(?:`[^`]+\.json`(?:, )?)+) \| `aws s3 c
 
 def _uploads() -> list[tuple[str, str, str]]:
     """(event file, local file, key) for every event the README says needs an upload."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     for line in (EVENTS / "README.md").read_text(encoding="utf-8").splitlines():
         if match := UPLOAD_ROW.match(line):
             source, target = shlex.split(match["command"])
