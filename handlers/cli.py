@@ -752,7 +752,8 @@ def _stderr(line: str) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"filequeue: error: {message}", file=sys.stderr)
+    # Driver messages span lines ("connection refused\n\tIs the server running ..."): keep it to one.
+    print(f"filequeue: error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -762,8 +763,7 @@ def _describe_library_error(error: Exception) -> str:
     where = {"psycopg": "database", "botocore": "AWS", "boto3": "AWS"}.get(module)
     if where is None:
         raise error
-    detail = " ".join(str(error).split()) or type(error).__name__
-    return f"{where} error: {detail}"
+    return f"{where} error: {str(error) or type(error).__name__}"
 
 
 def _table(rows: list[list[str]], *, right_aligned: int) -> str:

@@ -61,7 +61,7 @@ def store_status(conn: psycopg.Connection[Any]) -> StoreStatus:
         edges={str(name): int(count) for name, count in edges.items()},
         embedding_model=meta.get("embedding_model"),
         embedding_dimension=int(dimension) if dimension else None,
-        reembed_target=meta.get("reembed_target"),
+        reembed_target=_describe_target(meta.get("reembed_target")),
         pending_migrations=pending,
     )
 
@@ -109,6 +109,14 @@ def oldest_message_age(cloudwatch: Any, queue_name: str) -> float | None:
 def healthy(store: StoreStatus, queue: QueueStatus | None) -> bool:
     """False when a deploy should stop: migrations pending or messages in the DLQ."""
     return not store.pending_migrations and (queue is None or queue.dead_letters == 0)
+
+
+def _describe_target(value: str | None) -> str | None:
+    """`filequeue reembed` records its target as the model and the dimension on two lines."""
+    if not value:
+        return None
+    model, _, dimension = value.partition("\n")
+    return f"{model} (dimension {dimension})" if dimension else model
 
 
 def _depth(sqs: Any, queue_url: str) -> tuple[int, int]:

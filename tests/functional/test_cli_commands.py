@@ -161,6 +161,10 @@ def test_reconcile_enqueues_an_object_the_notification_never_announced(stack, s3
 
 def test_reembed_moves_the_store_to_another_dimension(stack):
     env = {**stack["env"], "FILEQUEUE_EMBEDDING_DIMENSION": "64"}
+    prepared = _json(run_cli("reembed", "--no-switch", "--json", env=env))
+    assert prepared["complete"] is False
+    during = _json(run_cli("status", "--json", env=stack["env"]))["store"]
+    assert (during["embedding_dimension"], during["reembed_target"]) == (256, "hashing-v1 (dimension 64)")
     report = _json(run_cli("reembed", "--json", env=env))
     assert report["complete"] is True
     assert report["target"]["embedding_dimension"] == 64
@@ -241,5 +245,6 @@ def test_invoke_with_an_unreachable_database_is_a_cli_error_not_a_retried_record
     result = run_cli("invoke", "--event", "events/s3-put.json", env=env)
     assert result.returncode == 2
     assert result.stdout == "", "no batch response: nothing was attempted"
-    assert "database unavailable" in result.stderr
+    assert result.stderr.startswith("filequeue: error: database unavailable")
+    assert result.stderr.count("\n") == 1, "the driver's multi-line message is one line"
     assert time.monotonic() - started < 60
