@@ -281,6 +281,7 @@ def register_demo(commands: Subcommands) -> None:
 def run_demo_command(args: argparse.Namespace) -> int:
     from handlers.demo import run_demo
 
+    get_settings()  # the demo's worker reads the same FILEQUEUE_* variables: a bad one stops here
     report = run_demo(args.processes, out=_stderr if args.json else print)
     if args.json:
         _print_json(dataclasses.asdict(report))

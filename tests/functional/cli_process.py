@@ -21,6 +21,25 @@ if TYPE_CHECKING:
 
 _INHERITED_PREFIXES = ("FILEQUEUE_", "AWS_")
 
+# Every command and subcommand of `filequeue`; the help test checks that none is missing.
+SUBCOMMANDS = [
+    ["status"],
+    ["failed"],
+    ["dlq", "list"],
+    ["dlq", "redrive"],
+    ["reconcile"],
+    ["migrate"],
+    ["search"],
+    ["graph"],
+    ["reembed"],
+    ["invoke"],
+    ["events", "s3-put"],
+    ["events", "s3-delete"],
+    ["worker"],
+    ["demo"],
+    ["dev"],
+]
+
 
 def clean_environment(extra: Mapping[str, str] = {}) -> dict[str, str]:
     """This process's environment without FILEQUEUE_* and AWS_* (so nothing leaks in), plus `extra`."""

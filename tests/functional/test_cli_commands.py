@@ -12,26 +12,8 @@ import pytest
 from handlers.cli import build_parser, main
 from handlers.devstack import aws_environment
 from handlers.sample_events import message_body, s3_notification, sqs_event
-from tests.functional.cli_process import run_cli
+from tests.functional.cli_process import SUBCOMMANDS, run_cli
 from tests.functional.ops_helpers import documents, drain
-
-SUBCOMMANDS = [
-    ["status"],
-    ["failed"],
-    ["dlq", "list"],
-    ["dlq", "redrive"],
-    ["reconcile"],
-    ["migrate"],
-    ["search"],
-    ["graph"],
-    ["reembed"],
-    ["invoke"],
-    ["events", "s3-put"],
-    ["events", "s3-delete"],
-    ["worker"],
-    ["demo"],
-    ["dev"],
-]
 
 
 @pytest.fixture

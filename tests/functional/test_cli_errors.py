@@ -9,7 +9,7 @@ import pytest
 
 from handlers.devstack import aws_environment
 from tests.conftest import REPO_ROOT
-from tests.functional.cli_process import clean_environment, run_cli
+from tests.functional.cli_process import SUBCOMMANDS, clean_environment, run_cli
 
 BAD_URL = "host=db port=5432 password=s3cret oops"
 DATABASE_COMMANDS = [
@@ -131,6 +131,29 @@ def test_a_data_directory_postgres_cannot_use_is_one_line_with_its_reason(dev_di
     (dev_dir / "pgdata" / "notes.txt").write_text("not a database")
     result = run_cli("dev", "--data-dir", str(dev_dir), env={"FILEQUEUE_HEALTH_PORT": "0"})
     assert_one_line_error(result, "initdb: error: directory")
+
+
+MINIMAL_ARGUMENTS = {
+    "search": ["words"],
+    "graph": ["uploads/a.md"],
+    "reconcile": ["--bucket", "b"],
+    "invoke": ["--event", "events/s3-put.json"],
+    "s3-put": ["--bucket", "b", "--key", "k"],
+    "s3-delete": ["--bucket", "b", "--key", "k"],
+    "redrive": ["--all"],
+}
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
+def test_every_command_with_a_malformed_setting_stops_in_one_line(command, tmp_path):
+    arguments = [*command, *MINIMAL_ARGUMENTS.get(command[-1], [])]
+    if command == ["dev"]:
+        arguments += ["--data-dir", str(tmp_path)]
+    result = run_cli(*arguments, env={"FILEQUEUE_CHUNK_SIZE": "big", "FILEQUEUE_DATABASE_URL": BAD_URL})
+    if command[0] == "events":
+        assert result.returncode == 0, "writing a sample event reads no settings"
+        return
+    assert_one_line_error(result, "FILEQUEUE_CHUNK_SIZE must be a whole number")
 
 
 def test_usage_errors_are_argparse_lines():
