@@ -195,6 +195,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
                 extra={**ref_fields, "outcome": "retry", "error_code": error.code, "error": str(error)},
             )
             record_outcome("retry", error.code)
+            _remember_failure(record.message_id, fields["receive_count"], error)
             raise
         record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=ref.size)
         log = logger.warning if outcome.status == "failed" else logger.info
@@ -208,6 +209,18 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
                 "error_code": outcome.error_code,
             },
         )
+
+
+def _remember_failure(message_id: str, receive_count: object, error: FileQueueError) -> None:
+    """Keep the reason with the message id (SQS keeps the id in the DLQ) for `filequeue dlq list`."""
+    import psycopg
+
+    if error.code == "db_unavailable":
+        return  # nowhere to keep it: the log line above is the record
+    try:
+        _cache.get()[1].note_message_failure(message_id, int(str(receive_count or 0)), error.code, str(error))
+    except (FileQueueError, psycopg.Error) as unkept:
+        logger.warning("failure reason not kept", extra={"message_id": message_id, "error": str(unkept)})
 
 
 def handle_batch(

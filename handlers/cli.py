@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import TypeAlias
 
+    from handlers.ops.dlq import RecordedFailure
     from handlers.settings import Settings
 
     Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -593,21 +594,21 @@ def run_dlq_list(args: argparse.Namespace) -> int:
     queue_url = settings.require_queue()
     sqs = aws.client("sqs")
     dlq_url = aws.dead_letter_queue_url(sqs, queue_url)
-    reason_of = _stored_failure_reason(settings)
-    letters = list_dead_letters(sqs, dlq_url, failure_reason=reason_of)
+    letters = list_dead_letters(sqs, dlq_url, recorded=_recorded_failures(settings))
     if args.json:
         _print_json([dataclasses.asdict(letter) for letter in letters])
         return 0
     if not letters:
         print(f"the DLQ is empty ({dlq_url})")
         return 0
-    rows = [["receives", "message id", "sent", "first received", "event", "key", "reason"]]
+    rows = [["receives", "message id", "sent", "first received", "last failed", "event", "key", "reason"]]
     rows += [
         [
             str(letter.receive_count),
             letter.message_id,
             letter.sent_at or "-",
             letter.first_received_at or "-",
+            letter.last_failed_at or "-",
             letter.event_name or "-",
             f"s3://{letter.bucket}/{letter.key}" if letter.key else "-",
             letter.reason or "no reason recorded (a transient failure: see the worker or Lambda log)",
@@ -618,23 +619,21 @@ def run_dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stored_failure_reason(settings: Settings) -> Callable[[str, str], str | None]:
-    """What the store recorded for a key, when a database is configured (dlq list works without one)."""
+def _recorded_failures(settings: Settings) -> Callable[[str, str | None, str | None], RecordedFailure | None]:
+    """What the handler kept about a message id, else the store's failure for its key (without a database: none)."""
+    from handlers.ops.dlq import recorded_failure
+
     if not (settings.database_url or settings.database_secret_arn):
-        return lambda bucket, key: None
+        return lambda message_id, bucket, key: None
     from handlers.ops.db import connect, database_url
 
     url = database_url(settings)
 
-    def reason(bucket: str, key: str) -> str | None:
+    def lookup(message_id: str, bucket: str | None, key: str | None) -> RecordedFailure | None:
         with connect(url, timeout_seconds=settings.db_connect_timeout_seconds) as conn:
-            row = conn.execute(
-                "SELECT error_code, error FROM documents WHERE bucket = %s AND key = %s AND status = 'failed'",
-                (bucket, key),
-            ).fetchone()
-        return f"{row[0]}: {row[1]}" if row else None
+            return recorded_failure(conn, message_id, bucket, key)
 
-    return reason
+    return lookup
 
 
 def run_dlq_redrive(args: argparse.Namespace) -> int:

@@ -21,9 +21,19 @@ from handlers.ops.aws import queue_arn, translated
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
 
+    import psycopg
+
 MOVE_TASK = "StartMessageMoveTask"
 RECEIVE_SEND_DELETE = "receive-send-delete"
 _HOLD_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class RecordedFailure:
+    """What the handler or the store recorded about a message: the reason, and when (if known)."""
+
+    reason: str
+    failed_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,12 @@ class DeadLetter:
     receive_count: int
     sent_at: str | None
     first_received_at: str | None
+    last_failed_at: str | None
     reason: str | None
+
+
+def _no_record(_message_id: str, _bucket: str | None, _key: str | None) -> RecordedFailure | None:
+    return None
 
 
 @dataclass
@@ -49,13 +64,16 @@ class RedriveReport:
 
 
 def list_dead_letters(
-    sqs: Any, dlq_url: str, *, failure_reason: Callable[[str, str], str | None] = lambda bucket, key: None
+    sqs: Any,
+    dlq_url: str,
+    *,
+    recorded: Callable[[str, str | None, str | None], RecordedFailure | None] = _no_record,
 ) -> list[DeadLetter]:
-    """Every message in the DLQ, decoded; `failure_reason(bucket, key)` adds what the store recorded."""
+    """Every message in the DLQ, decoded; `recorded(message_id, bucket, key)` adds what was kept about it."""
     letters: list[DeadLetter] = []
     with _held(sqs, dlq_url) as messages:
         for message in messages:
-            letters.append(_describe(message, failure_reason))
+            letters.append(_describe(message, recorded))
     return sorted(letters, key=lambda letter: (letter.sent_at or "", letter.message_id))
 
 
@@ -158,11 +176,14 @@ def _held(sqs: Any, url: str) -> Iterator[_Held]:
         held.release()
 
 
-def _describe(message: dict[str, Any], failure_reason: Callable[[str, str], str | None]) -> DeadLetter:
+def _describe(
+    message: dict[str, Any], recorded: Callable[[str, str | None, str | None], RecordedFailure | None]
+) -> DeadLetter:
     from handlers.stages.events import parse_notifications
 
     attributes = message.get("Attributes", {})
-    bucket = key = event_name = reason = None
+    bucket = key = event_name = None
+    reason: str | None = None
     try:
         notifications = parse_notifications(message["Body"])
     except MalformedEventError as error:
@@ -171,9 +192,9 @@ def _describe(message: dict[str, Any], failure_reason: Callable[[str, str], str 
         if notifications.refs:
             ref = notifications.refs[0]
             bucket, key, event_name = ref.bucket, ref.key, ref.event_name
-            reason = failure_reason(ref.bucket, ref.key)
         elif notifications.ignored:
             reason = f"ignored: {notifications.ignored[0]}"
+    kept = recorded(message["MessageId"], bucket, key)
     return DeadLetter(
         message_id=message["MessageId"],
         bucket=bucket,
@@ -182,7 +203,8 @@ def _describe(message: dict[str, Any], failure_reason: Callable[[str, str], str 
         receive_count=int(attributes.get("ApproximateReceiveCount", 0)),
         sent_at=_timestamp(attributes.get("SentTimestamp")),
         first_received_at=_timestamp(attributes.get("ApproximateFirstReceiveTimestamp")),
-        reason=reason,
+        last_failed_at=kept.failed_at if kept else None,
+        reason=kept.reason if kept else reason,
     )
 
 
@@ -190,3 +212,23 @@ def _timestamp(milliseconds: str | None) -> str | None:
     if not milliseconds:
         return None
     return datetime.fromtimestamp(int(milliseconds) / 1000, UTC).isoformat(timespec="seconds")
+
+
+def recorded_failure(
+    conn: psycopg.Connection[Any], message_id: str, bucket: str | None, key: str | None
+) -> RecordedFailure | None:
+    """Why the handler last failed this message id; else the permanent failure stored for its key."""
+    exists = conn.execute("SELECT to_regclass('message_failures') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        row = conn.execute(
+            "SELECT error_code, error, last_failed_at FROM message_failures WHERE message_id = %s", (message_id,)
+        ).fetchone()
+        if row is not None:
+            return RecordedFailure(f"{row[0]}: {row[1]}", row[2].isoformat(timespec="seconds"))
+    if bucket is None or key is None:
+        return None
+    row = conn.execute(
+        "SELECT error_code, error, updated_at FROM documents WHERE bucket = %s AND key = %s AND status = 'failed'",
+        (bucket, key),
+    ).fetchone()
+    return RecordedFailure(f"{row[0]}: {row[1]}", row[2].isoformat(timespec="seconds")) if row else None

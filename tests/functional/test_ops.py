@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,8 @@ import psycopg
 import pytest
 from botocore.stub import Stubber
 
-from handlers.batch import handle_batch
-from handlers.devstack import REGION
+from handlers.batch import handle_batch, reset_deps
+from handlers.devstack import REGION, create_ingest_resources
 from handlers.errors import ConfigError
 from handlers.ops import dlq
 from handlers.ops.failed import failed_documents, parse_since
@@ -20,6 +21,7 @@ from handlers.ops.reconcile import reconcile
 from handlers.ops.status import healthy, queue_status, store_status
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import message_body, s3_notification, sqs_event
+from handlers.settings import get_settings
 from tests.functional.ops_helpers import documents, drain
 
 
@@ -183,24 +185,59 @@ def test_dlq_list_decodes_each_message_and_leaves_it_visible(s3, sqs, ingest, ha
     malformed = _dead_letter(sqs, ingest, '{"Records": [')
     ignored = _dead_letter(sqs, ingest, message_body({"Records": []}))
 
-    def reason(bucket: str, key: str) -> str | None:
-        with psycopg.connect(handler_env) as conn:
-            row = conn.execute(
-                "SELECT error_code FROM documents WHERE bucket = %s AND key = %s", (bucket, key)
-            ).fetchone()
-        return row[0] if row else None
-
-    letters = {
-        letter.message_id: letter for letter in dlq.list_dead_letters(sqs, ingest.dlq_url, failure_reason=reason)
-    }
+    with psycopg.connect(handler_env) as conn:
+        listed = dlq.list_dead_letters(
+            sqs,
+            ingest.dlq_url,
+            recorded=lambda message_id, bucket, key: dlq.recorded_failure(conn, message_id, bucket, key),
+        )
+    letters = {letter.message_id: letter for letter in listed}
     assert set(letters) == {stored_failure, malformed, ignored}
     assert (letters[stored_failure].key, letters[stored_failure].event_name) == ("uploads/bad.pdf", "ObjectCreated:Put")
-    assert letters[stored_failure].reason == "corrupt_file"
+    assert str(letters[stored_failure].reason).startswith("corrupt_file: corrupt PDF")
     assert letters[stored_failure].receive_count == 1
     assert letters[stored_failure].first_received_at is not None
     assert str(letters[malformed].reason).startswith("invalid_json")
     assert str(letters[ignored].reason).startswith("ignored")
     assert _visible(sqs, ingest.dlq_url) == 3, "listing made every message visible again"
+
+
+def test_dlq_list_shows_the_reason_the_handler_kept_for_a_transient_failure(
+    s3, sqs, aws_env, database_url, monkeypatch
+):
+    suffix = uuid.uuid4().hex[:10]
+    ingest = create_ingest_resources(
+        aws_env, bucket=f"bucket-{suffix}", queue=f"queue-{suffix}", max_receive_count=1, visibility_timeout=1
+    )
+    with socket.socket() as probe:  # a port nothing listens on: the embedding server is down
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    for name, value in {
+        "FILEQUEUE_DATABASE_URL": database_url,
+        "FILEQUEUE_EMBEDDER": "openai",
+        "FILEQUEUE_OPENAI_BASE_URL": f"http://127.0.0.1:{closed_port}/v1",
+        "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    reset_deps()
+    try:
+        drain(sqs, ingest.queue_url)  # the test event
+        s3.put_object(Bucket=ingest.bucket, Key="uploads/later.md", Body=b"# Later\n\nEmbedded once the server is up.")
+        assert drain(sqs, ingest.queue_url) == {"handled": 1, "failed": 1}
+        assert drain(sqs, ingest.queue_url) == {"handled": 0, "failed": 0}, "moved to the DLQ after one receive"
+        with psycopg.connect(database_url) as conn:
+            [letter] = dlq.list_dead_letters(
+                sqs,
+                ingest.dlq_url,
+                recorded=lambda message_id, bucket, key: dlq.recorded_failure(conn, message_id, bucket, key),
+            )
+    finally:
+        get_settings.cache_clear()
+        reset_deps()
+    assert letter.key == "uploads/later.md"
+    assert str(letter.reason).startswith("embedding_unavailable: "), letter.reason
+    assert letter.last_failed_at is not None
 
 
 def test_redrive_killed_between_send_and_delete_duplicates_and_never_loses(s3, sqs, ingest, handler_env):
