@@ -45,7 +45,9 @@ class MotoServer:
         except ImportError as exc:
             raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
         # werkzeug logs every request at INFO; the demo's output is the summary, not moto's access log.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        werkzeug = logging.getLogger("werkzeug")
+        werkzeug.setLevel(logging.WARNING)
+        werkzeug.addFilter(_one_line_for_unimplemented)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
@@ -53,6 +55,15 @@ class MotoServer:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+def _one_line_for_unimplemented(record: logging.LogRecord) -> bool:
+    """An action moto does not implement (the client falls back) is one log line, not a traceback."""
+    message = record.getMessage()
+    if "NotImplementedError: " in message:
+        # werkzeug writes the formatted traceback into the message; its last line names the action.
+        record.msg, record.args = f"moto: {message.rstrip().splitlines()[-1]}", ()
+    return True
 
 
 def start_postgres(data_dir: Path) -> tuple[str, Any]:

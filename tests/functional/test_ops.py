@@ -263,7 +263,7 @@ def test_redrive_killed_between_send_and_delete_duplicates_and_never_loses(s3, s
     assert rows == [("uploads/redriven.md", 1)], "the duplicate is skipped by the handler's fencing"
 
 
-def test_redrive_all_falls_back_where_there_is_no_move_task_and_dry_run_moves_nothing(sqs, ingest):
+def test_redrive_all_falls_back_where_there_is_no_move_task_and_dry_run_moves_nothing(sqs, ingest, caplog):
     queued = _depth(sqs, ingest.queue_url)  # the test event S3 sent when the notification was configured
     ids = {_dead_letter(sqs, ingest, message_body({"Records": []})) for _ in range(12)}
     dry = dlq.redrive(sqs, ingest.dlq_url, ingest.queue_url, dry_run=True)
@@ -273,6 +273,9 @@ def test_redrive_all_falls_back_where_there_is_no_move_task_and_dry_run_moves_no
     assert report.method == dlq.RECEIVE_SEND_DELETE
     assert report.fallback_reason is not None
     assert "StartMessageMoveTask unavailable" in report.fallback_reason
+    werkzeug = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
+    assert any("moto: NotImplementedError: The start_message_move_task action" in line for line in werkzeug)
+    assert not any("Traceback" in line for line in werkzeug), "the dev stack's terminal gets one line"
     assert set(report.moved) == ids
     assert (_depth(sqs, ingest.dlq_url), _depth(sqs, ingest.queue_url)) == (0, queued + 12)
 
