@@ -279,14 +279,15 @@ def run_dev(
         stack = start_local_stack(data_dir, versioned=False)
         try:
             environment = {**stack.environment, **embedder_environment(settings)}
-            _announce(stack, environment, health_port, port, as_json=as_json, out=out)
-            # The worker's JSON logs go to stderr: stdout carries only what a user copies (the exports).
-            with running_worker(environment, processes, health_port=port, log=sys.stderr.buffer) as worker:
-                try:
+            try:
+                _announce(stack, environment, health_port, port, as_json=as_json, out=out)
+                sys.stdout.flush()  # a script reading the announcement from a pipe gets it now
+                # The worker's JSON logs go to stderr: stdout carries only what a user copies (the exports).
+                with running_worker(environment, processes, health_port=port, log=sys.stderr.buffer) as worker:
                     code = worker.wait()
-                except KeyboardInterrupt:
-                    _stderr_line("stopping ...")
-                    return 0
+            except KeyboardInterrupt:
+                _stderr_line("stopping ...")
+                return 0
             _stderr_line(f"the worker exited with code {code}; stopping the stack")
             return 1
         finally:

@@ -17,7 +17,7 @@ import boto3
 import psycopg
 
 from tests.conftest import REPO_ROOT
-from tests.functional.cli_process import running_dev, wait_for
+from tests.functional.cli_process import clean_environment, running_dev, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -215,3 +215,22 @@ def _wait_for_documents(dev: DevProcess, keys: set[str]) -> None:
         return keys <= stored
 
     wait_for(present, message=f"{sorted(keys)} stored")
+
+
+def test_dev_with_json_prints_one_object_to_use_from_a_script(dev_dir):
+    with subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "dev", "--json", "--data-dir", str(dev_dir / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO_ROOT,
+        env=clean_environment({"FILEQUEUE_HEALTH_PORT": "0", "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "1"}),
+    ) as dev:
+        assert dev.stdout is not None
+        announced = json.loads(dev.stdout.readline())
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(timeout=90) == 0
+    assert announced["bucket"] == "filequeue-demo"
+    assert announced["dead_letter_queue_url"].endswith("/filequeue-uploads-dlq")
+    assert announced["environment"]["FILEQUEUE_QUEUE_URL"] == announced["queue_url"]
+    assert announced["environment"]["FILEQUEUE_EMBEDDING_MODEL"] == "hashing-v1"
