@@ -710,6 +710,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
         f" {report.new} new, {report.changed} changed, {report.gone} gone"
     )
     print(f"{action} {report.new + report.changed + report.gone} events to {queue_url}")
+    if report.last_key:
+        print(f"last key: {report.last_key} (--start-after resumes after it)")
     for kind, keys in report.samples.items():
         for key in keys:
             print(f"  {kind}: {key}")

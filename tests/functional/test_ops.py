@@ -119,6 +119,17 @@ def test_reconcile_dry_run_counts_and_sends_nothing(s3, sqs, ingest, handler_env
     assert drain(sqs, ingest.queue_url)["handled"] == 0
 
 
+def test_reconcile_resumes_after_a_key(s3, sqs, ingest, handler_env, plain_bucket):
+    _put_many(s3, plain_bucket, 6)
+    with psycopg.connect(handler_env) as conn:
+        report = reconcile(
+            s3, sqs, conn, bucket=plain_bucket, queue_url=ingest.queue_url, start_after="uploads/doc-003.md"
+        )
+    assert (report.new, report.last_key) == (2, "uploads/doc-005.md")
+    drain(sqs, ingest.queue_url)
+    assert sorted(documents(handler_env)) == ["uploads/doc-004.md", "uploads/doc-005.md"]
+
+
 def test_reconcile_killed_halfway_and_run_again_ends_in_the_same_store(s3, sqs, ingest, handler_env, plain_bucket):
     _put_many(s3, plain_bucket, 30)
     with psycopg.connect(handler_env) as conn, pytest.raises(KeyboardInterrupt):
@@ -319,6 +330,25 @@ def test_status_reports_pending_migrations_then_counts_and_the_dlq(sqs, ingest, 
     assert healthy(after, queue)
     _dead_letter(sqs, ingest, "{}")
     assert not healthy(after, queue_status(sqs, boto3.client("cloudwatch", region_name=REGION), ingest.queue_url))
+
+
+def test_status_reads_the_age_of_the_oldest_message_from_cloudwatch(sqs, ingest):
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    name = ingest.queue_url.rsplit("/", 1)[1]
+    for minutes_ago, age in ((3, 40.0), (1, 95.0)):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/SQS",
+            MetricData=[
+                {
+                    "MetricName": "ApproximateAgeOfOldestMessage",
+                    "Dimensions": [{"Name": "QueueName", "Value": name}],
+                    "Timestamp": datetime.now(UTC) - timedelta(minutes=minutes_ago),
+                    "Value": age,
+                    "Unit": "Seconds",
+                }
+            ],
+        )
+    assert queue_status(sqs, cloudwatch, ingest.queue_url).oldest_message_age_seconds == 95.0
 
 
 def test_failed_filters_by_prefix_code_and_time(s3, handler_env):
