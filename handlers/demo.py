@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -78,10 +78,15 @@ def start_local_stack(
     """Start moto (S3, SQS, DLQ wired like the CDK app) and pgserver; a temporary data dir unless given."""
     temporary = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="filequeue-")) if data_dir is None else data_dir
-    database_url, postgres = start_postgres(root / "pgdata")
-    moto = MotoServer.start()
-    ingest = create_ingest_resources(moto.endpoint_url, visibility_timeout=visibility_timeout, versioned=versioned)
-    environment = local_settings_environment(database_url, moto.endpoint_url, ingest.queue_url)
+    # A failure or a Ctrl-C halfway stops what already started: no PostgreSQL left behind to trip the next start.
+    with ExitStack() as started:
+        database_url, postgres = start_postgres(root / "pgdata")
+        started.callback(postgres.cleanup)
+        moto = MotoServer.start()
+        started.callback(moto.stop)
+        ingest = create_ingest_resources(moto.endpoint_url, visibility_timeout=visibility_timeout, versioned=versioned)
+        environment = local_settings_environment(database_url, moto.endpoint_url, ingest.queue_url)
+        started.pop_all()  # from here on LocalStack.stop owns them
     return LocalStack(moto, database_url, ingest, environment, postgres, root if temporary else None)
 
 
@@ -276,7 +281,11 @@ def run_dev(
     """
     port = free_health_port(health_port)
     with _signals_stop_like_ctrl_c():
-        stack = start_local_stack(data_dir, versioned=False)
+        try:
+            stack = start_local_stack(data_dir, versioned=False)
+        except KeyboardInterrupt:
+            _stderr_line("stopped while starting")
+            return 0
         try:
             environment = {**stack.environment, **embedder_environment(settings)}
             try:

@@ -142,6 +142,27 @@ def test_dev_stops_on_sigterm_and_sighup_and_starts_again_on_the_same_data(dev_d
         assert json.loads((data_dir / "pgdata" / ".handle_pids.json").read_text()) == []
 
 
+def test_dev_stopped_while_starting_leaves_nothing_running(dev_dir):
+    data_dir = dev_dir / "data"
+    with subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "dev", "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env=clean_environment({"FILEQUEUE_HEALTH_PORT": "0"}),
+    ) as dev:
+        # The data directory appears once the signal handlers are in place and PostgreSQL is starting.
+        wait_for((data_dir / "pgdata").exists, timeout=60, message="PostgreSQL is starting")
+        dev.send_signal(signal.SIGTERM)
+        assert dev.wait(timeout=90) == 0
+        assert "Traceback" not in (dev.stderr.read() if dev.stderr else "")
+    pids = data_dir / "pgdata" / ".handle_pids.json"
+    assert not pids.exists() or json.loads(pids.read_text()) == []
+    with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}) as again:
+        assert "FILEQUEUE_DATABASE_URL" in again.exports, "the next start works"
+
+
 def test_dev_takes_a_free_health_port_and_exits_when_its_worker_dies(dev_dir):
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))  # noqa: S104 - the interface the worker's health server binds
