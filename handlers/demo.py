@@ -281,9 +281,10 @@ def run_dev(
     """
     port = free_health_port(health_port)
     with _signals_stop_like_ctrl_c():
-        try:
+        with _stop_deferred() as stop_requested:
             stack = start_local_stack(data_dir, versioned=False)
-        except KeyboardInterrupt:
+        if stop_requested:
+            stack.stop()
             _stderr_line("stopped while starting")
             return 0
         try:
@@ -375,6 +376,26 @@ def _signals_stop_like_ctrl_c() -> Iterator[None]:
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _stop_deferred() -> Iterator[list[int]]:
+    """Note a stop signal instead of acting on it at once, until the block ends.
+
+    Interrupting PostgreSQL while it creates or starts its cluster leaves a data directory the next
+    start cannot use, so the stack is brought up first and then stopped.
+    """
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

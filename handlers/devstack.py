@@ -84,6 +84,12 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
         except subprocess.CalledProcessError as exc:
             reason = _postgres_error(messages) or f"{Path(exc.cmd[0]).name} exited with {exc.returncode}"
             raise ConfigError(f"PostgreSQL could not start in {data_dir}: {reason}") from None
+        except AssertionError:
+            # pgserver asserts on a postmaster.pid cut short: the cluster was killed while being created.
+            raise ConfigError(
+                f"{data_dir} holds a PostgreSQL cluster that was stopped while it was being created;"
+                f" remove {data_dir} and start again"
+            ) from None
     return str(server.get_uri()), server
 
 

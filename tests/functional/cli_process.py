@@ -75,7 +75,8 @@ def running_dev(
 ) -> Iterator[DevProcess]:
     """`filequeue dev` until the block ends, then stopped with `stop_signal`; yields its parsed exports."""
     environment = clean_environment({"FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "1", **env})
-    log = (data_dir.parent / f"{data_dir.name}-dev.log").open("ab")
+    log_path = data_dir.parent / f"{data_dir.name}-dev.log"
+    log = log_path.open("ab")
     with (
         log,
         subprocess.Popen(
@@ -88,14 +89,14 @@ def running_dev(
         ) as process,
     ):
         try:
-            yield _read_announcement(process)
+            yield _read_announcement(process, log_path)
         finally:
             if process.poll() is None:
                 process.send_signal(stop_signal)
                 process.wait(timeout=90)
 
 
-def _read_announcement(process: subprocess.Popen[str]) -> DevProcess:
+def _read_announcement(process: subprocess.Popen[str], log_path: Path) -> DevProcess:
     assert process.stdout is not None
     exports: dict[str, str] = {}
     lines = []
@@ -106,7 +107,7 @@ def _read_announcement(process: subprocess.Popen[str]) -> DevProcess:
             exports[match.group(1)] = value
         if "Ctrl-C stops everything" in line:
             break
-    assert "FILEQUEUE_DATABASE_URL" in exports, "\n".join(lines)
+    assert "FILEQUEUE_DATABASE_URL" in exports, "\n".join([*lines, log_path.read_text(errors="replace")[-3000:]])
     return DevProcess(process, exports, lines)
 
 

@@ -156,6 +156,16 @@ def test_every_command_with_a_malformed_setting_stops_in_one_line(command, tmp_p
     assert_one_line_error(result, "FILEQUEUE_CHUNK_SIZE must be a whole number")
 
 
+def test_a_cluster_killed_while_being_created_is_one_line(dev_dir):
+    pgdata = dev_dir / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("16\n")
+    # What a postmaster killed during initdb leaves: its bootstrap pid (negative) and no status line.
+    (pgdata / "postmaster.pid").write_text(f"-2084\n{pgdata}\n1796054313\n5432\n\n\n  2234289    688160\n")
+    result = run_cli("dev", "--data-dir", str(dev_dir), env={"FILEQUEUE_HEALTH_PORT": "0"})
+    assert_one_line_error(result, f"remove {pgdata} and start again")
+
+
 def test_usage_errors_are_argparse_lines():
     result = run_cli("search", "x", "--limit", "many", env={})
     assert "Traceback" not in result.stderr
