@@ -373,12 +373,8 @@ def _signals_stop_like_ctrl_c() -> Iterator[None]:
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with _handling((signal.SIGTERM, signal.SIGHUP), interrupt):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -393,12 +389,18 @@ def _stop_deferred() -> Iterator[list[int]]:
     def note(signum: int, _frame: object) -> None:
         received.append(signum)
 
-    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), note):
         yield received
+
+
+@contextmanager
+def _handling(signals: tuple[signal.Signals, ...], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, earlier in previous.items():
+            signal.signal(sig, earlier)
 
 
 def _stderr_line(line: str) -> None:
