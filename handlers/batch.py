@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 
 from handlers.errors import ConfigError, FileQueueError, MalformedEventError, TransientError
 from handlers.model import ChunkingOptions, ExtractLimits
+from handlers.outcome_metrics import record_outcome
 from handlers.service import Deps, process_ref
 from handlers.settings import Settings, get_settings
 from handlers.stages.events import NO_RECORDS, parse_notifications
@@ -155,6 +156,14 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    if not isinstance(record.raw_event.get("attributes"), dict):
+        error = MalformedEventError("the SQS record has no attributes object", code="malformed_record")
+        logger.error(
+            "malformed record",
+            extra={"message_id": record.message_id, "outcome": "failed", "error_code": error.code, "error": str(error)},
+        )
+        record_outcome("failed", error.code)
+        raise error
     fields = {
         "message_id": record.message_id,
         "receive_count": record.attributes.approximate_receive_count,
@@ -164,6 +173,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         remaining_ms = lambda_context.get_remaining_time_in_millis()
         if remaining_ms < settings.deadline_margin_seconds * 1000:
             logger.warning("not started: too close to the deadline", extra={**fields, "remaining_ms": remaining_ms})
+            record_outcome("retry", "deadline")
             raise TransientError(f"only {remaining_ms} ms left; retried later", code="deadline")
     try:
         notifications = parse_notifications(record.body)
@@ -171,10 +181,12 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         logger.error(
             "malformed event", extra={**fields, "outcome": "failed", "error_code": error.code, "error": str(error)}
         )
+        record_outcome("failed", error.code)
         raise
     for reason in notifications.ignored:
         log = logger.warning if reason == NO_RECORDS else logger.info
         log(f"ignored {reason}", extra={**fields, "outcome": "ignored"})
+        record_outcome("ignored")
     for ref in notifications.refs:
         ref_fields = {**fields, "bucket": ref.bucket, "key": ref.key, "event_name": ref.event_name}
         try:
@@ -184,7 +196,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
                 "record failed; will be retried",
                 extra={**ref_fields, "outcome": "retry", "error_code": error.code, "error": str(error)},
             )
+            record_outcome("retry", error.code)
+            _remember_failure(record.message_id, fields["receive_count"], error)
             raise
+        record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=ref.size)
         log = logger.warning if outcome.status == "failed" else logger.info
         log(
             f"{outcome.status} {ref.uri}",
@@ -196,6 +211,18 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
                 "error_code": outcome.error_code,
             },
         )
+
+
+def _remember_failure(message_id: str, receive_count: object, error: FileQueueError) -> None:
+    """Keep the reason with the message id (SQS keeps the id in the DLQ) for `filequeue dlq list`."""
+    import psycopg
+
+    if error.code == "db_unavailable":
+        return  # nowhere to keep it: the log line above is the record
+    try:
+        _cache.get()[1].note_message_failure(message_id, int(str(receive_count or 0)), error.code, str(error))
+    except (FileQueueError, psycopg.Error) as unkept:
+        logger.warning("failure reason not kept", extra={"message_id": message_id, "error": str(unkept)})
 
 
 def handle_batch(

@@ -1,214 +1,400 @@
-"""`filequeue`: migrate, invoke the handler on a sample event, generate events, run the worker."""
+"""`filequeue`: run, inspect and operate File Queue from a shell.
+
+Every command reads its configuration from FILEQUEUE_* and the standard AWS variables, prints a
+table for people or JSON with --json, and turns a bad input into one line on stderr with exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError, FileQueueError, TransientError
+from handlers.errors import ConfigError, FileQueueError
 from handlers.settings import get_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
-
-    import psycopg
+    from collections.abc import Callable, Sequence
+    from typing import TypeAlias
 
     from handlers.adapters.search import SearchHit
+    from handlers.ops.dlq import RecordedFailure
+    from handlers.settings import Settings
+
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EXIT_USAGE = 2
+DATABASE = ("FILEQUEUE_DATABASE_URL (or FILEQUEUE_DATABASE_SECRET_ARN)", "FILEQUEUE_DB_CONNECT_TIMEOUT_SECONDS")
+EMBEDDER = ("FILEQUEUE_EMBEDDER", "FILEQUEUE_EMBEDDING_MODEL", "FILEQUEUE_EMBEDDING_DIMENSION")
+AWS = ("AWS_REGION", "AWS_ENDPOINT_URL (moto, LocalStack)", "AWS credentials")
+QUEUE = ("FILEQUEUE_QUEUE_URL",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
     except FileQueueError as error:
-        print(f"filequeue: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(str(error))
+    except BrokenPipeError:
+        # The reader went away (`filequeue search ... | head`): stop writing, and keep Python from
+        # reporting the broken pipe again while it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail("output closed early (broken pipe); nothing else went wrong")
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - library errors become one line, never a traceback
+        return _fail(_describe_library_error(error))
 
 
-def _parser() -> argparse.ArgumentParser:
-    from handlers.compact_cli import add_compact_command
+def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
 
-    parser = argparse.ArgumentParser(prog="filequeue", description=__doc__)
+    parser = argparse.ArgumentParser(prog="filequeue", description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"filequeue {version('filequeue')}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    for register in REGISTRATIONS:
+        register(commands)
+    return parser
 
-    migrate = commands.add_parser("migrate", help="apply pending database migrations")
-    migrate.set_defaults(command=_migrate)
 
-    invoke = commands.add_parser("invoke", help="run the handler on a Lambda SQS event file, like sam local invoke")
-    invoke.add_argument("--event", required=True, type=Path, help="JSON file with a Lambda SQS event")
+def add_command(
+    commands: Subcommands,
+    name: str,
+    summary: str,
+    *,
+    reads: Sequence[str],
+    example: str,
+    handler: Callable[[argparse.Namespace], int] | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help gives what it does, the settings it reads and an example."""
+    epilog = "settings read:\n" + "".join(f"  {setting}\n" for setting in reads or ("none",))
+    epilog += "\nexample:\n" + "".join(f"  {line}\n" for line in example.splitlines())
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=summary, epilog=epilog, formatter_class=_Formatter
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout instead of text")
+    if handler is not None:
+        parser.set_defaults(command=handler)
+    return parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+# --- migrate -----------------------------------------------------------------------------------
+
+
+def register_migrate(commands: Subcommands) -> None:
+    add_command(
+        commands,
+        "migrate",
+        "apply pending database migrations (safe while other processes start)",
+        reads=(*DATABASE, *EMBEDDER),
+        example="filequeue migrate",
+        handler=run_migrate,
+    )
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from handlers.adapters.embedders import build_embedder
+    from handlers.batch import prepare_database
+    from handlers.ops.db import database_url
+
+    settings = get_settings()
+    settings.require_database()
+    database_url(settings)
+    embedder = build_embedder(settings)
+    _, applied = prepare_database(settings, embedder.model, embedder.dimension, apply=True)
+    if args.json:
+        _print_json({"applied": applied})
+    else:
+        print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+# --- invoke ------------------------------------------------------------------------------------
+
+
+def register_compact(commands: Subcommands) -> None:
+    compact = add_command(
+        commands,
+        "compact",
+        "move new chunks into indexed segments and merge segments (safe to run any time)",
+        reads=(*DATABASE, "FILEQUEUE_VECTOR_INDEX", "FILEQUEUE_COMPACTION_SEAL_ROWS"),
+        example="filequeue compact            # what the worker's leader and the scheduled function do\n"
+        "filequeue compact --merge-all # one segment: the fastest search",
+        handler=run_compact,
+    )
+    compact.add_argument(
+        "--seal", action="store_true", help="seal the growing area even below FILEQUEUE_COMPACTION_SEAL_ROWS"
+    )
+    compact.add_argument(
+        "--merge-all", action="store_true", help="seal, then merge every segment into one (fastest search)"
+    )
+    compact.add_argument(
+        "--merge-factor", type=_at_least_two, default=4, help="segments of one size tier merged together (default 4)"
+    )
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    from handlers.compaction import compact_options, report_as_dict, run_compaction
+    from handlers.ops.db import require_schema
+
+    settings = get_settings()
+    with _database(settings) as conn:
+        require_schema(conn)
+    options = compact_options(settings, force_seal=args.seal, merge_all=args.merge_all, merge_factor=args.merge_factor)
+    report = run_compaction(settings, options)
+    if args.json:
+        _print_json(report_as_dict(report))
+        return 0
+    if report.skipped:
+        print(f"nothing done: {report.skipped}")
+        return 0
+    print(f"sealed {report.sealed_rows} chunks; {report.merges} merges of {report.merged_rows} chunks")
+    if report.layout is not None:
+        layout = report.layout
+        print(f"growing (searched exactly): {layout.growing_rows} chunks")
+        print(f"live (HNSW updated per row): {layout.live_rows} chunks")
+        for segment in layout.segments:
+            print(f"segment {segment.number} (HNSW built once): {segment.rows} chunks")
+    return 0
+
+
+def _at_least_two(value: str) -> int:
+    number = _whole_number(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {number}")
+    return number
+
+
+def register_invoke(commands: Subcommands) -> None:
+    invoke = add_command(
+        commands,
+        "invoke",
+        "run the handler once on a Lambda SQS event, like `sam local invoke`; the batch response goes to stdout",
+        reads=(*DATABASE, *EMBEDDER, "AWS_REGION", "AWS_ENDPOINT_URL", "FILEQUEUE_DEADLINE_MARGIN_SECONDS"),
+        example="filequeue events s3-put --bucket filequeue-demo --key uploads/notes.md > put.json\n"
+        "filequeue invoke --event put.json | jq .",
+        handler=run_invoke,
+    )
+    invoke.add_argument(
+        "--event",
+        required=True,
+        help="JSON file with a Lambda SQS event, or a bare S3 notification (wrapped for you); - reads stdin",
+    )
     invoke.add_argument("--timeout", type=float, default=300.0, help="simulated function timeout in seconds")
-    invoke.set_defaults(command=_invoke)
+    invoke.add_argument(
+        "--fail-on-item-failures", action="store_true", help="exit with code 1 when a record is reported as failed"
+    )
 
-    events = commands.add_parser("events", help="write sample events, like sam local generate-event")
+
+def run_invoke(args: argparse.Namespace) -> int:
+    from handlers.batch import get_deps, handle_batch, logger
+    from handlers.ops.db import database_url
+    from handlers.runtime_context import DeadlineContext
+
+    event = _sqs_event(_read_event(args.event), args.event)
+    if not event["Records"]:
+        print("filequeue: note: the event has no records; nothing to do", file=sys.stderr)
+        response: dict[str, Any] = {"batchItemFailures": []}
+    else:
+        # Logs go to stderr so that stdout holds only the response (`| jq` works).
+        log_handler: Any = logger.registered_handler
+        previous_stream = log_handler.setStream(sys.stderr)
+        try:
+            # Built before the batch: a configuration error stops here instead of becoming a retried record.
+            settings = get_settings()
+            settings.require_database()
+            database_url(settings)
+            get_deps()
+            response = dict(handle_batch(event, DeadlineContext.lasting(args.timeout)))
+        finally:
+            log_handler.setStream(previous_stream)
+    print(json.dumps(response))
+    return 1 if args.fail_on_item_failures and response.get("batchItemFailures") else 0
+
+
+def _read_event(source: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read event {source}: {error.strerror or error}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"event {source} is not JSON: {error}") from None
+
+
+def _sqs_event(event: Any, source: str) -> dict[str, Any]:
+    """The event as Lambda's SQS mapping would pass it; a bare S3 notification is wrapped in one record."""
+    from handlers.sample_events import message_body, sqs_event
+
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        raise ConfigError(f"{source} is not a Lambda SQS event or an S3 notification (no Records list)")
+    if records and all(isinstance(record, dict) and record.get("eventSource") == "aws:s3" for record in records):
+        print(f"filequeue: note: {source} is an S3 notification; wrapped into an SQS event", file=sys.stderr)
+        return sqs_event([message_body(event)])
+    return dict(event)
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def register_events(commands: Subcommands) -> None:
+    events = commands.add_parser(
+        "events",
+        help="write sample events, like `sam local generate-event`",
+        description="write sample events, like `sam local generate-event`",
+    )
     kinds = events.add_subparsers(required=True, metavar="KIND")
-    s3_put = kinds.add_parser("s3-put", help="an SQS event carrying an S3 ObjectCreated:Put notification")
-    s3_delete = kinds.add_parser("s3-delete", help="an SQS event carrying an S3 ObjectRemoved:Delete notification")
-    for kind, event_name in ((s3_put, "ObjectCreated:Put"), (s3_delete, "ObjectRemoved:Delete")):
+    for name, event_name in (("s3-put", "ObjectCreated:Put"), ("s3-delete", "ObjectRemoved:Delete")):
+        kind = add_command(
+            kinds,
+            name,
+            f"an SQS event carrying an S3 {event_name} notification, stamped now with a fresh sequencer",
+            reads=(),
+            example=f"filequeue events {name} --bucket filequeue-demo --key uploads/notes.md > {name}.json",
+            handler=run_events,
+        )
         kind.add_argument("--bucket", required=True)
         kind.add_argument("--key", required=True, help="the object key, unencoded")
         kind.add_argument("--size", type=int, default=1024)
         kind.add_argument("--etag", default="0123456789abcdef0123456789abcdef")
         kind.add_argument("--version-id", default=None)
-        kind.add_argument("--sequencer", default=None, help="hex S3 sequencer (default: from the clock)")
-        kind.set_defaults(command=_generate_event, event_name=event_name)
+        kind.add_argument("--sequencer", default=None, help="hex S3 sequencer (default: from the clock, so newer)")
+        kind.add_argument("--event-time", default=None, help="ISO 8601 event time (default: now)")
+        kind.set_defaults(event_name=event_name)
 
-    worker = commands.add_parser("worker", help="long-poll the queue and run the handler (the EKS runtime)")
+
+def run_events(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    from handlers.sample_events import message_body, s3_notification, sqs_event
+
+    now = datetime.now(UTC)
+    event_time = args.event_time or now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    notification = s3_notification(
+        args.bucket,
+        args.key,
+        event_name=args.event_name,
+        size=args.size if args.event_name.startswith("ObjectCreated") else None,
+        etag=args.etag if args.event_name.startswith("ObjectCreated") else None,
+        version_id=args.version_id,
+        sequencer=args.sequencer or format(time.time_ns(), "018X"),
+        event_time=event_time,
+    )
+    sent_ms = int(now.timestamp() * 1000)
+    print(json.dumps(sqs_event([message_body(notification)], sent_timestamp_ms=sent_ms), indent=2))
+    return 0
+
+
+# --- worker, demo, dev -------------------------------------------------------------------------
+
+
+def register_worker(commands: Subcommands) -> None:
+    worker = add_command(
+        commands,
+        "worker",
+        "long-poll the queue and run the handler (the EKS runtime); its logs are JSON lines",
+        reads=(*QUEUE, *DATABASE, *EMBEDDER, "FILEQUEUE_WORKER_*", "FILEQUEUE_HEALTH_PORT", *AWS),
+        example="FILEQUEUE_QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/123456789012/uploads filequeue worker",
+        handler=run_worker_command,
+    )
     worker.add_argument("--processes", type=int, default=None, help="worker processes (default: CPU count)")
-    worker.set_defaults(command=_worker)
 
-    demo = commands.add_parser("demo", help="the whole pipeline on the embedded stack, with a summary")
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    from handlers.worker import run_worker
+
+    return run_worker(get_settings(), processes=args.processes)
+
+
+def register_demo(commands: Subcommands) -> None:
+    demo = add_command(
+        commands,
+        "demo",
+        "the whole pipeline on the embedded stack (moto, PostgreSQL with pgvector), with a summary",
+        reads=("none: it starts its own stack",),
+        example="filequeue demo --processes 2",
+        handler=run_demo_command,
+    )
     demo.add_argument("--processes", type=int, default=2, help="worker processes")
-    demo.set_defaults(command=_demo)
 
-    dev = commands.add_parser("dev", help="keep the embedded stack and a worker running; prints how to use it")
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from handlers.demo import run_demo
+
+    get_settings()  # the demo's worker reads the same FILEQUEUE_* variables: a bad one stops here
+    report = run_demo(args.processes, out=_stderr if args.json else print)
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+    return 0 if report.queue_left == 0 and report.dead_letters == 0 else 1
+
+
+def register_dev(commands: Subcommands) -> None:
+    dev = add_command(
+        commands,
+        "dev",
+        "keep the embedded stack and a worker running until Ctrl-C, SIGTERM or SIGHUP; prints how to use it",
+        reads=("FILEQUEUE_HEALTH_PORT (a free port is used when it is taken)", *EMBEDDER),
+        example="filequeue dev --data-dir .filequeue/dev",
+        handler=run_dev_command,
+    )
     dev.add_argument("--data-dir", type=Path, default=Path(".filequeue/dev"), help="where PostgreSQL keeps its data")
     dev.add_argument("--processes", type=int, default=1, help="worker processes")
-    dev.set_defaults(command=_dev)
 
-    search = commands.add_parser("search", help="the chunks that best match a text, with key, page and snippet")
+
+def run_dev_command(args: argparse.Namespace) -> int:
+    from handlers.demo import run_dev
+
+    settings = get_settings()
+    return run_dev(args.data_dir, args.processes, settings.health_port, settings=settings, as_json=args.json)
+
+
+# --- search, graph, reembed --------------------------------------------------------------------
+
+
+def register_search(commands: Subcommands) -> None:
+    search = add_command(
+        commands,
+        "search",
+        "the chunks that best match a text, with key, page and snippet",
+        reads=(*DATABASE, *EMBEDDER),
+        example="filequeue search 'trace-based compilation' --hybrid --limit 3",
+        handler=run_search,
+    )
     search.add_argument("text", help="what to look for")
     search.add_argument("--limit", type=_positive_int, default=10, help="how many chunks (default 10)")
     search.add_argument(
         "--hybrid", action="store_true", help="fuse vector similarity with full-text ranking (reciprocal rank fusion)"
     )
-    search.add_argument("--json", action="store_true", help="print a JSON list")
-    _add_search_options(search)
-    search.set_defaults(command=_search)
-    _add_console_command(commands)
-
-    _add_graph_command(commands)
-
-    reembed = commands.add_parser(
-        "reembed", help="move the store to the embedding model and dimension in the settings, search answering"
-    )
-    reembed.add_argument("--batch-size", type=_positive_int, default=256, help="chunks per transaction (default 256)")
-    reembed.add_argument(
-        "--max-batches", type=_positive_int, default=None, help="stop after this many batches; run again to resume"
-    )
-    reembed.add_argument(
-        "--no-switch", action="store_true", help="build the new vectors and their indexes, but do not switch yet"
-    )
-    reembed.set_defaults(command=_reembed)
-    add_compact_command(commands)
-    return parser
-
-
-def _add_graph_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from handlers.adapters.graph import MAX_HOPS
-
-    graph = commands.add_parser("graph", help="a document's neighbours in the graph, by relation")
-    graph.add_argument("key", help="the document's key, s3:// URI, or a file name only one key ends with")
-    graph.add_argument("--bucket", default=None, help="the bucket, if several hold the key")
-    graph.add_argument(
-        "--hops",
-        type=int,
-        choices=range(1, MAX_HOPS + 1),
-        default=1,
-        metavar="N",
-        help=f"how many edges to walk, 1-{MAX_HOPS} (default 1)",
-    )
-    graph.add_argument(
-        "--relation",
-        action="append",
-        choices=("similar", "references", "referenced_by"),
-        help="walk only this relation (repeatable; default all)",
-    )
-    graph.add_argument("--json", action="store_true", help="print JSON")
-    graph.set_defaults(command=_graph)
-
-
-def _add_search_options(search: argparse.ArgumentParser) -> None:
     search.add_argument("--explain", action="store_true", help="show each hit's vector rank, text rank and fused score")
     search.add_argument("--prefix", default="", help="only documents whose key starts with this")
     search.add_argument("--content-type", default=None, help="only documents of this type, e.g. text/markdown")
     search.add_argument("--min-score", type=float, default=None, help="drop hits scoring below this")
 
 
-def _add_console_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    console = commands.add_parser("console", help="a read-only web page: search, documents, graph, failures, queue")
-    console.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs a token)")
-    console.add_argument("--port", type=int, default=8765)
-    console.set_defaults(command=_console)
-
-
-def _migrate(_args: argparse.Namespace) -> int:
-    from handlers.adapters.embedders import build_embedder
-    from handlers.batch import prepare_database
+def run_search(args: argparse.Namespace) -> int:
+    from handlers.api import FileQueue
+    from handlers.ops.db import require_schema
+    from handlers.ops.failed import count_failed
 
     settings = get_settings()
-    settings.require_database()
-    embedder = build_embedder(settings)
-    _, applied = prepare_database(settings, embedder.model, embedder.dimension, apply=True)
-    print("applied: " + ", ".join(applied) if applied else "database is up to date")
-    return 0
-
-
-def _invoke(args: argparse.Namespace) -> int:
-    from handlers.batch import handle_batch
-    from handlers.runtime_context import DeadlineContext
-
-    try:
-        event: dict[str, Any] = json.loads(args.event.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        print(f"filequeue: error: cannot read event {args.event}: {error}", file=sys.stderr)
-        return 2
-    if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
-        print(f"filequeue: error: {args.event} is not a Lambda SQS event (no Records list)", file=sys.stderr)
-        return 2
-    response = handle_batch(event, DeadlineContext.lasting(args.timeout))
-    print(json.dumps(response))
-    return 0
-
-
-def _generate_event(args: argparse.Namespace) -> int:
-    import time
-
-    from handlers.sample_events import message_body, s3_notification, sqs_event
-
-    sequencer = args.sequencer or format(time.time_ns(), "X")
-    notification = s3_notification(
-        args.bucket,
-        args.key,
-        event_name=args.event_name,
-        size=args.size,
-        etag=args.etag,
-        version_id=args.version_id,
-        sequencer=sequencer,
-    )
-    print(json.dumps(sqs_event([message_body(notification)]), indent=2))
-    return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    from handlers.worker import run_worker
-
-    return run_worker(get_settings(), processes=args.processes)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from handlers.demo import run_demo
-
-    report = run_demo(args.processes)
-    return 0 if report.queue_left == 0 and report.dead_letters == 0 else 1
-
-
-def _dev(args: argparse.Namespace) -> int:
-    from handlers.demo import run_dev
-
-    return run_dev(args.data_dir, args.processes, get_settings().health_port)
-
-
-def _search(args: argparse.Namespace) -> int:
-    from handlers.api import FileQueue
-
-    with FileQueue.from_env() as store:
+    with _database(settings) as conn:
+        require_schema(conn)
+        failed = count_failed(conn)
+    with FileQueue(settings) as store:
         hits = store.search(
             args.text,
             hybrid=args.hybrid,
@@ -217,8 +403,10 @@ def _search(args: argparse.Namespace) -> int:
             content_type=args.content_type,
             min_score=args.min_score,
         )
+    if failed:
+        _stderr(f"note: {failed} documents failed and are not searchable; `filequeue failed` lists them")
     if args.json:
-        print(json.dumps([dataclasses.asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
+        _print_json([dataclasses.asdict(hit) for hit in hits])
         return 0
     if not hits:
         print("no results")
@@ -266,40 +454,82 @@ def _explained(hits: Sequence[SearchHit], *, hybrid: bool) -> str:
     return header + "\n" + _table(rows, right_aligned=7)
 
 
-def _console(args: argparse.Namespace) -> int:
+def register_console(commands: Subcommands) -> None:
+    console = add_command(
+        commands,
+        "console",
+        "a read-only web page on loopback: search, documents with their graph, failures, queue and DLQ",
+        reads=(*DATABASE, *EMBEDDER, *QUEUE, "FILEQUEUE_CONSOLE_TOKEN (required to bind other than loopback)"),
+        example="filequeue console --port 8765    # then open http://127.0.0.1:8765/",
+        handler=run_console,
+    )
+    console.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs a token)")
+    console.add_argument("--port", type=int, default=8765)
+
+
+def run_console(args: argparse.Namespace) -> int:
     from handlers.api import FileQueue
     from handlers.console.server import check_bind_address, serve
+    from handlers.ops.db import require_schema
 
-    token = get_settings().console_token
-    check_bind_address(args.host, token)
-    with FileQueue.from_env() as store:
-        serve(store, host=args.host, port=args.port, token=token)
+    settings = get_settings()
+    check_bind_address(args.host, settings.console_token)
+    with _database(settings) as conn:
+        require_schema(conn)
+    with FileQueue(settings) as store:
+        serve(store, host=args.host, port=args.port, token=settings.console_token)
     return 0
 
 
-def _graph(args: argparse.Namespace) -> int:
-    from handlers.adapters.graph import RELATIONS, find_document, neighbours
+def register_graph(commands: Subcommands) -> None:
+    from handlers.adapters.graph import MAX_HOPS
 
-    with _connect(_database_url()) as conn:
+    graph = add_command(
+        commands,
+        "graph",
+        "a document's neighbours in the graph, by relation",
+        reads=DATABASE,
+        example="filequeue graph uploads/tracemonkey.pdf --hops 2",
+        handler=run_graph,
+    )
+    graph.add_argument("key", help="the document's key, s3:// URI, or a file name only one key ends with")
+    graph.add_argument("--bucket", default=None, help="the bucket, if several hold the key")
+    graph.add_argument(
+        "--hops",
+        type=int,
+        choices=range(1, MAX_HOPS + 1),
+        default=1,
+        metavar="N",
+        help=f"how many edges to walk, 1-{MAX_HOPS} (default 1)",
+    )
+    graph.add_argument(
+        "--relation",
+        action="append",
+        choices=("similar", "references", "referenced_by"),
+        help="walk only this relation (repeatable; default all)",
+    )
+
+
+def run_graph(args: argparse.Namespace) -> int:
+    from handlers.adapters.graph import RELATIONS, find_document, neighbours
+    from handlers.ops.db import require_schema
+
+    with _database(get_settings()) as conn:
+        require_schema(conn)
         try:
             document = find_document(conn, args.key, args.bucket)
         except LookupError as error:
-            print(f"filequeue: error: {error.args[0]}", file=sys.stderr)
-            return 2
+            raise ConfigError(str(error.args[0])) from None
         found = neighbours(conn, document.id, hops=args.hops, relations=args.relation or RELATIONS)
     failure = f"{document.error_code}: {document.error}" if document.status == "failed" else None
     if args.json:
         listed = [dataclasses.asdict(neighbour) for neighbour in found]
-        print(
-            json.dumps(
-                {"key": document.key, "status": document.status, "error": failure, "neighbours": listed},
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
+        _print_json({"key": document.key, "status": document.status, "error": failure, "neighbours": listed})
         return 0
     print(f"s3://{document.bucket}/{document.key}  {document.status}" + (f" ({failure})" if failure else ""))
-    if not found:
+    if failure:
+        print("  a failed document has no graph; `filequeue failed` lists every failure")
+    elif not found:
         print("  no neighbours")
     for neighbour in found:
         path = " > ".join(
@@ -312,10 +542,28 @@ def _graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reembed(args: argparse.Namespace) -> int:
+def register_reembed(commands: Subcommands) -> None:
+    reembed = add_command(
+        commands,
+        "reembed",
+        "move the store to the embedding model and dimension in the settings, search answering",
+        reads=(*DATABASE, *EMBEDDER, "FILEQUEUE_SIMILAR_TOP_K", "FILEQUEUE_SIMILAR_THRESHOLD"),
+        example="FILEQUEUE_EMBEDDING_DIMENSION=512 filequeue reembed --batch-size 256",
+        handler=run_reembed,
+    )
+    reembed.add_argument("--batch-size", type=_positive_int, default=256, help="chunks per transaction (default 256)")
+    reembed.add_argument(
+        "--max-batches", type=_positive_int, default=None, help="stop after this many batches; run again to resume"
+    )
+    reembed.add_argument(
+        "--no-switch", action="store_true", help="build the new vectors and their indexes, but do not switch yet"
+    )
+
+
+def run_reembed(args: argparse.Namespace) -> int:
     from handlers.adapters.embedders import build_embedder
-    from handlers.adapters.migrate import pending_migrations
     from handlers.adapters.reembed import ReembedOptions, reembed
+    from handlers.ops.db import require_schema
 
     settings = get_settings()
     embedder = build_embedder(settings)
@@ -326,10 +574,13 @@ def _reembed(args: argparse.Namespace) -> int:
         similar_top_k=settings.similar_top_k,
         similar_threshold=settings.similar_threshold,
     )
-    with _connect(_database_url()) as conn:
-        if pending := pending_migrations(conn):
-            raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate` first")
-        report = reembed(conn, embedder, options, on_batch=lambda batch: print(f"batch {batch} written"))
+    progress = _stderr if args.json else print
+    with _database(settings) as conn:
+        require_schema(conn)
+        report = reembed(conn, embedder, options, on_batch=lambda batch: progress(f"batch {batch} written"))
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+        return 0
     target = f"{report.target.embedding_model!r} (dimension {report.target.embedding_dimension})"
     print(f"embedded {report.chunks_embedded} chunks in {report.batches} batches toward {target}")
     if report.complete:
@@ -339,28 +590,309 @@ def _reembed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _database_url() -> str:
-    from handlers.adapters.postgres import resolve_database_url
-    from handlers.adapters.secrets import fetch_secret
+# --- status, failed, dlq, reconcile ------------------------------------------------------------
+
+
+def register_status(commands: Subcommands) -> None:
+    add_command(
+        commands,
+        "status",
+        "documents by status and error, chunks, edges, the embedding model, pending migrations, queue and DLQ"
+        " depth; exits 1 when the DLQ holds messages or migrations are pending",
+        reads=(*DATABASE, "FILEQUEUE_QUEUE_URL (optional: without it the queues are not shown)", *AWS),
+        example="filequeue status && echo 'safe to deploy'",
+        handler=run_status,
+    )
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from handlers.ops import aws
+    from handlers.ops.status import healthy, queue_status, store_status
 
     settings = get_settings()
-    return resolve_database_url(settings.database_url, settings.database_secret_arn, fetch_secret)
+    with _database(settings) as conn:
+        store = store_status(conn)
+    queue = None
+    if settings.queue_url:
+        queue = queue_status(aws.client("sqs"), aws.client("cloudwatch"), settings.queue_url)
+    if args.json:
+        _print_json({"store": dataclasses.asdict(store), "queue": queue and dataclasses.asdict(queue)})
+    else:
+        _print_status(store, queue)
+    return 0 if healthy(store, queue) else 1
 
 
-@contextmanager
-def _connect(url: str) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection that knows the vector type; unreachable databases are FileQueueErrors."""
-    import psycopg
-    from pgvector.psycopg import register_vector
+def _print_status(store: Any, queue: Any) -> None:
+    documents = ", ".join(f"{status} {count}" for status, count in store.documents.items()) or "none"
+    print(f"documents:   {documents}")
+    for code, count in store.failures.items():
+        print(f"  failed {code}: {count}")
+    print(f"chunks:      {store.chunks}")
+    print("edges:       " + (", ".join(f"{name} {count}" for name, count in store.edges.items()) or "none"))
+    if store.embedding_model:
+        print(f"embeddings:  {store.embedding_model} (dimension {store.embedding_dimension})")
+    if store.reembed_target:
+        print(f"reembed:     in progress toward {store.reembed_target}")
+    migrations = ", ".join(store.pending_migrations) if store.pending_migrations else "none pending"
+    print(f"migrations:  {migrations}")
+    if queue is None:
+        print("queue:       FILEQUEUE_QUEUE_URL is not set")
+        return
+    age = "unknown" if queue.oldest_message_age_seconds is None else f"{queue.oldest_message_age_seconds:.0f} s"
+    print(f"queue:       {queue.visible} visible, {queue.in_flight} in flight, oldest message {age}")
+    print(f"dlq:         {queue.dead_letters} messages ({queue.dead_letter_url})")
 
-    timeout = max(1, int(get_settings().db_connect_timeout_seconds))
-    try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout, application_name="filequeue-cli")
-    except psycopg.OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
-    with conn:
-        register_vector(conn)
-        yield conn
+
+def register_failed(commands: Subcommands) -> None:
+    failed = add_command(
+        commands,
+        "failed",
+        "every document whose last event failed permanently: key, version, error code, reason, time",
+        reads=DATABASE,
+        example="filequeue failed --prefix uploads/reports/ --code encrypted_pdf --since 24h",
+        handler=run_failed,
+    )
+    failed.add_argument("--prefix", default="", help="only keys starting with this")
+    failed.add_argument("--code", default=None, help="only this error code (see `filequeue status`)")
+    failed.add_argument("--since", default=None, help="only failures since an ISO 8601 time or a duration (30m, 7d)")
+
+
+def run_failed(args: argparse.Namespace) -> int:
+    from handlers.ops.db import require_schema
+    from handlers.ops.failed import failed_documents, parse_since
+
+    since = parse_since(args.since) if args.since else None
+    with _database(get_settings()) as conn:
+        require_schema(conn)
+        failures = failed_documents(conn, prefix=args.prefix, code=args.code, since=since)
+        if args.json:
+            _print_json([dataclasses.asdict(failure) for failure in failures])
+            return 0
+        rows = [["failed at", "error code", "key", "version", "reason"]]
+        rows += [
+            [
+                failure.failed_at[:19],
+                str(failure.error_code),
+                failure.key,
+                failure.version_id or "-",
+                str(failure.error),
+            ]
+            for failure in failures
+        ]
+    print(_table(rows, right_aligned=0) if len(rows) > 1 else "no failed documents")
+    return 0
+
+
+def register_dlq(commands: Subcommands) -> None:
+    dlq = commands.add_parser(
+        "dlq", help="list the dead-letter queue, or send its messages back", description="the dead-letter queue"
+    )
+    actions = dlq.add_subparsers(required=True, metavar="ACTION")
+    add_command(
+        actions,
+        "list",
+        "every message in the DLQ: bucket, key, event, receive count, times and the failure reason",
+        reads=(*QUEUE, *DATABASE, *AWS),
+        example="filequeue dlq list --json | jq '.[].key'",
+        handler=run_dlq_list,
+    )
+    redrive = add_command(
+        actions,
+        "redrive",
+        "send DLQ messages back to the source queue (StartMessageMoveTask for --all where SQS offers it,"
+        " otherwise receive, send, then delete)",
+        reads=(*QUEUE, *AWS),
+        example="filequeue dlq redrive --id 0f7d3c2e-... --dry-run\nfilequeue dlq redrive --all",
+        handler=run_dlq_redrive,
+    )
+    chosen = redrive.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--all", action="store_true", help="every message")
+    chosen.add_argument("--id", nargs="+", metavar="ID", help="these message ids (from `filequeue dlq list`)")
+    redrive.add_argument("--dry-run", action="store_true", help="say what would be sent; move nothing")
+
+
+def run_dlq_list(args: argparse.Namespace) -> int:
+    from handlers.ops import aws
+    from handlers.ops.dlq import list_dead_letters
+
+    settings = get_settings()
+    queue_url = settings.require_queue()
+    sqs = aws.client("sqs")
+    dlq_url = aws.dead_letter_queue_url(sqs, queue_url)
+    letters = list_dead_letters(sqs, dlq_url, recorded=_recorded_failures(settings))
+    if args.json:
+        _print_json([dataclasses.asdict(letter) for letter in letters])
+        return 0
+    if not letters:
+        print(f"the DLQ is empty ({dlq_url})")
+        return 0
+    rows = [["receives", "message id", "sent", "first received", "last failed", "event", "key", "reason"]]
+    rows += [
+        [
+            str(letter.receive_count),
+            letter.message_id,
+            letter.sent_at or "-",
+            letter.first_received_at or "-",
+            letter.last_failed_at or "-",
+            letter.event_name or "-",
+            f"s3://{letter.bucket}/{letter.key}" if letter.key else "-",
+            letter.reason or "no reason recorded (a transient failure: see the worker or Lambda log)",
+        ]
+        for letter in letters
+    ]
+    print(_table(rows, right_aligned=1))
+    return 0
+
+
+def _recorded_failures(settings: Settings) -> Callable[[str, str | None, str | None], RecordedFailure | None]:
+    """What the handler kept about a message id, else the store's failure for its key (without a database: none)."""
+    from handlers.ops.dlq import recorded_failure
+
+    if not (settings.database_url or settings.database_secret_arn):
+        return lambda message_id, bucket, key: None
+    from handlers.ops.db import connect, database_url
+
+    url = database_url(settings)
+
+    def lookup(message_id: str, bucket: str | None, key: str | None) -> RecordedFailure | None:
+        with connect(url, timeout_seconds=settings.db_connect_timeout_seconds) as conn:
+            return recorded_failure(conn, message_id, bucket, key)
+
+    return lookup
+
+
+def run_dlq_redrive(args: argparse.Namespace) -> int:
+    from handlers.ops import aws
+    from handlers.ops.dlq import redrive
+
+    source_url = get_settings().require_queue()
+    sqs = aws.client("sqs")
+    dlq_url = aws.dead_letter_queue_url(sqs, source_url)
+    report = redrive(sqs, dlq_url, source_url, message_ids=None if args.all else args.id, dry_run=args.dry_run)
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+    else:
+        if report.fallback_reason:
+            print(f"{report.fallback_reason}; moving messages one by one")
+        if report.task_handle:
+            print(f"started a StartMessageMoveTask to {source_url} (task {report.task_handle})")
+        else:
+            verb = "would send" if report.dry_run else "sent"
+            print(f"{verb} {len(report.moved)} messages to {source_url} by {report.method}")
+            for message_id in report.moved:
+                print(f"  {message_id}")
+        for message_id in report.not_found:
+            print(f"not in the DLQ: {message_id}")
+    return 1 if report.not_found else 0
+
+
+def register_reconcile(commands: Subcommands) -> None:
+    from handlers.ops.reconcile import DEFAULT_PAGE_SIZE
+
+    reconcile = add_command(
+        commands,
+        "reconcile",
+        "compare a bucket with the store and enqueue what is new, changed or gone, as S3 events through the queue",
+        reads=(*QUEUE, *DATABASE, *AWS),
+        example="filequeue reconcile --bucket filequeue-demo --prefix uploads/ --dry-run",
+        handler=run_reconcile,
+    )
+    reconcile.add_argument("--bucket", required=True, help="the bucket to compare")
+    reconcile.add_argument("--prefix", default="uploads/", help="only keys under this prefix (default uploads/)")
+    reconcile.add_argument("--dry-run", action="store_true", help="count the differences; enqueue nothing")
+    reconcile.add_argument(
+        "--page-size", type=_positive_int, default=DEFAULT_PAGE_SIZE, help="keys per listing and per store page"
+    )
+    reconcile.add_argument("--start-after", default="", help="resume after this key (the last key a run printed)")
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    from handlers.ops import aws
+    from handlers.ops.db import require_schema
+    from handlers.ops.reconcile import reconcile
+
+    settings = get_settings()
+    queue_url = settings.require_queue()
+    with _database(settings) as conn:
+        require_schema(conn)
+        report = reconcile(
+            aws.client("s3"),
+            aws.client("sqs"),
+            conn,
+            bucket=args.bucket,
+            queue_url=queue_url,
+            prefix=args.prefix,
+            dry_run=args.dry_run,
+            page_size=args.page_size,
+            start_after=args.start_after,
+        )
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+        return 0
+    action = "would enqueue" if report.dry_run else "enqueued"
+    print(
+        f"s3://{report.bucket}/{report.prefix}: {report.listed} objects listed, {report.unchanged} unchanged,"
+        f" {report.new} new, {report.changed} changed, {report.gone} gone"
+    )
+    print(f"{action} {report.new + report.changed + report.gone} events to {queue_url}")
+    if report.last_key:
+        print(f"last key: {report.last_key} (--start-after resumes after it)")
+    for kind, keys in report.samples.items():
+        for key in keys:
+            print(f"  {kind}: {key}")
+    return 0
+
+
+REGISTRATIONS: list[Callable[[Subcommands], None]] = [
+    register_status,
+    register_failed,
+    register_dlq,
+    register_reconcile,
+    register_migrate,
+    register_search,
+    register_console,
+    register_graph,
+    register_reembed,
+    register_compact,
+    register_invoke,
+    register_events,
+    register_worker,
+    register_demo,
+    register_dev,
+]
+
+
+# --- shared helpers ----------------------------------------------------------------------------
+
+
+def _database(settings: Settings) -> Any:
+    from handlers.ops.db import connect, database_url
+
+    settings.require_database()
+    return connect(database_url(settings), timeout_seconds=settings.db_connect_timeout_seconds)
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _fail(message: str) -> int:
+    # Driver messages span lines ("connection refused\n\tIs the server running ..."): keep it to one.
+    print(f"filequeue: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _describe_library_error(error: Exception) -> str:
+    """One line for an error a library raised, naming what to look at; the type says where it came from."""
+    module = type(error).__module__.split(".", 1)[0]
+    where = {"psycopg": "database", "botocore": "AWS", "boto3": "AWS"}.get(module)
+    if where is None:
+        raise error
+    return f"{where} error: {str(error) or type(error).__name__}"
 
 
 def _table(rows: list[list[str]], *, right_aligned: int) -> str:
@@ -376,8 +908,15 @@ def _table(rows: list[list[str]], *, right_aligned: int) -> str:
     return "\n".join(lines)
 
 
+def _whole_number(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+
+
 def _positive_int(value: str) -> int:
-    number = int(value)
+    number = _whole_number(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from handlers.devstack import IngestResources
+    from handlers.settings import Settings
 
 _FIXTURE_PDFS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "pdf"
 
@@ -69,14 +72,21 @@ class LocalStack:
             shutil.rmtree(self._data_dir, ignore_errors=True)
 
 
-def start_local_stack(data_dir: Path | None = None, *, visibility_timeout: int = 60) -> LocalStack:
+def start_local_stack(
+    data_dir: Path | None = None, *, visibility_timeout: int = 60, versioned: bool = True
+) -> LocalStack:
     """Start moto (S3, SQS, DLQ wired like the CDK app) and pgserver; a temporary data dir unless given."""
     temporary = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="filequeue-")) if data_dir is None else data_dir
-    database_url, postgres = start_postgres(root / "pgdata")
-    moto = MotoServer.start()
-    ingest = create_ingest_resources(moto.endpoint_url, visibility_timeout=visibility_timeout)
-    environment = local_settings_environment(database_url, moto.endpoint_url, ingest.queue_url)
+    # A failure or a Ctrl-C halfway stops what already started: no PostgreSQL left behind to trip the next start.
+    with ExitStack() as started:
+        database_url, postgres = start_postgres(root / "pgdata")
+        started.callback(postgres.cleanup)
+        moto = MotoServer.start()
+        started.callback(moto.stop)
+        ingest = create_ingest_resources(moto.endpoint_url, visibility_timeout=visibility_timeout, versioned=versioned)
+        environment = local_settings_environment(database_url, moto.endpoint_url, ingest.queue_url)
+        started.pop_all()  # from here on LocalStack.stop owns them
     return LocalStack(moto, database_url, ingest, environment, postgres, root if temporary else None)
 
 
@@ -254,30 +264,153 @@ def run_demo(processes: int, *, out: Callable[[str], None] = print) -> DemoRepor
         stack.stop()
 
 
-def run_dev(data_dir: Path, processes: int, health_port: int, *, out: Callable[[str], None] = print) -> int:
-    """Keep the stack and a worker running until Ctrl-C, printing how to use it from a shell."""
-    stack = start_local_stack(data_dir)
-    try:
-        out("File Queue dev stack is running. In another shell:")
-        out(
-            "  (embeddings: the lexical hashing embedder, for demos and tests: it matches words, not meaning;"
-            " set FILEQUEUE_EMBEDDER=local with a model2vec model for semantic search)"
-        )
-        for name, value in sorted(stack.environment.items()):
-            out(f"  export {name}={value}")
-        out(f"  aws s3 cp ./notes.md s3://{stack.resources.bucket}/{stack.resources.prefix}notes.md")
-        out(f"  filequeue search 'your words'    # queue: {stack.resources.queue_url}")
-        if health_port:
-            out(f"  curl localhost:{health_port}/metrics   # the worker's health and Prometheus metrics")
-        out("Ctrl-C stops everything.")
-        with running_worker(stack.environment, processes, health_port=health_port) as worker:
+def run_dev(
+    data_dir: Path,
+    processes: int,
+    health_port: int,
+    *,
+    settings: Settings,
+    as_json: bool = False,
+    out: Callable[[str], None] = print,
+) -> int:
+    """Keep the stack and a worker running until Ctrl-C, SIGTERM or SIGHUP, printing how to use it.
+
+    The bucket is unversioned: moto sends no `ObjectRemoved:DeleteMarkerCreated` when a versioned
+    object is deleted, so only an unversioned bucket delivers `aws s3 rm` to the worker, through the
+    same notification path as every other event.
+    """
+    port = free_health_port(health_port)
+    with _signals_stop_like_ctrl_c():
+        with _stop_deferred() as stop_requested:
+            stack = start_local_stack(data_dir, versioned=False)
+        if stop_requested:
+            stack.stop()
+            _stderr_line("stopped while starting")
+            return 0
+        try:
+            environment = {**stack.environment, **embedder_environment(settings)}
             try:
-                worker.wait()
+                _announce(stack, environment, health_port, port, as_json=as_json, out=out)
+                sys.stdout.flush()  # a script reading the announcement from a pipe gets it now
+                # The worker's JSON logs go to stderr: stdout carries only what a user copies (the exports).
+                with running_worker(environment, processes, health_port=port, log=sys.stderr.buffer) as worker:
+                    code = worker.wait()
             except KeyboardInterrupt:
-                out("stopping ...")
+                _stderr_line("stopping ...")
+                return 0
+            _stderr_line(f"the worker exited with code {code}; stopping the stack")
+            return 1
+        finally:
+            stack.stop()
+
+
+def embedder_environment(settings: Settings) -> dict[str, str]:
+    """The embedder settings, so a shell using the exports embeds queries as the worker embeds chunks."""
+    return {
+        "FILEQUEUE_EMBEDDER": settings.embedder,
+        "FILEQUEUE_EMBEDDING_MODEL": settings.resolved_embedding_model,
+        "FILEQUEUE_EMBEDDING_DIMENSION": str(settings.embedding_dimension),
+    }
+
+
+def free_health_port(preferred: int) -> int:
+    """`preferred` if nothing listens on it, else a free port chosen by the system (0 stays 0: disabled)."""
+    if preferred == 0:
         return 0
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))  # noqa: S104 - the interface the worker's health server binds
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise ConfigError("no free TCP port for the worker's health server; set FILEQUEUE_HEALTH_PORT=0 to disable it")
+
+
+def _announce(
+    stack: LocalStack,
+    environment: dict[str, str],
+    wanted_port: int,
+    port: int,
+    *,
+    as_json: bool,
+    out: Callable[[str], None],
+) -> None:
+    resources = stack.resources
+    if as_json:
+        summary = {
+            "environment": environment,
+            "bucket": resources.bucket,
+            "prefix": resources.prefix,
+            "queue_url": resources.queue_url,
+            "dead_letter_queue_url": resources.dlq_url,
+            "health_port": port,
+        }
+        out(json.dumps(summary))
+        return
+    if port != wanted_port:
+        out(f"port {wanted_port} is in use; the worker's health server listens on {port}")
+    out("File Queue dev stack is running. In another shell:")
+    for name, value in sorted(environment.items()):
+        out(f"  export {name}={shlex.quote(value)}")
+    out(f"  aws s3 cp ./notes.md s3://{resources.bucket}/{resources.prefix}notes.md")
+    out("  filequeue search 'your words'")
+    out(f"queue:    {resources.queue_url}")
+    out(f"DLQ:      {resources.dlq_url}")
+    out(
+        f"embedder: {environment['FILEQUEUE_EMBEDDER']} {environment['FILEQUEUE_EMBEDDING_MODEL']}"
+        f" (dimension {environment['FILEQUEUE_EMBEDDING_DIMENSION']})"
+    )
+    if environment["FILEQUEUE_EMBEDDER"] == "hashing":
+        out(
+            "          lexical, for demos and tests: it matches words, not meaning;"
+            " set FILEQUEUE_EMBEDDER=local with a model2vec model for semantic search"
+        )
+    if port:
+        out(f"metrics:  curl localhost:{port}/metrics   # the worker's health and Prometheus metrics")
+    out("Ctrl-C stops everything.")
+
+
+@contextmanager
+def _signals_stop_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) stop the dev stack exactly as Ctrl-C does."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    with _handling((signal.SIGTERM, signal.SIGHUP), interrupt):
+        yield
+
+
+@contextmanager
+def _stop_deferred() -> Iterator[list[int]]:
+    """Note a stop signal instead of acting on it at once, until the block ends.
+
+    Interrupting PostgreSQL while it creates or starts its cluster leaves a data directory the next
+    start cannot use, so the stack is brought up first and then stopped.
+    """
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    with _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), note):
+        yield received
+
+
+@contextmanager
+def _handling(signals: tuple[signal.Signals, ...], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
     finally:
-        stack.stop()
+        for sig, earlier in previous.items():
+            signal.signal(sig, earlier)
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _run_cli(environment: dict[str, str], *arguments: str) -> str:

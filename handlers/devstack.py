@@ -11,13 +11,15 @@ import json
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handlers.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Iterator
 
 REGION = "us-east-1"
 _DUMMY_CREDENTIALS = {
@@ -43,7 +45,9 @@ class MotoServer:
         except ImportError as exc:
             raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
         # werkzeug logs every request at INFO; the demo's output is the summary, not moto's access log.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        werkzeug = logging.getLogger("werkzeug")
+        werkzeug.setLevel(logging.WARNING)
+        werkzeug.addFilter(_one_line_for_unimplemented)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
@@ -51,6 +55,15 @@ class MotoServer:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+def _one_line_for_unimplemented(record: logging.LogRecord) -> bool:
+    """An action moto does not implement (the client falls back) is one log line, not a traceback."""
+    message = record.getMessage()
+    if "NotImplementedError: " in message:
+        # werkzeug writes the formatted traceback into the message; its last line names the action.
+        record.msg, record.args = f"moto: {message.rstrip().splitlines()[-1]}", ()
+    return True
 
 
 def start_postgres(data_dir: Path) -> tuple[str, Any]:
@@ -62,9 +75,51 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
             import pgserver
     except ImportError as exc:
         raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
+    import subprocess
+
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    with _captured_log("pgserver") as messages:
+        try:
+            server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+        except subprocess.CalledProcessError as exc:
+            reason = _postgres_error(messages) or f"{Path(exc.cmd[0]).name} exited with {exc.returncode}"
+            raise ConfigError(f"PostgreSQL could not start in {data_dir}: {reason}") from None
+        except AssertionError:
+            # pgserver asserts on a postmaster.pid cut short: the cluster was killed while being created.
+            raise ConfigError(
+                f"{data_dir} holds a PostgreSQL cluster that was stopped while it was being created;"
+                f" remove {data_dir} and start again"
+            ) from None
     return str(server.get_uri()), server
+
+
+@contextmanager
+def _captured_log(name: str) -> Iterator[list[str]]:
+    """Keep what logger `name` says instead of printing it; the caller reports it in one line."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger(name)
+    handler, propagate = Keep(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _postgres_error(messages: list[str]) -> str | None:
+    """The first `initdb: error:` or `pg_ctl:` line PostgreSQL's tools wrote, from pgserver's log."""
+    for message in messages:
+        for line in message.splitlines():
+            if line.startswith(("initdb: error:", "pg_ctl:", "FATAL:")):
+                return line
+    return None
 
 
 def aws_environment(endpoint_url: str) -> dict[str, str]:
@@ -89,8 +144,9 @@ def create_ingest_resources(
     prefix: str = "uploads/",
     max_receive_count: int = 3,
     visibility_timeout: int = 60,
+    versioned: bool = True,
 ) -> IngestResources:
-    """Bucket (versioned) -> notifications -> queue -> DLQ, like the CDK app, inside moto."""
+    """Bucket (versioned, unless told) -> notifications -> queue -> DLQ, like the CDK app, inside moto."""
     import boto3
 
     clients: dict[str, Any] = {
@@ -113,7 +169,8 @@ def create_ingest_resources(
     )["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if versioned:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from handlers import outcome_metrics
 from handlers.batch import handle_batch, logger
 
 if TYPE_CHECKING:
@@ -14,6 +15,13 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
+_outcomes = outcome_metrics.EmfOutcomes()
+outcome_metrics.install(_outcomes)
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return handle_batch(event, context)
+    try:
+        return handle_batch(event, context)
+    finally:
+        _outcomes.flush()

@@ -176,8 +176,10 @@ def _parse(name: str, raw: str, default: object) -> object:
     try:
         return parser(raw)
     except ValueError:
-        kind = type(default).__name__ if type(default) in parsers else "str"
-        raise ConfigError(f"{name} must be a {kind}, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {_KIND_NAMES.get(type(default), 'text')}, got {raw!r}") from None
+
+
+_KIND_NAMES: dict[type, str] = {bool: "true or false", int: "a whole number", float: "a number"}
 
 
 def _parse_bool(raw: str) -> bool:

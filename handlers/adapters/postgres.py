@@ -247,6 +247,17 @@ class PostgresRepository:
             )
             return None
 
+    def note_message_failure(self, message_id: str, receive_count: int, code: str, message: str) -> None:
+        """Keep why a message is being redelivered, by message id, for `filequeue dlq list`."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO message_failures (message_id, receive_count, error_code, error) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (message_id) DO UPDATE SET receive_count = EXCLUDED.receive_count,"
+                " error_code = EXCLUDED.error_code, error = EXCLUDED.error, last_failed_at = now()",
+                (message_id, receive_count, code, message),
+            )
+            conn.execute("DELETE FROM message_failures WHERE last_failed_at < now() - interval '14 days'")
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pool connection whose driver failures become TransientError (the record is retried)."""

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from handlers import outcome_metrics
+
 BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
 
 class WorkerMetrics:
-    """The loop's counters; `registry=None` records without registering (multiprocess children)."""
+    """The loop's counters; `registry=None` records without registering (multiprocess children).
+
+    Creating them also makes them this process's outcome recorder, so the handler's per-record
+    outcomes (by kind and error code) and its throughput appear on `/metrics`.
+    """
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.received = Counter(
@@ -60,3 +66,28 @@ class WorkerMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.records = Counter(
+            "filequeue_records",
+            "Object events and records handled, by outcome (stored, unchanged, skipped, deleted, ignored, failed,"
+            " retry) and error code (none when there was no error).",
+            ["outcome", "error_code"],
+            registry=registry,
+        )
+        self.documents_stored = Counter(
+            "filequeue_documents_stored", "Documents written with their chunks and edges.", registry=registry
+        )
+        self.chunks_written = Counter(
+            "filequeue_chunks_written", "Chunks written with their vectors.", registry=registry
+        )
+        self.bytes_processed = Counter(
+            "filequeue_bytes_processed", "Bytes of the objects downloaded and extracted.", registry=registry
+        )
+        outcome_metrics.install(self)
+
+    def record(self, outcome: str, error_code: str | None, *, chunks: int, size: int) -> None:
+        self.records.labels(outcome=outcome, error_code=error_code or outcome_metrics.NO_ERROR).inc()
+        if outcome == "stored":
+            self.documents_stored.inc()
+            self.chunks_written.inc(chunks)
+        if outcome in outcome_metrics.DOWNLOADED:
+            self.bytes_processed.inc(size)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +11,7 @@ import boto3
 import psycopg
 
 from tests.conftest import REPO_ROOT
+from tests.functional.cli_process import running_dev
 
 
 def test_demo_processes_every_file_and_prints_the_summary():
@@ -40,46 +39,24 @@ def test_demo_processes_every_file_and_prints_the_summary():
     assert "uploads/tracemonkey.pdf" in out.split("filequeue search", 1)[1]
 
 
-def test_dev_stack_takes_an_upload_from_another_client_and_stops_on_ctrl_c(tmp_path):
-    with subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli", "dev", "--data-dir", str(tmp_path), "--processes", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**os.environ, "FILEQUEUE_HEALTH_PORT": "0", "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "1"},
-    ) as dev:
-        try:
-            _upload_and_wait(dev)
-        finally:
-            dev.send_signal(signal.SIGINT)
-            code = dev.wait(timeout=90)
-            errors = dev.stderr.read() if dev.stderr else ""
-    assert code == 0, errors
-
-
-def _upload_and_wait(dev: subprocess.Popen[str]) -> None:
-    exports: dict[str, str] = {}
-    assert dev.stdout is not None
-    for line in dev.stdout:
-        if match := re.match(r"\s+export (\w+)=(.*)", line):
-            exports[match.group(1)] = match.group(2)
-        if "Ctrl-C stops everything" in line:
-            break
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=exports["AWS_ENDPOINT_URL"],
-        region_name=exports["AWS_REGION"],
-        aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
-    )
-    s3.put_object(Bucket="filequeue-demo", Key="uploads/notes.md", Body=b"# Notes\n\nUploaded from another shell.")
-    deadline = time.monotonic() + 120
-    rows: list[tuple[object, ...]] = []
-    while time.monotonic() < deadline and not rows:
-        with psycopg.connect(exports["FILEQUEUE_DATABASE_URL"]) as conn:
-            exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
-            if exists and exists[0]:
-                rows = conn.execute("SELECT key, status FROM documents").fetchall()
-        time.sleep(0.2)
-    assert rows == [("uploads/notes.md", "ready")]
+def test_dev_stack_takes_an_upload_from_another_client_and_stops_on_ctrl_c(dev_dir):
+    with running_dev(dev_dir / "data", env={"FILEQUEUE_HEALTH_PORT": "0"}) as dev:
+        exports = dev.exports
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=exports["AWS_ENDPOINT_URL"],
+            region_name=exports["AWS_REGION"],
+            aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3.put_object(Bucket="filequeue-demo", Key="uploads/notes.md", Body=b"# Notes\n\nUploaded from another shell.")
+        deadline = time.monotonic() + 120
+        rows: list[tuple[object, ...]] = []
+        while time.monotonic() < deadline and not rows:
+            with psycopg.connect(exports["FILEQUEUE_DATABASE_URL"]) as conn:
+                exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
+                if exists and exists[0]:
+                    rows = conn.execute("SELECT key, status FROM documents").fetchall()
+            time.sleep(0.2)
+        assert rows == [("uploads/notes.md", "ready")]
+    assert dev.process.returncode == 0

@@ -32,8 +32,8 @@ def test_values_are_read_and_typed():
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
-        ({"FILEQUEUE_CHUNK_SIZE": "big"}, "FILEQUEUE_CHUNK_SIZE must be a int"),
-        ({"FILEQUEUE_AUTO_MIGRATE": "maybe"}, "FILEQUEUE_AUTO_MIGRATE must be a bool"),
+        ({"FILEQUEUE_CHUNK_SIZE": "big"}, "FILEQUEUE_CHUNK_SIZE must be a whole number, got 'big'"),
+        ({"FILEQUEUE_AUTO_MIGRATE": "maybe"}, "FILEQUEUE_AUTO_MIGRATE must be true or false"),
         ({"FILEQUEUE_EMBEDDER": "word2vec"}, "FILEQUEUE_EMBEDDER must be one of"),
         ({"FILEQUEUE_EMBEDDER": "bedrock", "FILEQUEUE_EMBEDDING_DIMENSION": "300"}, "FILEQUEUE_EMBEDDING_DIMENSION"),
         ({"FILEQUEUE_EMBEDDER": "openai"}, "FILEQUEUE_OPENAI_BASE_URL"),
@@ -45,6 +45,12 @@ def test_values_are_read_and_typed():
 def test_invalid_values_name_the_variable(environ, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(environ)
+
+
+def test_a_bad_number_reads_as_english():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"FILEQUEUE_SIMILAR_THRESHOLD": "high"})
+    assert str(raised.value) == "FILEQUEUE_SIMILAR_THRESHOLD must be a number, got 'high'"
 
 
 def test_database_is_required_only_where_it_is_used():

@@ -1,0 +1,1 @@
+"""Operator commands: status, failed documents, the dead-letter queue and bucket reconciliation."""

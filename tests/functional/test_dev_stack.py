@@ -1,0 +1,257 @@
+"""`filequeue dev` as a process: the README's walkthrough, deletes, signals, the health port, a dying worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import psycopg
+
+from tests.conftest import REPO_ROOT
+from tests.functional.cli_process import clean_environment, running_dev, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.functional.cli_process import DevProcess
+
+README = REPO_ROOT / "README.md"
+
+
+def _walkthrough_commands() -> list[str]:
+    """The command lines of the README block that replays a put, a duplicate, a newer put and a delete."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+    [block] = [block for block in blocks if "filequeue invoke" in block and "aws s3 rm" in block]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def _outcomes(stderr: str) -> list[str]:
+    """The per-record outcomes the handler logged (JSON lines on stderr)."""
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if "outcome" in entry:
+                found.append(f"{entry['outcome']}: {entry.get('detail', '')}")
+    return found
+
+
+class Walkthrough:
+    def __init__(self, dev: DevProcess, workdir: Path) -> None:
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {**os.environ, **dev.exports, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+        self.workdir = workdir
+        self.database_url = dev.exports["FILEQUEUE_DATABASE_URL"]
+
+    def run(self, line: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", line],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    def chunk_texts(self) -> list[str]:
+        with psycopg.connect(self.database_url) as conn:
+            exists = conn.execute("SELECT to_regclass('chunks') IS NOT NULL").fetchone()
+            if not (exists and exists[0]):
+                return []
+            return [row[0] for row in conn.execute("SELECT text FROM chunks ORDER BY id")]
+
+
+def test_readme_walkthrough_does_what_its_comments_say(dev_dir, tmp_path):
+    commands = _walkthrough_commands()
+    with running_dev(dev_dir / "data", env={"FILEQUEUE_HEALTH_PORT": "0"}) as dev:
+        walk = Walkthrough(dev, tmp_path)
+
+        def wrote_notes(_result: subprocess.CompletedProcess[str]) -> None:
+            assert (tmp_path / "notes.md").exists()
+
+        def stored(words: str) -> Callable[[subprocess.CompletedProcess[str]], None]:
+            def check(_result: subprocess.CompletedProcess[str]) -> None:
+                wait_for(lambda: any(words in text for text in walk.chunk_texts()), message=f"{words!r} stored")
+
+            return check
+
+        def found(words: str) -> Callable[[subprocess.CompletedProcess[str]], None]:
+            def check(result: subprocess.CompletedProcess[str]) -> None:
+                assert "uploads/notes.md" in result.stdout, result.stdout
+                assert words in result.stdout, result.stdout
+
+            return check
+
+        def wrote_event(result: subprocess.CompletedProcess[str]) -> None:
+            event = json.loads((tmp_path / "put.json").read_text())
+            assert len(event["Records"]) == 1
+
+        def invoked(outcome: str) -> Callable[[subprocess.CompletedProcess[str]], None]:
+            def check(result: subprocess.CompletedProcess[str]) -> None:
+                assert json.loads(result.stdout) == {"batchItemFailures": []}, "stdout holds only the response"
+                assert [line.split(":")[0] for line in _outcomes(result.stderr)] == [outcome], result.stderr
+
+            return check
+
+        def deleted(_result: subprocess.CompletedProcess[str]) -> None:
+            wait_for(lambda: walk.chunk_texts() == [], message="the document is deleted")
+
+        def no_results(result: subprocess.CompletedProcess[str]) -> None:
+            assert result.stdout.strip() == "no results"
+
+        checks = [
+            wrote_notes,
+            stored("Otters hold hands"),
+            found("Otters hold hands"),
+            wrote_event,
+            invoked("unchanged"),
+            invoked("skipped"),
+            wrote_notes,
+            stored("Beavers build dams"),
+            found("Beavers build dams"),
+            deleted,
+            no_results,
+        ]
+        assert len(commands) == len(checks), commands
+        for line, check in zip(commands, checks, strict=True):
+            check(walk.run(line))
+
+
+def test_dev_stops_on_sigterm_and_sighup_and_starts_again_on_the_same_data(dev_dir):
+    data_dir = dev_dir / "data"
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}, stop_signal=stop_signal) as dev:
+            worker = _worker_of(dev)
+            _upload(dev, f"uploads/{stop_signal.name}.md", b"# Signals\n\nStopped cleanly.")
+            _wait_for_documents(dev, {"uploads/SIGTERM.md", f"uploads/{stop_signal.name}.md"})
+        assert dev.process.returncode == 0
+        assert not _running(worker), "the worker is stopped with the stack"
+        assert json.loads((data_dir / "pgdata" / ".handle_pids.json").read_text()) == []
+
+
+def test_dev_stopped_while_starting_leaves_nothing_running(dev_dir):
+    data_dir = dev_dir / "data"
+    with subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "dev", "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env=clean_environment({"FILEQUEUE_HEALTH_PORT": "0"}),
+    ) as dev:
+        # The data directory appears once the signal handlers are in place and PostgreSQL is starting.
+        wait_for((data_dir / "pgdata").exists, timeout=60, message="PostgreSQL is starting")
+        dev.send_signal(signal.SIGTERM)
+        assert dev.wait(timeout=90) == 0
+        assert "Traceback" not in (dev.stderr.read() if dev.stderr else "")
+    pids = data_dir / "pgdata" / ".handle_pids.json"
+    assert not pids.exists() or json.loads(pids.read_text()) == []
+    with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}) as again:
+        assert "FILEQUEUE_DATABASE_URL" in again.exports, "the next start works"
+
+
+def test_dev_takes_a_free_health_port_and_exits_when_its_worker_dies(dev_dir):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - the interface the worker's health server binds
+        taken.listen()
+        busy_port = taken.getsockname()[1]
+        with running_dev(dev_dir / "data", env={"FILEQUEUE_HEALTH_PORT": str(busy_port)}) as dev:
+            assert any(f"port {busy_port} is in use" in line for line in dev.announcement), dev.announcement
+            [port] = [
+                int(m.group(1)) for line in dev.announcement if (m := re.search(r"localhost:(\d+)/metrics", line))
+            ]
+            assert port != busy_port
+            assert any(line.startswith("DLQ:") and "-dlq" in line for line in dev.announcement)
+            assert any(line.startswith("embedder: hashing") for line in dev.announcement)
+            _upload(dev, "uploads/metrics.md", b"# Metrics\n\nCounted on /metrics.")
+            _wait_for_documents(dev, {"uploads/metrics.md"})
+            wait_for(lambda: 'filequeue_records_total{error_code="none",outcome="stored"} 1.0' in _metrics(port))
+            metrics = _metrics(port)
+            assert "filequeue_documents_stored_total 1.0" in metrics
+            assert "filequeue_chunks_written_total 1.0" in metrics
+            assert "filequeue_bytes_processed_total 31.0" in metrics
+            os.kill(_worker_of(dev), signal.SIGKILL)
+            assert dev.process.wait(timeout=60) == 1
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _worker_of(dev: DevProcess) -> int:
+    """The pid of the `filequeue worker` child of the dev process (started just after the announcement)."""
+    found: list[int] = []
+
+    def started() -> bool:
+        for children in Path(f"/proc/{dev.process.pid}/task").glob("*/children"):
+            for child in children.read_text().split():
+                if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+        return bool(found)
+
+    wait_for(started, timeout=30, message="the worker started")
+    return found[0]
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _upload(dev: DevProcess, key: str, body: bytes) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=dev.exports["AWS_ENDPOINT_URL"],
+        region_name=dev.exports["AWS_REGION"],
+        aws_access_key_id=dev.exports["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=dev.exports["AWS_SECRET_ACCESS_KEY"],
+    )
+    s3.put_object(Bucket="filequeue-demo", Key=key, Body=body)
+
+
+def _wait_for_documents(dev: DevProcess, keys: set[str]) -> None:
+    def present() -> bool:
+        with psycopg.connect(dev.exports["FILEQUEUE_DATABASE_URL"]) as conn:
+            exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
+            if not (exists and exists[0]):
+                return False
+            stored = {row[0] for row in conn.execute("SELECT key FROM documents WHERE status = 'ready'")}
+        return keys <= stored
+
+    wait_for(present, message=f"{sorted(keys)} stored")
+
+
+def test_dev_with_json_prints_one_object_to_use_from_a_script(dev_dir):
+    with subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "dev", "--json", "--data-dir", str(dev_dir / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO_ROOT,
+        env=clean_environment({"FILEQUEUE_HEALTH_PORT": "0", "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "1"}),
+    ) as dev:
+        assert dev.stdout is not None
+        announced = json.loads(dev.stdout.readline())
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(timeout=90) == 0
+    assert announced["bucket"] == "filequeue-demo"
+    assert announced["dead_letter_queue_url"].endswith("/filequeue-uploads-dlq")
+    assert announced["environment"]["FILEQUEUE_QUEUE_URL"] == announced["queue_url"]
+    assert announced["environment"]["FILEQUEUE_EMBEDDING_MODEL"] == "hashing-v2"
