@@ -6,6 +6,7 @@ gets its own `BatchProcessor`, so batches handled concurrently by the poll loop 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from handlers.runtime_context import DeadlineContext
 
 logger = Logger(service="filequeue")
+
+RELEASED = "released"
+"""Error code of a record the runtime handed back to the queue before it started."""
 
 # A failed cold start (database down, bad secret) is retried at most this often, so the other
 # records of the batch fail fast instead of each waiting out its own connect timeout.
@@ -87,15 +91,20 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
     from handlers.adapters.sandbox import extract_file
 
     settings.require_database()
-    limits = ExtractLimits(max_pages=settings.max_pdf_pages, max_chars=settings.max_text_chars)
+    limits = ExtractLimits(
+        max_pages=settings.max_pdf_pages,
+        max_chars=settings.max_text_chars,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+    )
 
-    def extract(fetched: FetchedObject) -> ExtractedText:
+    def extract(fetched: FetchedObject, work_deadline: float) -> ExtractedText:
         return extract_file(
             fetched.path,
             key=fetched.ref.key,
             declared_content_type=fetched.content_type,
             limits=limits,
-            timeout_seconds=settings.extract_timeout_seconds,
+            timeout_seconds=min(settings.extract_timeout_seconds, work_deadline - time.monotonic()),
+            file_limit_seconds=settings.extract_timeout_seconds,
             memory_mb=settings.extract_memory_mb,
         )
 
@@ -153,41 +162,60 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
-    fields = {
+    """Process one SQS record; every failure is logged here once, at ERROR, before it is reported."""
+    where: dict[str, object] = {
         "message_id": record.message_id,
         "receive_count": record.attributes.approximate_receive_count,
     }
-    settings = get_settings()
-    if lambda_context is not None:
-        remaining_ms = lambda_context.get_remaining_time_in_millis()
-        if remaining_ms < settings.deadline_margin_seconds * 1000:
-            logger.warning("not started: too close to the deadline", extra={**fields, "remaining_ms": remaining_ms})
-            raise TransientError(f"only {remaining_ms} ms left; retried later", code="deadline")
     try:
-        notifications = parse_notifications(record.body)
-    except MalformedEventError as error:
-        logger.error(
-            "malformed event", extra={**fields, "outcome": "failed", "error_code": error.code, "error": str(error)}
+        _process_record(record, lambda_context, where)
+    except FileQueueError as error:
+        if error.code == RELEASED:
+            logger.info("not started: released by the runtime", extra={**where, "outcome": "released"})
+        else:
+            logger.error(
+                "malformed event" if isinstance(error, MalformedEventError) else f"record failed: {error.code}",
+                extra={**where, "outcome": "failed", "error_code": error.code, "error": str(error)},
+            )
+        raise
+    except Exception as error:
+        logger.exception(
+            "record failed: unexpected error",
+            extra={
+                **where,
+                "outcome": "failed",
+                "error_code": "unexpected",
+                "error": f"{type(error).__name__}: {error}",
+            },
         )
         raise
+
+
+def _process_record(record: SQSRecord, lambda_context: LambdaContext | None, where: dict[str, object]) -> None:
+    settings = get_settings()
+    remaining_seconds = math.inf
+    if lambda_context is not None:
+        remaining_ms = lambda_context.get_remaining_time_in_millis()
+        where["remaining_ms"] = remaining_ms
+        if remaining_ms < settings.deadline_margin_seconds * 1000:
+            raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code="deadline")
+        remaining_seconds = remaining_ms / 1000
+        claim = getattr(lambda_context, "claim_record", None)
+        if claim is not None and not claim(record.message_id):
+            raise TransientError("released before it started; another delivery will process it", code=RELEASED)
+    work_deadline = time.monotonic() + settings.time_budget(remaining_seconds).work_seconds(remaining_seconds)
+    notifications = parse_notifications(record.body)
     for reason in notifications.ignored:
         log = logger.warning if reason == NO_RECORDS else logger.info
-        log(f"ignored {reason}", extra={**fields, "outcome": "ignored"})
+        log(f"ignored {reason}", extra={**where, "outcome": "ignored"})
     for ref in notifications.refs:
-        ref_fields = {**fields, "bucket": ref.bucket, "key": ref.key, "event_name": ref.event_name}
-        try:
-            outcome = process_ref(ref, get_deps())
-        except FileQueueError as error:
-            logger.warning(
-                "record failed; will be retried",
-                extra={**ref_fields, "outcome": "retry", "error_code": error.code, "error": str(error)},
-            )
-            raise
-        log = logger.warning if outcome.status == "failed" else logger.info
+        where.update(bucket=ref.bucket, key=ref.key, event_name=ref.event_name)
+        outcome = process_ref(ref, get_deps(), work_deadline)
+        log = logger.error if outcome.status == "failed" else logger.info
         log(
             f"{outcome.status} {ref.uri}",
             extra={
-                **ref_fields,
+                **where,
                 "outcome": outcome.status,
                 "detail": outcome.detail,
                 "chunks": outcome.chunks,
@@ -205,6 +233,33 @@ def handle_batch(
     its remaining time.
     """
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(
+    response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=cast("LambdaContext | None", context)
     )
+    for _kind, error, _traceback in processor.exceptions:
+        if isinstance(error, ConfigError):
+            # A configuration error fails every record: failing the whole invocation keeps the messages
+            # for a fixed deployment and raises the error alarm, instead of spending their receives one by one.
+            raise error
+    return response
+
+
+_budget_checked_for: list[Settings] = []
+
+
+def check_function_budget(context: LambdaContext) -> None:
+    """Once per process: the function timeout must leave room for one record's extraction and write.
+
+    The timeout is taken from the remaining time at the first invocation, rounded up to whole seconds
+    (the function's configured timeout, less the moments the runtime spent before calling us).
+    """
+    settings = get_settings()
+    if settings in _budget_checked_for:
+        return
+    timeout_seconds = math.ceil(context.get_remaining_time_in_millis() / 1000)
+    try:
+        settings.check_time_budget(timeout_seconds, "the function timeout")
+    except ConfigError as error:
+        logger.error("configuration error: the invocation fails as a whole", extra={"error": str(error)})
+        raise
+    _budget_checked_for[:] = [settings]

@@ -7,11 +7,13 @@ redelivers the message and, after the last receive, moves it to the DLQ.
 
 from __future__ import annotations
 
+import math
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, TransientError
 from handlers.model import ChunkingOptions, EventKind, Outcome
 from handlers.stages.chunking import chunk_document
 
@@ -29,12 +31,18 @@ class Deps:
     store: ObjectStore
     embedder: Embedder
     repository: Repository
-    extract: Callable[[FetchedObject], ExtractedText]
+    extract: Callable[[FetchedObject, float], ExtractedText]
+    """`extract(fetched, work_deadline)`: bounded by its own limit and by the monotonic `work_deadline`."""
     chunking: ChunkingOptions
     scratch_dir: str | None = None
 
 
-def process_ref(ref: ObjectRef, deps: Deps) -> Outcome:
+def process_ref(ref: ObjectRef, deps: Deps, work_deadline: float = math.inf) -> Outcome:
+    """Process one object event; extraction and embedding must end by `work_deadline` (monotonic clock).
+
+    The time after `work_deadline` is kept for the database write, so a record never runs out the clock
+    mid-write: work that cannot finish in time is retried (TransientError), not recorded against the file.
+    """
     if ref.kind is EventKind.REMOVED:
         reason = deps.repository.delete_document(ref)
         return Outcome("skipped", ref, reason) if reason else Outcome("deleted", ref)
@@ -49,14 +57,19 @@ def process_ref(ref: ObjectRef, deps: Deps) -> Outcome:
         if deps.repository.mark_unchanged(ref, fetched.sha256):
             return Outcome("unchanged", ref, f"same content as stored (sha256 {fetched.sha256[:12]})")
         try:
-            extracted = deps.extract(fetched)
+            extracted = deps.extract(fetched, work_deadline)
             chunks = chunk_document(extracted, deps.chunking)
             if not chunks:
                 raise PermanentError("the file has no extractable text", code="no_text")
         except PermanentError as error:
             return _record_failure(deps, ref, error, sha256=fetched.sha256)
     vectors = deps.embedder.embed([chunk.text for chunk in chunks])
-    reason = deps.repository.store_document(fetched, extracted, chunks, vectors, deps.embedder.model)
+    if time.monotonic() > work_deadline:
+        raise TransientError("embedding ran into the time kept for the write; retried", code="deadline")
+    try:
+        reason = deps.repository.store_document(fetched, extracted, chunks, vectors, deps.embedder.model)
+    except PermanentError as error:
+        return _record_failure(deps, ref, error, sha256=fetched.sha256)
     if reason:
         return Outcome("skipped", ref, reason)
     return Outcome("stored", ref, extracted.content_type, chunks=len(chunks))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError, TransientError
+from handlers.errors import ConfigError, PermanentError, TransientError
 from handlers.stages.sequencer import compare_sequencers
 
 if TYPE_CHECKING:
@@ -237,6 +237,8 @@ class PostgresRepository:
             raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
             raise TransientError(f"database conflict: {exc}", code="db_conflict") from exc
+        except psycopg.DataError as exc:  # the values themselves are invalid: retrying cannot help
+            raise PermanentError(f"the database rejected the content: {exc}", code="content_rejected") from exc
 
 
 def open_pool(conninfo: str, *, max_size: int, timeout: float) -> ConnectionPool[Any]:

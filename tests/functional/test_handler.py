@@ -451,5 +451,5 @@ def test_lambda_entry_point_returns_the_partial_batch_response(s3, bucket, handl
     from handlers.lambda_entry import lambda_handler
 
     event = _event(_put(s3, "uploads/notes.md", _markdown("lambda")), "{not json")
-    response = lambda_handler(event, DeadlineContext.lasting(60))  # type: ignore[arg-type]
+    response = lambda_handler(event, DeadlineContext.lasting(180))  # type: ignore[arg-type]
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
