@@ -76,7 +76,7 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     [
         ("uploads/nul.json", b'{"title": "nul\\u0000inside", "note": "a NUL character in a JSON string"}'),
         ("uploads/surrogate.json", b'{"title": "lone \\ud800 surrogate", "note": "half of a UTF-16 pair"}'),
-        ("uploads/nul.txt", "plain text with a NUL \x00 byte in the middle".encode()),
+        ("uploads/nul.txt", b"plain text with a NUL \x00 byte in the middle"),
         (
             "uploads/nul.html",
             b"<html><head><title>t\x00itle</title></head><body><p>NUL \x00 in markup</p></body></html>",
@@ -84,7 +84,7 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ],
 )
 def test_text_postgresql_rejects_is_cleaned_and_the_file_is_stored(s3, bucket, handler_env, key, body):
-    event, failures = invoke([put(s3, key, body)])
+    _, failures = invoke([put(s3, key, body)])
 
     assert failures == []
     stored = document(handler_env, key)
@@ -120,7 +120,7 @@ def test_an_unexpected_error_is_logged_at_error_with_the_message_key_code_and_tr
 
 
 def test_a_permanent_failure_is_an_error_line_and_a_failed_row(s3, bucket, handler_env, caplog):
-    event, failures = invoke([put(s3, "uploads/empty.txt", b"")])
+    _, failures = invoke([put(s3, "uploads/empty.txt", b"")])
 
     assert failures == []
     assert document(handler_env, "uploads/empty.txt")["status"] == "failed"  # type: ignore[index]

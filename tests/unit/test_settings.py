@@ -77,7 +77,7 @@ def test_the_pod_memory_limit_is_shared_by_the_worker_processes():
 
 
 def test_an_explicit_extraction_cap_above_the_derived_one_names_the_variables():
-    with pytest.raises(ConfigError, match="FILEQUEUE_EXTRACT_MEMORY_MB .2048. must be at most 1664") as caught:
+    with pytest.raises(ConfigError, match=r"FILEQUEUE_EXTRACT_MEMORY_MB \(2048\) must be at most 1664") as caught:
         Settings.from_env({"FILEQUEUE_MEMORY_LIMIT_MB": "2048", "FILEQUEUE_EXTRACT_MEMORY_MB": "2048"})
     assert "FILEQUEUE_MEMORY_LIMIT_MB" in str(caught.value)
     assert (
