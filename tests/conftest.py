@@ -97,6 +97,7 @@ def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FILEQUEUE_DATABASE_URL", database_url)
     monkeypatch.setenv("FILEQUEUE_DB_CONNECT_TIMEOUT_SECONDS", "3")
     monkeypatch.setenv("FILEQUEUE_DEADLINE_MARGIN_SECONDS", "5")
+    monkeypatch.setenv("FILEQUEUE_WRITE_MARGIN_SECONDS", "2")
     get_settings.cache_clear()
     reset_deps()
     settings = get_settings()

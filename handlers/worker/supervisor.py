@@ -52,12 +52,37 @@ def serve(
     *,
     processes: int | None = None,
 ) -> int:
-    """Run the worker until SIGTERM/SIGINT; returns the exit code."""
-    settings.require_queue()
+    """Run the worker until SIGTERM/SIGINT; returns the exit code.
+
+    Configuration that would fail every record raises ConfigError before the first receive.
+    """
     count = worker_count(settings.worker_processes if processes is None else processes)
+    check_startup(settings, count, check_ready)
     if count == 1:
         return _run_in_process(settings, handler, check_ready)
     return _run_supervised(settings, handler, check_ready, count)
+
+
+def check_startup(settings: Settings, processes: int, check_ready: Callable[[], None]) -> None:
+    """Every start-up check (limits, queue, visibility, database), cheapest first; raises ConfigError."""
+    from handlers.worker.poll_loop import LoopOptions
+    from handlers.worker.sqs import make_sqs_client
+    from handlers.worker.startup import check_database, check_limits, check_queue, visibility_problem
+
+    check_limits(settings, processes)
+    options = LoopOptions.from_settings(settings)
+    sqs = make_sqs_client(settings.worker_wait_time_seconds)
+    queue = check_queue(sqs, options.queue_url)
+    visibility = options.visibility_timeout_seconds or queue.visibility_timeout_seconds
+    problem = visibility_problem(
+        visibility,
+        heartbeat=options.heartbeat,
+        margin_seconds=options.handler_margin_seconds,
+        reserve_seconds=options.ack_reserve_seconds,
+    )
+    if problem is not None:
+        raise ConfigError(problem)
+    check_database(check_ready)
 
 
 def worker_count(requested: int) -> int:
@@ -192,7 +217,10 @@ def _start_health(
 
     sqs = make_sqs_client(settings.worker_wait_time_seconds)
     readiness = ReadinessProbe(check_ready, sqs, settings.require_queue(), stop)
-    server = HealthServer(settings.health_port, liveness=liveness, readiness=readiness.probe, registry=registry)
+    try:
+        server = HealthServer(settings.health_port, liveness=liveness, readiness=readiness.probe, registry=registry)
+    except OSError as error:
+        raise ConfigError(f"FILEQUEUE_HEALTH_PORT {settings.health_port} cannot be served: {error.strerror}") from None
     server.start()
     return server
 

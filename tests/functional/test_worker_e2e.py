@@ -117,7 +117,9 @@ def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothin
 ):
     # Given ten uploads and a one-process worker (C2)
     keys = upload_pdfs(s3, ingest, TEXT_PDFS)
-    worker = worker_process(ingest, processes=1, FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS="10")
+    worker = worker_process(
+        ingest, processes=1, FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS="10", FILEQUEUE_EXTRACT_TIMEOUT_SECONDS="8"
+    )
     started.append(worker)
 
     # When SIGTERM arrives once the first document is stored
@@ -142,7 +144,11 @@ def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothin
 def test_sigkill_mid_batch_then_a_new_worker_stores_every_document_exactly_once(s3, sqs, ingest, handler_env, started):
     # Given ten uploads and a worker with a 6 s lease (C4)
     keys = upload_pdfs(s3, ingest, TEXT_PDFS)
-    settings = {"FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS": "6", "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "1"}
+    settings = {
+        "FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS": "6",
+        "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "1",
+        "FILEQUEUE_WRITE_MARGIN_SECONDS": "0.5",
+    }
     first = worker_process(ingest, processes=1, **settings)
     started.append(first)
 
