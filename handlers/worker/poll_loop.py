@@ -369,14 +369,12 @@ class PollLoop:
             self._heartbeat.untrack(leases)
         self._release(leases, reason)
 
-    def _watch_in_flight(self) -> None:
+    def _watch_in_flight(self, max_receives: int | None) -> None:
         """Hand back at once what has not started when a stop comes, and what waits too long behind slow work.
 
         Waiting messages are released only with a receive to spare before the DLQ, so releasing never
         dead-letters a healthy message; a stop releases everything not started (the process is leaving).
         """
-        queue = self._queue
-        max_receives = queue.max_receive_count if queue is not None else None
 
         def spare(item: Received) -> bool:
             return max_receives is None or item.receive_count + 1 < max_receives
@@ -444,7 +442,9 @@ class PollLoop:
                 clock=self._clock,
             )
             self._heartbeat.start()
-        self._watcher = threading.Thread(target=self._watch_in_flight, name="in-flight-watcher", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch_in_flight, args=(queue.max_receive_count,), name="in-flight-watcher", daemon=True
+        )
         self._watcher.start()
         logger.info(
             "worker_started",
