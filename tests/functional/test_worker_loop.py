@@ -665,4 +665,4 @@ def test_a_configuration_error_in_the_handler_stops_receiving_and_hands_the_batc
     assert queue_counts(sqs, queue_url) == (3, 0)
     assert queue_counts(sqs, dlq_url) == (0, 0)
     [line] = [r for r in caplog.records if r.getMessage() == "configuration_error"]
-    assert "FILEQUEUE_EMBEDDING_DIMENSION" in line.error  # type: ignore[attr-defined]
+    assert "FILEQUEUE_EMBEDDING_DIMENSION" in line.error

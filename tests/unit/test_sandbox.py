@@ -244,12 +244,22 @@ def test_a_timeout_shortened_by_the_time_left_is_transient_and_the_files_own_lim
     # A path that never ends being read: a FIFO nobody writes to
     fifo = tmp_path / "never.txt"
     os.mkfifo(fifo)
-    common = {"key": "never.txt", "declared_content_type": None, "limits": ExtractLimits(), "memory_mb": 4096}
+
+    def extract_never(file_limit_seconds: float) -> None:
+        extract_file(
+            str(fifo),
+            key="never.txt",
+            declared_content_type=None,
+            limits=ExtractLimits(),
+            memory_mb=4096,
+            timeout_seconds=0.5,
+            file_limit_seconds=file_limit_seconds,
+        )
 
     with pytest.raises(TransientError) as cut_short:
-        extract_file(str(fifo), timeout_seconds=0.5, file_limit_seconds=120, **common)
+        extract_never(file_limit_seconds=120)
     assert cut_short.value.code == "deadline"
 
     with pytest.raises(PermanentError) as too_slow:
-        extract_file(str(fifo), timeout_seconds=0.5, file_limit_seconds=0.5, **common)
+        extract_never(file_limit_seconds=0.5)
     assert too_slow.value.code == "extract_timeout"
