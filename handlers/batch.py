@@ -21,6 +21,7 @@ from handlers.settings import Settings, get_settings
 from handlers.stages.events import NO_RECORDS, parse_notifications
 
 if TYPE_CHECKING:
+    import psycopg
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -148,9 +149,7 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
     applied: list[str] = []
     wanted = StoreConfig(model, dimension)
     try:
-        with psycopg.connect(
-            url, autocommit=True, connect_timeout=max(1, int(settings.db_connect_timeout_seconds))
-        ) as conn:
+        with _connect(url, settings.db_connect_timeout_seconds) as conn:
             if apply:
                 applied = migrate(conn, wanted)
             elif pending := pending_migrations(conn):
@@ -159,6 +158,15 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
     except psycopg.OperationalError as exc:
         raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
     return url, applied
+
+
+def _connect(url: str, timeout_seconds: float) -> psycopg.Connection[Any]:
+    import psycopg
+
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_seconds)))
+    except psycopg.ProgrammingError as exc:  # libpq could not parse it (its message never repeats a password)
+        raise ConfigError(f"FILEQUEUE_DATABASE_URL is not a valid PostgreSQL URL or connection string: {exc}") from None
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:

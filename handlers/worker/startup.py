@@ -48,8 +48,9 @@ def check_database(check_ready: Callable[[], None]) -> None:
     except ConfigError:
         raise
     except FileQueueError as error:
+        reason = " ".join(str(error).split())  # libpq's messages span lines
         raise ConfigError(
-            f"the database of FILEQUEUE_DATABASE_URL (or FILEQUEUE_DATABASE_SECRET_ARN) is not usable: {error}"
+            f"the database of FILEQUEUE_DATABASE_URL (or FILEQUEUE_DATABASE_SECRET_ARN) is not usable: {reason}"
         ) from None
 
 
