@@ -294,8 +294,13 @@ def test_a_message_released_by_a_shutdown_is_processed_normally_on_its_next_deli
 
     # Then the next worker processes it on its next delivery (its last one here), and nothing is dead-lettered
     second = PollLoop(sqs, handle_batch, options, metrics=WorkerMetrics(CollectorRegistry()))
+
+    def drained() -> bool:
+        second.poll_once()
+        return queue_counts(sqs, ingest.queue_url) == (0, 0)
+
     try:
-        wait_until(lambda: second.poll_once() or queue_counts(sqs, ingest.queue_url) == (0, 0), timeout=120, interval=0)
+        wait_until(drained, timeout=120, interval=0)
     finally:
         second.close()
     assert rows(handler_env, "SELECT key, status FROM documents") == [(key, "ready")]
