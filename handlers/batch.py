@@ -7,6 +7,7 @@ gets its own `BatchProcessor`, so batches handled concurrently by the poll loop 
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -27,13 +28,18 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from handlers.adapters.postgres import PostgresRepository
-    from handlers.model import ExtractedText, FetchedObject
+    from handlers.model import ExtractedText, FetchedObject, ObjectRef, Outcome
     from handlers.runtime_context import DeadlineContext
 
 logger = Logger(service="filequeue")
 
 RELEASED = "released"
 """Error code of a record the runtime handed back to the queue before it started."""
+RECORD_ATTEMPTS = 5
+RETRY_PAUSE_SECONDS = 0.25
+RETRY_PAUSE_CAP_SECONDS = 2.0
+# Retrying at once cannot help these: the time is up, the message is no longer ours, the database is down.
+_NOT_RETRIED = frozenset({"deadline", RELEASED, "db_recently_unavailable"})
 
 # A failed cold start (database down, bad secret) is retried at most this often, so the other
 # records of the batch fail fast instead of each waiting out its own connect timeout.
@@ -218,7 +224,7 @@ def _process_record(record: SQSRecord, lambda_context: LambdaContext | None, whe
         log(f"ignored {reason}", extra={**where, "outcome": "ignored"})
     for ref in notifications.refs:
         where.update(bucket=ref.bucket, key=ref.key, event_name=ref.event_name)
-        outcome = process_ref(ref, get_deps(), work_deadline)
+        outcome = _process_with_retries(ref, work_deadline, where)
         log = logger.error if outcome.status == "failed" else logger.info
         log(
             f"{outcome.status} {ref.uri}",
@@ -230,6 +236,29 @@ def _process_record(record: SQSRecord, lambda_context: LambdaContext | None, whe
                 "error_code": outcome.error_code,
             },
         )
+
+
+def _process_with_retries(ref: ObjectRef, work_deadline: float, where: dict[str, object]) -> Outcome:
+    """`process_ref`, tried again after a short pause when a transient failure leaves time to.
+
+    A dropped connection or a throttled request usually passes within a second; retrying here keeps
+    the message's receives (and so the DLQ) for failures that last. Processing is idempotent, so a
+    retry after a failure at any step is safe. A database known to be down is not retried here.
+    """
+    attempt = 1
+    while True:
+        try:
+            return process_ref(ref, get_deps(), work_deadline)
+        except TransientError as error:
+            pause = random.uniform(0, min(RETRY_PAUSE_CAP_SECONDS, RETRY_PAUSE_SECONDS * 2 ** (attempt - 1)))  # noqa: S311
+            if attempt == RECORD_ATTEMPTS or error.code in _NOT_RETRIED or time.monotonic() + pause > work_deadline:
+                raise
+            logger.warning(
+                "record retried",
+                extra={**where, "attempt": attempt, "error_code": error.code, "error": str(error)},
+            )
+            time.sleep(pause)
+            attempt += 1
 
 
 def handle_batch(
