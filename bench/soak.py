@@ -528,6 +528,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "soak.json")
     args = parser.parse_args()
+    # A SIGTERM to the soak unwinds like Ctrl-C, so the worker, moto and PostgreSQL are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "log_lines_by_message"}, indent=2))

@@ -48,4 +48,4 @@ def test_a_dropped_database_connection_is_retried_within_the_delivery(s3, handle
     with psycopg.connect(handler_env) as conn:
         assert conn.execute("SELECT status FROM documents WHERE key = 'uploads/a.txt'").fetchall() == [("ready",)]
     retried = [r for r in caplog.records if r.getMessage() == "record retried"]
-    assert [r.error_code for r in retried] == ["db_unavailable"]  # type: ignore[attr-defined]
+    assert [r.error_code for r in retried] == ["db_unavailable"]
