@@ -82,6 +82,14 @@ def ingest(aws_env: str) -> IngestResources:
 
 
 @pytest.fixture
+def boto_session(aws_env: str) -> Iterator[Any]:
+    """A fresh default boto3 session, so hooks registered on it reach the handler's clients only."""
+    boto3.setup_default_session()
+    yield boto3.DEFAULT_SESSION
+    boto3.DEFAULT_SESSION = None
+
+
+@pytest.fixture
 def s3(aws_env: str) -> Any:
     return boto3.client("s3", region_name=REGION)
 

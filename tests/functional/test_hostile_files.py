@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import boto3
 import psycopg
 import pytest
 
@@ -21,18 +20,7 @@ from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 BUCKET = "hostile-bucket"
-
-
-@pytest.fixture
-def boto_session(aws_env: str) -> Iterator[Any]:
-    """A fresh default boto3 session, so hooks registered on it reach the handler's clients only."""
-    boto3.setup_default_session()
-    yield boto3.DEFAULT_SESSION
-    boto3.DEFAULT_SESSION = None
 
 
 @pytest.fixture
