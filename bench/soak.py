@@ -458,20 +458,32 @@ def run_worker_until_drained(
     """Run the worker under chaos until the queue stays empty for 5 s or time is up; (seconds, chaos)."""
     started = time.monotonic()
     with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-c", "from bench.soak import worker_main; raise SystemExit(worker_main())"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+
+        def start_worker() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-c", "from bench.soak import worker_main; raise SystemExit(worker_main())"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        worker = start_worker()
         chaos = Chaos(worker.pid, proxy, rng, outage_at=args.outage_after, outage_seconds=args.outage_seconds)
         chaos_thread = threading.Thread(target=chaos.run, daemon=True)
         chaos_thread.start()
         try:
             deadline = started + args.max_minutes * 60
             empty_since: float | None = None
-            while time.monotonic() < deadline and worker.poll() is None:
+            while time.monotonic() < deadline:
+                if worker.poll() is not None:
+                    # What Kubernetes does when a start-up check fails on a passing fault: start it again.
+                    chaos.actions.append(
+                        f"{time.monotonic() - started:.0f}s worker exited {worker.returncode}; restarted"
+                    )
+                    time.sleep(2)
+                    worker = start_worker()
+                    chaos.worker_pid = worker.pid
                 attributes = sqs.get_queue_attributes(
                     QueueUrl=queue_url,
                     AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
