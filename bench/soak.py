@@ -404,7 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sent = send_all(sqs, resources.queue_url, plan.bodies)
         print(f"planned and sent {len(sent)} messages in {time.monotonic() - planned_at:.0f} s", flush=True)
 
-        proxy = PostgresProxy(database_url, chaos=lambda: rng.random() < args.db_failure_rate)
+        proxy = PostgresProxy(database_url, chaos=lambda _data: rng.random() < args.db_failure_rate)
         env = {name: value for name, value in os.environ.items() if not name.startswith(("FILEQUEUE_", "AWS_"))}
         env.update(environment)
         env.update(WORKER_SETTINGS)

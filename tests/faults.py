@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 class PostgresProxy:
     """Forwards 127.0.0.1:<port> to the server (Unix socket or TCP) until `cut()` is called.
 
-    With `chaos`, each message a client sends is first passed to it: when it answers True, that
-    client's connection is dropped instead (a transient failure of that one database call).
+    With `chaos`, the bytes of each message a client sends are first passed to it: when it answers
+    True, that client's connection is dropped instead (a transient failure of that one database call).
     """
 
-    def __init__(self, database_url: str, chaos: Callable[[], bool] | None = None) -> None:
+    def __init__(self, database_url: str, chaos: Callable[[bytes], bool] | None = None) -> None:
         from psycopg.conninfo import conninfo_to_dict
 
         params = conninfo_to_dict(database_url)
@@ -83,10 +83,10 @@ class PostgresProxy:
             threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket, chaos: Callable[[], bool] | None) -> None:
+    def _pipe(source: socket.socket, sink: socket.socket, chaos: Callable[[bytes], bool] | None) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if chaos is not None and chaos():
+                if chaos is not None and chaos(data):
                     for sock in (source, sink):
                         with contextlib.suppress(OSError):
                             sock.shutdown(socket.SHUT_RDWR)

@@ -17,13 +17,14 @@ BUCKET = "retry-bucket"
 
 
 def test_a_dropped_database_connection_is_retried_within_the_delivery(s3, handler_env, monkeypatch, caplog):
-    # Given the database behind a proxy that drops a connection once, in the middle of the record's work
-    # (the third client message: past the pool's own check of the connection it hands out)
-    countdown = [0]
+    # Given the database behind a proxy that drops a connection once, when the document's chunks are copied
+    armed = [False]
 
-    def drop_once() -> bool:
-        countdown[0] -= 1
-        return countdown[0] == 0
+    def drop_once(data: bytes) -> bool:
+        if armed[0] and b"COPY" in data:
+            armed[0] = False
+            return True
+        return False
 
     proxy = PostgresProxy(handler_env, chaos=drop_once)
     monkeypatch.setenv("FILEQUEUE_DATABASE_URL", proxy.url)
@@ -36,7 +37,7 @@ def test_a_dropped_database_connection_is_retried_within_the_delivery(s3, handle
     event = sqs_event([json.dumps(s3_notification(BUCKET, "uploads/a.txt", size=len(body), etag=etag))])
 
     # When the handler runs with the drop armed
-    countdown[0] = 3
+    armed[0] = True
     try:
         response: dict[str, Any] = dict(handle_batch(event, DeadlineContext.lasting(120)))
     finally:
@@ -44,7 +45,7 @@ def test_a_dropped_database_connection_is_retried_within_the_delivery(s3, handle
 
     # Then the record was retried in place and stored: no failure reported, no receive spent
     assert response["batchItemFailures"] == []
-    assert countdown[0] < 0
+    assert not armed[0]
     with psycopg.connect(handler_env) as conn:
         assert conn.execute("SELECT status FROM documents WHERE key = 'uploads/a.txt'").fetchall() == [("ready",)]
     retried = [r for r in caplog.records if r.getMessage() == "record retried"]
