@@ -12,7 +12,8 @@ itself (`--max-minutes`) and uses loopback only. What it does:
 - sends every message to a queue that dead-letters after four receives, and runs `filequeue worker` with
   `--processes` processes against it, with transient failures injected at the client: botocore's
   `before-send` hook answers `--s3-failure-rate` of the worker's S3 requests with 503 SlowDown, and a TCP
-  proxy in front of PostgreSQL drops the connection under `--db-failure-rate` of the client's messages;
+  proxy in front of PostgreSQL drops the connection of `--db-failure-rate` of the database transactions
+  (at their BEGIN or their COMMIT);
 - SIGKILLs or SIGTERMs a worker process every 30-90 s, and cuts the database for 20 s once;
 - when the queue is empty (or time is up), compares the store with the final state the event log implies
   (present or absent, version, chunk count), looks for duplicated chunks, reads the DLQ, and writes the
@@ -86,6 +87,9 @@ WORKER_SETTINGS = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
 VISIBILITY_TIMEOUT = 12
+# The simple-query messages psycopg sends to open and to commit a transaction (type byte, length, text):
+# a database call is one transaction, and it fails when either is dropped (half the rate each).
+TRANSACTION_EDGES = (b"Q\x00\x00\x00\x0aBEGIN", b"Q\x00\x00\x00\x0bCOMMIT")
 MAX_RECEIVE_COUNT = 4
 
 
@@ -404,7 +408,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sent = send_all(sqs, resources.queue_url, plan.bodies)
         print(f"planned and sent {len(sent)} messages in {time.monotonic() - planned_at:.0f} s", flush=True)
 
-        proxy = PostgresProxy(database_url, chaos=lambda _data: rng.random() < args.db_failure_rate)
+        proxy = PostgresProxy(
+            database_url,
+            chaos=lambda data: data.startswith(TRANSACTION_EDGES) and rng.random() < args.db_failure_rate / 2,
+        )
         env = {name: value for name, value in os.environ.items() if not name.startswith(("FILEQUEUE_", "AWS_"))}
         env.update(environment)
         env.update(WORKER_SETTINGS)
