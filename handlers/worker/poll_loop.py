@@ -85,6 +85,15 @@ class LoopOptions:
     """A message not started after this long while the loop is busy is released for an idle consumer."""
     watch_interval_seconds: float = 0.25
 
+    def visibility_problem(self, visibility_seconds: int) -> str | None:
+        """Why no record could start within a lease of `visibility_seconds`, or None."""
+        return visibility_problem(
+            visibility_seconds,
+            heartbeat=self.heartbeat,
+            margin_seconds=self.handler_margin_seconds,
+            reserve_seconds=self.ack_reserve_seconds,
+        )
+
     @classmethod
     def from_settings(cls, settings: Settings) -> LoopOptions:
         return cls(
@@ -426,12 +435,7 @@ class PollLoop:
 
     def _start(self, queue: QueueInfo) -> None:
         visibility = self._options.visibility_timeout_seconds or queue.visibility_timeout_seconds
-        problem = visibility_problem(
-            visibility,
-            heartbeat=self._options.heartbeat,
-            margin_seconds=self._options.handler_margin_seconds,
-            reserve_seconds=self._options.ack_reserve_seconds,
-        )
+        problem = self._options.visibility_problem(visibility)
         if problem is not None:
             logger.error("visibility_timeout_too_short", extra={"visibility_timeout": visibility, "error": problem})
         if self._options.heartbeat:

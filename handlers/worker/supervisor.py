@@ -67,19 +67,14 @@ def check_startup(settings: Settings, processes: int, check_ready: Callable[[], 
     """Every start-up check (limits, queue, visibility, database), cheapest first; raises ConfigError."""
     from handlers.worker.poll_loop import LoopOptions
     from handlers.worker.sqs import make_sqs_client
-    from handlers.worker.startup import check_database, check_limits, check_queue, visibility_problem
+    from handlers.worker.startup import check_database, check_limits, check_queue
 
     check_limits(settings, processes)
     options = LoopOptions.from_settings(settings)
     sqs = make_sqs_client(settings.worker_wait_time_seconds)
     queue = check_queue(sqs, options.queue_url)
     visibility = options.visibility_timeout_seconds or queue.visibility_timeout_seconds
-    problem = visibility_problem(
-        visibility,
-        heartbeat=options.heartbeat,
-        margin_seconds=options.handler_margin_seconds,
-        reserve_seconds=options.ack_reserve_seconds,
-    )
+    problem = options.visibility_problem(visibility)
     if problem is not None:
         raise ConfigError(problem)
     check_database(check_ready)
