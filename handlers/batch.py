@@ -176,13 +176,31 @@ def _connect(url: str, timeout_seconds: float) -> psycopg.Connection[Any]:
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
-    """Process one SQS record; every failure is logged here once, at ERROR, before it is reported."""
+    """Process one SQS record; its outcome, or its failure at ERROR, is logged here once."""
     where: dict[str, object] = {
         "message_id": record.message_id,
         "receive_count": record.attributes.approximate_receive_count,
     }
     try:
-        _process_record(record, lambda_context, where)
+        work_deadline = _start_record(record, lambda_context, where)
+        notifications = parse_notifications(record.body)
+        for reason in notifications.ignored:
+            log = logger.warning if reason == NO_RECORDS else logger.info
+            log(f"ignored {reason}", extra={**where, "outcome": "ignored"})
+        for ref in notifications.refs:
+            where.update(bucket=ref.bucket, key=ref.key, event_name=ref.event_name)
+            outcome = _process_with_retries(ref, work_deadline, where)
+            log = logger.error if outcome.status == "failed" else logger.info
+            log(
+                f"{outcome.status} {ref.uri}",
+                extra={
+                    **where,
+                    "outcome": outcome.status,
+                    "detail": outcome.detail,
+                    "chunks": outcome.chunks,
+                    "error_code": outcome.error_code,
+                },
+            )
     except FileQueueError as error:
         if error.code == RELEASED:
             logger.info("not started: released by the runtime", extra={**where, "outcome": "released"})
@@ -205,37 +223,20 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         raise
 
 
-def _process_record(record: SQSRecord, lambda_context: LambdaContext | None, where: dict[str, object]) -> None:
+def _start_record(record: SQSRecord, lambda_context: LambdaContext | None, where: dict[str, object]) -> float:
+    """Decide whether the record may start; returns when its extraction and embedding must end (monotonic)."""
     settings = get_settings()
-    remaining_seconds = math.inf
-    if lambda_context is not None:
-        remaining_ms = lambda_context.get_remaining_time_in_millis()
-        where["remaining_ms"] = remaining_ms
-        if remaining_ms < settings.deadline_margin_seconds * 1000:
-            raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code="deadline")
-        remaining_seconds = remaining_ms / 1000
-        claim = getattr(lambda_context, "claim_record", None)
-        if claim is not None and not claim(record.message_id):
-            raise TransientError("released before it started; another delivery will process it", code=RELEASED)
-    work_deadline = time.monotonic() + settings.time_budget(remaining_seconds).work_seconds(remaining_seconds)
-    notifications = parse_notifications(record.body)
-    for reason in notifications.ignored:
-        log = logger.warning if reason == NO_RECORDS else logger.info
-        log(f"ignored {reason}", extra={**where, "outcome": "ignored"})
-    for ref in notifications.refs:
-        where.update(bucket=ref.bucket, key=ref.key, event_name=ref.event_name)
-        outcome = _process_with_retries(ref, work_deadline, where)
-        log = logger.error if outcome.status == "failed" else logger.info
-        log(
-            f"{outcome.status} {ref.uri}",
-            extra={
-                **where,
-                "outcome": outcome.status,
-                "detail": outcome.detail,
-                "chunks": outcome.chunks,
-                "error_code": outcome.error_code,
-            },
-        )
+    if lambda_context is None:
+        return math.inf
+    remaining_ms = lambda_context.get_remaining_time_in_millis()
+    where["remaining_ms"] = remaining_ms
+    if remaining_ms < settings.deadline_margin_seconds * 1000:
+        raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code="deadline")
+    claim = getattr(lambda_context, "claim_record", None)
+    if claim is not None and not claim(record.message_id):
+        raise TransientError("released before it started; another delivery will process it", code=RELEASED)
+    remaining_seconds = remaining_ms / 1000
+    return time.monotonic() + settings.time_budget(remaining_seconds).work_seconds(remaining_seconds)
 
 
 def _process_with_retries(ref: ObjectRef, work_deadline: float, where: dict[str, object]) -> Outcome:
