@@ -56,6 +56,8 @@ logger = Logger(service="filequeue")
 
 EXIT_OK = 0
 EXIT_ABORTED = 1
+EXIT_CONFIG = 2
+"""A configuration error stopped the loop: restarting it would fail the same way."""
 HTTP_SLACK_SECONDS = 15.0
 QUEUE_HINT = "FILEQUEUE_QUEUE_URL names a queue that does not exist"
 
@@ -173,7 +175,7 @@ class PollLoop:
         self._memory_mb = memory_limit_mb()
         self._tally = _Tally()
         self._tally_lock = threading.Lock()
-        self._aborted = False
+        self._exit_code = EXIT_OK
 
     @property
     def visibility_timeout(self) -> int:
@@ -199,7 +201,7 @@ class PollLoop:
                     "reason": self._stop.reason,
                 },
             )
-        return EXIT_ABORTED if self._aborted else EXIT_OK
+        return self._exit_code
 
     def close(self) -> None:
         """Stop the visibility heartbeat and the in-flight watcher (run() does this on its way out)."""
@@ -329,7 +331,7 @@ class PollLoop:
         except ConfigError as exc:
             # Every record would fail the same way: stop receiving rather than spend the queue's receives.
             logger.error("configuration_error", extra={"message_ids": ids, "error": str(exc), "outcome": "failed"})
-            self._aborted = True
+            self._exit_code = EXIT_CONFIG
             self._stop.request("configuration_error")
             return message_ids, "configuration_error"
         except Exception:  # Lambda's rule: a handler exception fails the whole batch
@@ -340,7 +342,7 @@ class PollLoop:
                 "handler_aborted",
                 extra={"message_ids": ids, "exception": type(exc).__name__, "outcome": "failed"},
             )
-            self._aborted = True
+            self._exit_code = EXIT_ABORTED
             self._stop.request("handler_aborted")
             return message_ids, "aborted"
         try:

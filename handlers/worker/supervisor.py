@@ -24,6 +24,7 @@ from aws_lambda_powertools import Logger
 
 from handlers.errors import ConfigError
 from handlers.worker.backoff import Backoff
+from handlers.worker.poll_loop import EXIT_CONFIG
 from handlers.worker.shutdown import StopSignal, install_signal_handlers
 
 if TYPE_CHECKING:
@@ -253,11 +254,14 @@ class Supervisor:
         self._started_at = [0.0] * count
         self._restart_at = [0.0] * count
         self._backoffs = [Backoff(self._template.base_seconds, self._template.cap_seconds) for _ in range(count)]
+        self._config_failed = False
 
     def run(self) -> int:
         logger.info("supervisor_started", extra={"processes": self._count})
         while not self._stop.is_set():
             self._reap()
+            if self._stop.is_set():
+                break
             self._start_due()
             sentinels = [child.sentinel for child in self._children if child is not None]
             wait(sentinels, timeout=1.0)
@@ -268,6 +272,11 @@ class Supervisor:
             if child is None or child.is_alive():
                 continue
             child.join()
+            if child.exitcode == EXIT_CONFIG:
+                # Every restart would fail the same way and spend more receives: stop the whole worker.
+                logger.error("worker_configuration_error", extra={"slot": index, "pid": child.pid})
+                self._config_failed = True
+                self._stop.request("configuration_error")
             lived = self._clock() - self._started_at[index]
             backoff = self._backoffs[index]
             if lived >= STABLE_AFTER_SECONDS:
@@ -315,4 +324,6 @@ class Supervisor:
             child.join()
         codes = [child.exitcode for child in running]
         logger.info("supervisor_stopped", extra={"exit_codes": codes})
+        if self._config_failed:
+            return EXIT_CONFIG
         return 0 if not killed and all(code == 0 for code in codes) else 1
