@@ -147,6 +147,7 @@ def build_plan(s3: Any, bucket: str, messages: int, keys: int, rng: random.Rando
     sequence = 0
     versions: dict[str, int] = {}
     sent_order: list[tuple[str, str]] = []  # (key, body)
+    last_position: dict[str, int] = {}  # where the latest-sent event of each key sits in sent_order
 
     def next_sequencer() -> str:
         nonlocal sequence
@@ -186,16 +187,18 @@ def build_plan(s3: Any, bucket: str, messages: int, keys: int, rng: random.Rando
             event.body = json.dumps(notification)
             plan.events.append(event)
             sent_order.append((key, event.body))
+            last_position[key] = len(sent_order) - 1
             continue
         versions[key] = versions.get(key, 0) + 1
         data = text_for(rng, key, versions[key])
         body = put(key, data)
         plan.events[-1].chunks = expected_chunks(data, key)
-        previous = max((i for i, (k, _) in enumerate(sent_order) if k == key), default=None)
+        previous = last_position.get(key)
+        sent_order.append((key, body))
         if previous is not None and rng.random() < 0.2:
-            sent_order.insert(previous, (key, body))  # out of order: the newer put arrives first
-        else:
-            sent_order.append((key, body))
+            # Out of order: the newer put takes the older event's place and the older one arrives last.
+            sent_order[previous], sent_order[-1] = sent_order[-1], sent_order[previous]
+        last_position[key] = len(sent_order) - 1
     plan.bodies = [body for _, body in sent_order]
     return plan
 
