@@ -275,6 +275,10 @@ class PollLoop:
         return reports
 
     def _run_batch(self, offered: list[Received], queue: QueueInfo, received_at: float) -> BatchReport:
+        if self._heartbeat is not None:
+            # The leases may be up to one renewal interval old (more on a busy machine): renew them, so the
+            # batch starts with a whole visibility timeout and its records are not refused for lack of time.
+            self._heartbeat.renew(_leases(offered))
         started = self._clock()
         budget_end = started + max(self.visibility_timeout, self._options.record_seconds)
         # The batch is stuck if it outlives its budget by another visibility timeout.

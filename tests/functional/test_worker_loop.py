@@ -19,7 +19,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from prometheus_client import CollectorRegistry
 
 from handlers.worker.metrics import WorkerMetrics
-from handlers.worker.poll_loop import EXIT_ABORTED, LoopOptions, PollLoop
+from handlers.worker.poll_loop import EXIT_ABORTED, EXIT_CONFIG, LoopOptions, PollLoop
 from handlers.worker.shutdown import StopSignal
 from tests.functional.worker_app import drain, new_queue, queue_counts, send_bodies, wait_until
 
@@ -661,7 +661,7 @@ def test_a_configuration_error_in_the_handler_stops_receiving_and_hands_the_batc
 
     # Then it stopped by itself with a failure code after one batch, and the messages are visible again
     assert stopped
-    assert calls == [3, EXIT_ABORTED]
+    assert calls == [3, EXIT_CONFIG]
     assert queue_counts(sqs, queue_url) == (3, 0)
     assert queue_counts(sqs, dlq_url) == (0, 0)
     [line] = [r for r in caplog.records if r.getMessage() == "configuration_error"]
