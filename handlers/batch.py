@@ -182,8 +182,11 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         "receive_count": record.attributes.approximate_receive_count,
     }
     try:
-        work_deadline = _start_record(record, lambda_context, where)
         notifications = parse_notifications(record.body)
+        if notifications.refs:  # so that a record refused before it starts still names its object
+            first = notifications.refs[0]
+            where.update(bucket=first.bucket, key=first.key, event_name=first.event_name)
+        work_deadline = _start_record(record, lambda_context, where)
         for reason in notifications.ignored:
             log = logger.warning if reason == NO_RECORDS else logger.info
             log(f"ignored {reason}", extra={**where, "outcome": "ignored"})

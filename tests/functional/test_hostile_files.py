@@ -161,3 +161,11 @@ def test_the_lambda_entry_refuses_a_timeout_that_cannot_fit_one_extraction(handl
     with pytest.raises(ConfigError, match="FILEQUEUE_EXTRACT_TIMEOUT_SECONDS") as caught:
         lambda_handler(event, DeadlineContext.lasting(60))  # type: ignore[arg-type]
     assert "the function timeout (60 s)" in str(caught.value)
+
+
+def test_a_record_refused_for_lack_of_time_names_its_object_at_error(s3, bucket, handler_env, caplog):
+    event, failures = invoke([put(s3, "uploads/late.txt", b"text that never gets its turn")], seconds=1)
+
+    assert failures == [event["Records"][0]["messageId"]]
+    [line] = errors(caplog)
+    assert (line.key, line.error_code) == ("uploads/late.txt", "deadline")  # type: ignore[attr-defined]
