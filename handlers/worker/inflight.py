@@ -74,19 +74,26 @@ class InFlight:
             return [item for item in batch if self._entries.pop(item.message_id, None) is not None]
 
     def take_waiting(
-        self, *, waited_seconds: float = 0.0, spare: Callable[[Received], bool] | None = None
+        self,
+        *,
+        waited_seconds: float = 0.0,
+        spare: Callable[[Received], bool] | None = None,
+        among: Iterable[Received] | None = None,
     ) -> list[Received]:
         """Stop holding, and return, every message not started that has waited at least `waited_seconds`.
 
-        With `spare`, only messages for which it is true. A batch handed to a handler that does not
-        claim records counts as started.
+        With `spare`, only messages for which it is true; with `among`, only those messages (one receive's,
+        when several receives are in work at once). A batch handed to a handler that does not claim
+        records counts as started.
         """
         now = self._clock()
+        wanted = None if among is None else {item.message_id for item in among}
         with self._lock:
             taken = [
                 entry.item
-                for entry in self._entries.values()
-                if not entry.started
+                for message_id, entry in self._entries.items()
+                if (wanted is None or message_id in wanted)
+                and not entry.started
                 and (entry.batch is None or entry.batch.claiming)
                 and now - entry.received_at >= waited_seconds
                 and (spare is None or spare(entry.item))

@@ -269,7 +269,7 @@ class PollLoop:
                     reports.append(self._run_batch(batch, queue, received_at))
         finally:
             # What is left was not started: a stop came, or the loop failed. Hand it back now.
-            self._hand_back(self._in_flight.take_waiting(), "shutdown")
+            self._hand_back(self._in_flight.take_waiting(among=received), "shutdown")
             if heartbeat is not None:
                 heartbeat.untrack(leases)
         return reports
