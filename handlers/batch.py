@@ -6,6 +6,8 @@ gets its own `BatchProcessor`, so batches handled concurrently by the poll loop 
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -21,15 +23,24 @@ from handlers.settings import Settings, get_settings
 from handlers.stages.events import NO_RECORDS, parse_notifications
 
 if TYPE_CHECKING:
+    import psycopg
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from handlers.adapters.postgres import PostgresRepository
-    from handlers.model import ExtractedText, FetchedObject
+    from handlers.model import ExtractedText, FetchedObject, ObjectRef, Outcome
     from handlers.runtime_context import DeadlineContext
 
 logger = Logger(service="filequeue")
+
+RELEASED = "released"
+"""Error code of a record the runtime handed back to the queue before it started."""
+RECORD_ATTEMPTS = 5
+RETRY_PAUSE_SECONDS = 0.25
+RETRY_PAUSE_CAP_SECONDS = 2.0
+# Retrying at once cannot help these: the time is up, the message is no longer ours, the database is down.
+_NOT_RETRIED = frozenset({"deadline", RELEASED, "db_recently_unavailable"})
 
 # A failed cold start (database down, bad secret) is retried at most this often, so the other
 # records of the batch fail fast instead of each waiting out its own connect timeout.
@@ -88,15 +99,20 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
     from handlers.adapters.sandbox import extract_file
 
     settings.require_database()
-    limits = ExtractLimits(max_pages=settings.max_pdf_pages, max_chars=settings.max_text_chars)
+    limits = ExtractLimits(
+        max_pages=settings.max_pdf_pages,
+        max_chars=settings.max_text_chars,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+    )
 
-    def extract(fetched: FetchedObject) -> ExtractedText:
+    def extract(fetched: FetchedObject, work_deadline: float) -> ExtractedText:
         return extract_file(
             fetched.path,
             key=fetched.ref.key,
             declared_content_type=fetched.content_type,
             limits=limits,
-            timeout_seconds=settings.extract_timeout_seconds,
+            timeout_seconds=min(settings.extract_timeout_seconds, work_deadline - time.monotonic()),
+            file_limit_seconds=settings.extract_timeout_seconds,
             memory_mb=settings.extract_memory_mb,
         )
 
@@ -142,9 +158,7 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
     applied: list[str] = []
     wanted = StoreConfig(model, dimension)
     try:
-        with psycopg.connect(
-            url, autocommit=True, connect_timeout=max(1, int(settings.db_connect_timeout_seconds))
-        ) as conn:
+        with _connect(url, settings.db_connect_timeout_seconds) as conn:
             if apply:
                 applied = migrate(conn, wanted)
             elif pending := pending_migrations(conn):
@@ -155,7 +169,17 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
     return url, applied
 
 
+def _connect(url: str, timeout_seconds: float) -> psycopg.Connection[Any]:
+    import psycopg
+
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_seconds)))
+    except psycopg.ProgrammingError as exc:  # libpq could not parse it (its message never repeats a password)
+        raise ConfigError(f"FILEQUEUE_DATABASE_URL is not a valid PostgreSQL URL or connection string: {exc}") from None
+
+
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    """Process one SQS record; its outcome, or its failure at ERROR, is logged and counted here once."""
     if not isinstance(record.raw_event.get("attributes"), dict):
         error = MalformedEventError("the SQS record has no attributes object", code="malformed_record")
         logger.error(
@@ -164,53 +188,61 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         )
         record_outcome("failed", error.code)
         raise error
-    fields = {
+    where: dict[str, object] = {
         "message_id": record.message_id,
         "receive_count": record.attributes.approximate_receive_count,
     }
-    settings = get_settings()
-    if lambda_context is not None:
-        remaining_ms = lambda_context.get_remaining_time_in_millis()
-        if remaining_ms < settings.deadline_margin_seconds * 1000:
-            logger.warning("not started: too close to the deadline", extra={**fields, "remaining_ms": remaining_ms})
-            record_outcome("retry", "deadline")
-            raise TransientError(f"only {remaining_ms} ms left; retried later", code="deadline")
     try:
         notifications = parse_notifications(record.body)
-    except MalformedEventError as error:
-        logger.error(
-            "malformed event", extra={**fields, "outcome": "failed", "error_code": error.code, "error": str(error)}
-        )
-        record_outcome("failed", error.code)
-        raise
-    for reason in notifications.ignored:
-        log = logger.warning if reason == NO_RECORDS else logger.info
-        log(f"ignored {reason}", extra={**fields, "outcome": "ignored"})
-        record_outcome("ignored")
-    for ref in notifications.refs:
-        ref_fields = {**fields, "bucket": ref.bucket, "key": ref.key, "event_name": ref.event_name}
-        try:
-            outcome = process_ref(ref, get_deps())
-        except FileQueueError as error:
-            logger.warning(
-                "record failed; will be retried",
-                extra={**ref_fields, "outcome": "retry", "error_code": error.code, "error": str(error)},
+        if notifications.refs:  # so that a record refused before it starts still names its object
+            first = notifications.refs[0]
+            where.update(bucket=first.bucket, key=first.key, event_name=first.event_name)
+        work_deadline = _start_record(record, lambda_context, where)
+        for reason in notifications.ignored:
+            log = logger.warning if reason == NO_RECORDS else logger.info
+            log(f"ignored {reason}", extra={**where, "outcome": "ignored"})
+            record_outcome("ignored")
+        for ref in notifications.refs:
+            where.update(bucket=ref.bucket, key=ref.key, event_name=ref.event_name)
+            outcome = _process_with_retries(ref, work_deadline, where)
+            record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=ref.size)
+            log = logger.error if outcome.status == "failed" else logger.info
+            log(
+                f"{outcome.status} {ref.uri}",
+                extra={
+                    **where,
+                    "outcome": outcome.status,
+                    "detail": outcome.detail,
+                    "chunks": outcome.chunks,
+                    "error_code": outcome.error_code,
+                },
             )
-            record_outcome("retry", error.code)
-            _remember_failure(record.message_id, fields["receive_count"], error)
+    except FileQueueError as error:
+        if error.code == RELEASED:
+            logger.info("not started: released by the runtime", extra={**where, "outcome": "released"})
             raise
-        record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=ref.size)
-        log = logger.warning if outcome.status == "failed" else logger.info
-        log(
-            f"{outcome.status} {ref.uri}",
+        logger.error(
+            "malformed event" if isinstance(error, MalformedEventError) else f"record failed: {error.code}",
+            extra={**where, "outcome": "failed", "error_code": error.code, "error": str(error)},
+        )
+        if isinstance(error, MalformedEventError):
+            record_outcome("failed", error.code)
+        else:
+            record_outcome("retry", error.code)
+            _remember_failure(record.message_id, where["receive_count"], error)
+        raise
+    except Exception as error:
+        logger.exception(
+            "record failed: unexpected error",
             extra={
-                **ref_fields,
-                "outcome": outcome.status,
-                "detail": outcome.detail,
-                "chunks": outcome.chunks,
-                "error_code": outcome.error_code,
+                **where,
+                "outcome": "failed",
+                "error_code": "unexpected",
+                "error": f"{type(error).__name__}: {error}",
             },
         )
+        record_outcome("retry", "unexpected")
+        raise
 
 
 def _remember_failure(message_id: str, receive_count: object, error: FileQueueError) -> None:
@@ -225,6 +257,45 @@ def _remember_failure(message_id: str, receive_count: object, error: FileQueueEr
         logger.warning("failure reason not kept", extra={"message_id": message_id, "error": str(unkept)})
 
 
+def _start_record(record: SQSRecord, lambda_context: LambdaContext | None, where: dict[str, object]) -> float:
+    """Decide whether the record may start; returns when its extraction and embedding must end (monotonic)."""
+    settings = get_settings()
+    if lambda_context is None:
+        return math.inf
+    remaining_ms = lambda_context.get_remaining_time_in_millis()
+    where["remaining_ms"] = remaining_ms
+    if remaining_ms < settings.deadline_margin_seconds * 1000:
+        raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code="deadline")
+    claim = getattr(lambda_context, "claim_record", None)
+    if claim is not None and not claim(record.message_id):
+        raise TransientError("released before it started; another delivery will process it", code=RELEASED)
+    remaining_seconds = remaining_ms / 1000
+    return time.monotonic() + settings.time_budget(remaining_seconds).work_seconds(remaining_seconds)
+
+
+def _process_with_retries(ref: ObjectRef, work_deadline: float, where: dict[str, object]) -> Outcome:
+    """`process_ref`, tried again after a short pause when a transient failure leaves time to.
+
+    A dropped connection or a throttled request usually passes within a second; retrying here keeps
+    the message's receives (and so the DLQ) for failures that last. Processing is idempotent, so a
+    retry after a failure at any step is safe. A database known to be down is not retried here.
+    """
+    attempt = 1
+    while True:
+        try:
+            return process_ref(ref, get_deps(), work_deadline)
+        except TransientError as error:
+            pause = random.uniform(0, min(RETRY_PAUSE_CAP_SECONDS, RETRY_PAUSE_SECONDS * 2 ** (attempt - 1)))  # noqa: S311
+            if attempt == RECORD_ATTEMPTS or error.code in _NOT_RETRIED or time.monotonic() + pause > work_deadline:
+                raise
+            logger.warning(
+                "record retried",
+                extra={**where, "attempt": attempt, "error_code": error.code, "error": str(error)},
+            )
+            time.sleep(pause)
+            attempt += 1
+
+
 def handle_batch(
     event: dict[str, Any], context: LambdaContext | DeadlineContext | None = None
 ) -> PartialItemFailureResponse:
@@ -234,6 +305,33 @@ def handle_batch(
     its remaining time.
     """
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(
+    response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=cast("LambdaContext | None", context)
     )
+    for _kind, error, _traceback in processor.exceptions:
+        if isinstance(error, ConfigError):
+            # A configuration error fails every record: failing the whole invocation keeps the messages
+            # for a fixed deployment and raises the error alarm, instead of spending their receives one by one.
+            raise error
+    return response
+
+
+_budget_checked_for: list[Settings] = []
+
+
+def check_function_budget(context: LambdaContext) -> None:
+    """Once per process: the function timeout must leave room for one record's extraction and write.
+
+    The timeout is taken from the remaining time at the first invocation, rounded up to whole seconds
+    (the function's configured timeout, less the moments the runtime spent before calling us).
+    """
+    settings = get_settings()
+    if settings in _budget_checked_for:
+        return
+    timeout_seconds = math.ceil(context.get_remaining_time_in_millis() / 1000)
+    try:
+        settings.check_time_budget(timeout_seconds, "the function timeout")
+    except ConfigError as error:
+        logger.error("configuration error: the invocation fails as a whole", extra={"error": str(error)})
+        raise
+    _budget_checked_for[:] = [settings]

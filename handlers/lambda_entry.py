@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from handlers import outcome_metrics
-from handlers.batch import handle_batch, logger
+from handlers.batch import check_function_budget, handle_batch, logger
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -22,6 +22,7 @@ outcome_metrics.install(_outcomes)
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     try:
+        check_function_budget(context)
         return handle_batch(event, context)
     finally:
         _outcomes.flush()

@@ -113,6 +113,7 @@ class ChunkingOptions:
 class ExtractLimits:
     max_pages: int = 2000
     max_chars: int = 20_000_000
+    max_decompressed_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,9 @@ class DeadlineContext:
     log_group_name: str = f"/filequeue/{FUNCTION_NAME}"
     log_stream_name: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
     clock: Callable[[], float] = time.monotonic
+    claim_record: Callable[[str], bool] | None = None
+    """Asked by the handler before it starts a record (by message id): False if the runtime handed the
+    message back to the queue meanwhile. Lambda's own context has no such attribute."""
     identity: None = None
     client_context: None = None
     tenant_id: None = None

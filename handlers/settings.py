@@ -11,12 +11,21 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import TYPE_CHECKING
 
+from handlers.budget import TimeBudget, extract_memory_mb
 from handlers.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 PREFIX = "FILEQUEUE_"
+LAMBDA_MEMORY_VARIABLE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+# The extraction cap when the runtime's memory is unknown (a developer machine, `filequeue demo`).
+UNKNOWN_MEMORY_EXTRACT_MB = 2048
+TIME_LIMIT_VARIABLES = (
+    "FILEQUEUE_DEADLINE_MARGIN_SECONDS",
+    "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS",
+    "FILEQUEUE_WRITE_MARGIN_SECONDS",
+)
 EMBEDDER_KINDS = ("hashing", "bedrock", "openai", "local")
 BEDROCK_DIMENSIONS = (256, 512, 1024)
 VECTOR_INDEX_MODES = ("segmented", "live")
@@ -42,8 +51,12 @@ class Settings:
     max_pdf_pages: int = 2000
     max_text_chars: int = 20_000_000
     extract_timeout_seconds: float = 120.0
-    extract_memory_mb: int = 2048
+    extract_memory_mb: int = 0
+    """0 (unset): derived from `memory_limit_mb` when the object is built (see `derive_extract_memory`)."""
     memory_limit_mb: int = 0
+    """The runtime's whole memory: the function's in Lambda (read from AWS_LAMBDA_FUNCTION_MEMORY_SIZE when
+    unset), the container's limit in a pod (the manifests pass it through the downward API); 0: unknown."""
+    max_decompressed_bytes: int = 256 * 1024 * 1024
 
     chunk_size: int = 1000
     chunk_overlap: int = 150
@@ -66,14 +79,17 @@ class Settings:
     compaction_seal_rows: int = 2000
 
     deadline_margin_seconds: float = 30.0
-    write_margin_seconds: float = 10.0
+    write_margin_seconds: float = 15.0
+    """Kept back from extraction and embedding so that a record's database write always has time."""
 
     queue_url: str | None = None
     worker_processes: int = 0
     worker_visibility_timeout_seconds: int = 0
     worker_wait_time_seconds: int = 20
     worker_batch_size: int = 10
-    worker_shutdown_grace_seconds: float = 25.0
+    worker_shutdown_grace_seconds: float = 150.0
+    worker_start_wait_seconds: float = 10.0
+    """A received message that has not started after this long while the process is busy is released."""
     health_port: int = 8080
     console_token: str | None = None
 
@@ -87,9 +103,16 @@ class Settings:
             if raw is None or raw.strip() == "":
                 continue
             values[spec.name] = _parse(name, raw.strip(), spec.default)
+        if "memory_limit_mb" not in values and (lambda_memory := environ.get(LAMBDA_MEMORY_VARIABLE, "").strip()):
+            values["memory_limit_mb"] = _parse(LAMBDA_MEMORY_VARIABLE, lambda_memory, 0)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
+
+    def __post_init__(self) -> None:
+        if self.extract_memory_mb == 0:
+            # Frozen: the derived value is set once, here, so every reader sees the cap in force.
+            object.__setattr__(self, "extract_memory_mb", self.derive_extract_memory(max(1, self.worker_processes)))
 
     @property
     def resolved_embedding_model(self) -> str:
@@ -139,10 +162,53 @@ class Settings:
         )
         _require(self.compaction_seal_rows >= 1, "FILEQUEUE_COMPACTION_SEAL_ROWS", "must be at least 1")
         _require(self.deadline_margin_seconds >= 0, "FILEQUEUE_DEADLINE_MARGIN_SECONDS", "must be >= 0")
+        _require(self.write_margin_seconds > 0, "FILEQUEUE_WRITE_MARGIN_SECONDS", "must be positive")
+        _require(self.memory_limit_mb >= 0, "FILEQUEUE_MEMORY_LIMIT_MB", "must be >= 0 (0 means unknown)")
+        _require(self.extract_memory_mb >= 0, "FILEQUEUE_EXTRACT_MEMORY_MB", "must be >= 0 (0 means derived)")
+        _require(self.max_decompressed_bytes > 0, "FILEQUEUE_MAX_DECOMPRESSED_BYTES", "must be positive")
+        _require(self.worker_start_wait_seconds > 0, "FILEQUEUE_WORKER_START_WAIT_SECONDS", "must be positive")
+        self.derive_extract_memory(max(1, self.worker_processes))
         _require(0 <= self.worker_wait_time_seconds <= 20, "FILEQUEUE_WORKER_WAIT_TIME_SECONDS", "must be in 0..20")
         _require(1 <= self.worker_batch_size <= 10, "FILEQUEUE_WORKER_BATCH_SIZE", "must be in 1..10")
         _require(self.worker_processes >= 0, "FILEQUEUE_WORKER_PROCESSES", "must be >= 0 (0 means one per CPU)")
         _require(0 <= self.health_port <= 65535, "FILEQUEUE_HEALTH_PORT", "must be a TCP port (0 disables)")
+
+    def derive_extract_memory(self, processes: int) -> int:
+        """The extraction child's memory cap when `processes` handler processes share `memory_limit_mb`.
+
+        An explicit FILEQUEUE_EXTRACT_MEMORY_MB is kept if it fits; above the derived cap it is an error,
+        since a memory bomb could then take the whole runtime down instead of being recorded.
+        """
+        if not self.memory_limit_mb:
+            return self.extract_memory_mb or UNKNOWN_MEMORY_EXTRACT_MB
+        try:
+            derived = extract_memory_mb(self.memory_limit_mb, processes)
+        except ValueError as error:
+            raise ConfigError(
+                f"FILEQUEUE_MEMORY_LIMIT_MB (with FILEQUEUE_WORKER_PROCESSES={processes}) is too small: {error}"
+            ) from None
+        if self.extract_memory_mb > derived:
+            raise ConfigError(
+                f"FILEQUEUE_EXTRACT_MEMORY_MB ({self.extract_memory_mb}) must be at most {derived}: "
+                f"FILEQUEUE_MEMORY_LIMIT_MB ({self.memory_limit_mb}) shared by {processes} process(es), "
+                "each keeping its own reserve"
+            )
+        return self.extract_memory_mb or derived
+
+    def time_budget(self, total_seconds: float) -> TimeBudget:
+        return TimeBudget(
+            total_seconds=total_seconds,
+            deadline_margin_seconds=self.deadline_margin_seconds,
+            extract_timeout_seconds=self.extract_timeout_seconds,
+            write_margin_seconds=self.write_margin_seconds,
+        )
+
+    def check_time_budget(self, total_seconds: float, total_name: str) -> None:
+        """Raise ConfigError if a record could not finish within `total_seconds` (named `total_name`)."""
+        problems = self.time_budget(total_seconds).problems(total_name)
+        if problems:
+            names = ", ".join((total_name, *TIME_LIMIT_VARIABLES))
+            raise ConfigError(f"inconsistent time limits ({names}): " + "; ".join(problems))
 
     def require_database(self) -> None:
         if not (self.database_url or self.database_secret_arn):

@@ -82,6 +82,14 @@ def ingest(aws_env: str) -> IngestResources:
 
 
 @pytest.fixture
+def boto_session(aws_env: str) -> Iterator[Any]:
+    """A fresh default boto3 session, so hooks registered on it reach the handler's clients only."""
+    boto3.setup_default_session()
+    yield boto3.DEFAULT_SESSION
+    boto3.DEFAULT_SESSION = None
+
+
+@pytest.fixture
 def s3(aws_env: str) -> Any:
     return boto3.client("s3", region_name=REGION)
 
@@ -97,6 +105,7 @@ def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FILEQUEUE_DATABASE_URL", database_url)
     monkeypatch.setenv("FILEQUEUE_DB_CONNECT_TIMEOUT_SECONDS", "3")
     monkeypatch.setenv("FILEQUEUE_DEADLINE_MARGIN_SECONDS", "5")
+    monkeypatch.setenv("FILEQUEUE_WRITE_MARGIN_SECONDS", "2")
     get_settings.cache_clear()
     reset_deps()
     settings = get_settings()

@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 
 
 class PostgresProxy:
-    """Forwards 127.0.0.1:<port> to the server (Unix socket or TCP) until `cut()` is called."""
+    """Forwards 127.0.0.1:<port> to the server (Unix socket or TCP) until `cut()` is called.
 
-    def __init__(self, database_url: str) -> None:
+    With `chaos`, the bytes of each message a client sends are first passed to it: when it answers
+    True, that client's connection is dropped instead (a transient failure of that one database call).
+    """
+
+    def __init__(self, database_url: str, chaos: Callable[[bytes], bool] | None = None) -> None:
         from psycopg.conninfo import conninfo_to_dict
 
         params = conninfo_to_dict(database_url)
@@ -37,6 +41,7 @@ class PostgresProxy:
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._cut = threading.Event()
+        self._chaos = chaos
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -74,13 +79,18 @@ class PostgresProxy:
             upstream.connect(self._target)
             with self._lock:
                 self._open.extend([client, upstream])
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, upstream, self._chaos), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(source: socket.socket, sink: socket.socket, chaos: Callable[[bytes], bool] | None) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if chaos is not None and chaos(data):
+                    for sock in (source, sink):
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                    return
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

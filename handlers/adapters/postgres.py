@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError, TransientError
+from handlers.errors import ConfigError, PermanentError, TransientError
 from handlers.stages.sequencer import compare_sequencers
 
 if TYPE_CHECKING:
@@ -265,15 +265,21 @@ class PostgresRepository:
         import psycopg_pool
 
         if time.monotonic() < self._unavailable_until:
-            raise TransientError("database unavailable (a connection failed moments ago)", code="db_unavailable")
+            raise TransientError(
+                "database unavailable (a connection failed moments ago)", code="db_recently_unavailable"
+            )
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
+        except psycopg_pool.PoolTimeout as exc:  # no connection could be made: fail fast for a while
             self._unavailable_until = time.monotonic() + _FAIL_FAST_SECONDS
+            raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
+        except psycopg.OperationalError as exc:  # one connection broke; the pool replaces it
             raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
             raise TransientError(f"database conflict: {exc}", code="db_conflict") from exc
+        except psycopg.DataError as exc:  # the values themselves are invalid: retrying cannot help
+            raise PermanentError(f"the database rejected the content: {exc}", code="content_rejected") from exc
 
 
 def open_pool(conninfo: str, *, max_size: int, timeout: float) -> ConnectionPool[Any]:

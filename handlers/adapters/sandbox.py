@@ -9,6 +9,7 @@ with `os._exit`, so it never runs the parent's atexit handlers or flushes its bu
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib
 import logging
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar, TypeVarTuple, cast
 
-from handlers.errors import FileQueueError, PermanentError
+from handlers.errors import FileQueueError, PermanentError, TransientError
 from handlers.stages.extract import extract_text
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ _ERROR = "error"
 _MEMORY = "memory"
 _CRASH = "crash"
 _READ_SIZE = 1 << 16
+EXTRACT_TIMEOUT = "extract_timeout"
+# prctl(2) option: the signal the kernel sends this process when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
 # pypdf logs one warning per repaired object; a hostile file yields thousands of lines.
 _MAX_PYPDF_LOG_RECORDS = 20
 
@@ -52,10 +56,11 @@ def run_bounded(function: Callable[[*Ts], T], *args: *Ts, timeout_seconds: float
     """
     _flush_standard_streams()  # otherwise the child would inherit, and could repeat, pending output
     read_fd, write_fd = os.pipe()
+    parent_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _run_child(write_fd, memory_mb, lambda: function(*args))
+        _run_child(write_fd, memory_mb, parent_pid, lambda: function(*args))
     os.close(write_fd)
     try:
         payload = _read_until_closed(read_fd, time.monotonic() + timeout_seconds)
@@ -67,7 +72,7 @@ def run_bounded(function: Callable[[*Ts], T], *args: *Ts, timeout_seconds: float
     if payload is None:
         _kill(pid)
         raise PermanentError(
-            f"extraction stopped after {timeout_seconds:g} s (the file is too slow to parse)", code="extract_timeout"
+            f"extraction stopped after {timeout_seconds:g} s (the file is too slow to parse)", code=EXTRACT_TIMEOUT
         )
     _, status = os.waitpid(pid, 0)
     return cast("T", _outcome(payload, status, memory_mb))
@@ -81,18 +86,36 @@ def extract_file(
     limits: ExtractLimits,
     timeout_seconds: float,
     memory_mb: int,
+    file_limit_seconds: float | None = None,
 ) -> ExtractedText:
-    """`extract_text` of the file at `path`, bounded; the child reads the file, not this process."""
+    """`extract_text` of the file at `path`, bounded; the child reads the file, not this process.
+
+    `file_limit_seconds` is the time any file may take; `timeout_seconds` may be shorter, clamped to
+    what is left of the runtime's time. A file stopped by the clamp was not given its full limit: that
+    is a TransientError (`deadline`, retried with fresh time), not a permanent `extract_timeout`.
+    """
+    limit = timeout_seconds if file_limit_seconds is None else file_limit_seconds
+    if timeout_seconds <= 0:
+        raise TransientError("no time left to extract before the write margin; retried", code="deadline")
     import_parsers_once()
-    return run_bounded(
-        _extract_path,
-        path,
-        key,
-        declared_content_type,
-        limits,
-        timeout_seconds=timeout_seconds,
-        memory_mb=memory_mb,
-    )
+    try:
+        return run_bounded(
+            _extract_path,
+            path,
+            key,
+            declared_content_type,
+            limits,
+            timeout_seconds=timeout_seconds,
+            memory_mb=memory_mb,
+        )
+    except PermanentError as error:
+        if error.code == EXTRACT_TIMEOUT and timeout_seconds < limit:
+            raise TransientError(
+                f"extraction cut short after {timeout_seconds:.3g} s by the time left (the limit is {limit:g} s); "
+                "retried",
+                code="deadline",
+            ) from error
+        raise
 
 
 @functools.cache
@@ -132,12 +155,13 @@ class _FirstRecordsHandler(logging.Handler):
             logging.getLogger().handle(record)
 
 
-def _run_child(write_fd: int, memory_mb: int, call: Callable[[], object]) -> NoReturn:
+def _run_child(write_fd: int, memory_mb: int, parent_pid: int, call: Callable[[], object]) -> NoReturn:
     exit_code = 1
     try:
         # The parent's handlers (e.g. the worker's graceful shutdown) must not run in the child.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with_parent(parent_pid)
         _limit_address_space(memory_mb)
         outcome = _call(call)
         try:
@@ -161,6 +185,20 @@ def _call(call: Callable[[], object]) -> tuple[str, object]:
         return _MEMORY, None
     except BaseException as error:  # noqa: BLE001  (anything else is a crash of the parsing code)
         return _CRASH, f"{type(error).__name__}: {error}"
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this child when its parent dies, so a killed worker leaves no orphan parsing on.
+
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere the wall-clock timeout is the only bound.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _limit_address_space(memory_mb: int) -> None:

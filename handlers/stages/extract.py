@@ -25,7 +25,7 @@ from handlers.model import ExtractedText, ExtractLimits, Page
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from pypdf import PdfReader
+    from pypdf import PageObject, PdfReader
 
 PDF = "application/pdf"
 TEXT = "text/plain"
@@ -100,7 +100,11 @@ _MAX_CONTROL_SHARE = 0.05
 _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v\x00")
 _MARKDOWN_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(?P<title>.+?)(?:[ \t]+#+)?[ \t]*$")
 _MARKDOWN_FENCE = re.compile(r"^ {0,3}(```|~~~)")
-_NO_TEXT_MESSAGE = "no extractable text (scanned or image-only PDF?)"
+# A decoded Python str holds a surrogate only when it is unpaired (UTF-16 pairs decode to one code point).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_NO_TEXT_IMAGES = "no extractable text: the pages hold only images (a scanned or image-only PDF?)"
+_NO_TEXT_FONTS = "no extractable text: the pages have no fonts, so they draw no text"
+_NO_TEXT_DRAWN = "no extractable text: the pages have fonts but draw no text"
 
 
 def detect_content_type(data: bytes, key: str, declared: str | None) -> str:
@@ -127,12 +131,24 @@ def detect_content_type(data: bytes, key: str, declared: str | None) -> str:
 
 
 def extract_text(data: bytes, *, key: str, declared_content_type: str | None, limits: ExtractLimits) -> ExtractedText:
-    """Extract the text of one file; raises PermanentError with a stable `code` on failure."""
+    """Extract the text of one file; raises PermanentError with a stable `code` on failure.
+
+    The text holds nothing PostgreSQL rejects (NUL characters, lone UTF-16 surrogates), whatever the format.
+    """
     if not data:
         raise PermanentError("the file is empty (0 bytes)", code="empty_file")
     content_type = detect_content_type(data, key, declared_content_type)
     if content_type == PDF:
         return _extract_pdf(data, limits)
+    return _extract_markup_or_text(data, content_type, limits)
+
+
+def clean_text(text: str) -> str:
+    """`text` without the characters PostgreSQL cannot store: NUL, and surrogates not part of a pair."""
+    return _UNSTORABLE.sub("", text)
+
+
+def _extract_markup_or_text(data: bytes, content_type: str, limits: ExtractLimits) -> ExtractedText:
     text = _decode_text(data)
     title: str | None = None
     links: tuple[str, ...] = ()
@@ -144,6 +160,9 @@ def extract_text(data: bytes, *, key: str, declared_content_type: str | None, li
         text = _json_to_text(text)
     elif content_type == MARKDOWN:
         title = _markdown_title(text)
+    text = clean_text(text)
+    if title is not None:
+        title = clean_text(title).strip() or None
     if not text.strip():
         raise PermanentError("no extractable text (the file holds only whitespace or markup)", code="no_text")
     _check_size(len(text), limits)
@@ -416,7 +435,7 @@ def _extract_pdf(data: bytes, limits: ExtractLimits) -> ExtractedText:
         raise PermanentError(f"too many pages: {page_count} > {limits.max_pages} allowed", code="too_many_pages")
     pages = _pdf_pages(reader, page_count, limits)
     if not pages:
-        reason = "no extractable text: the PDF has no pages" if page_count == 0 else _NO_TEXT_MESSAGE
+        reason = "no extractable text: the PDF has no pages" if page_count == 0 else _no_text_reason(reader)
         raise PermanentError(reason, code="no_text")
     return ExtractedText(content_type=PDF, pages=pages, title=_pdf_title(reader), page_count=page_count)
 
@@ -441,10 +460,19 @@ def _pdf_pages(reader: PdfReader, page_count: int, limits: ExtractLimits) -> tup
     """Pages with text, 1-based; one broken page fails the file rather than silently losing text."""
     pages: list[Page] = []
     chars = 0
+    decompressed = 0
     for number in range(1, page_count + 1):
         try:
-            text = reader.pages[number - 1].extract_text().replace("\x00", "")
-        except MemoryError:
+            page = reader.pages[number - 1]
+            decompressed += _content_bytes(page)
+            if decompressed > limits.max_decompressed_bytes:
+                raise PermanentError(
+                    f"the PDF's content decompresses to more than {limits.max_decompressed_bytes} bytes "
+                    f"by page {number} (a decompression bomb?)",
+                    code="too_much_content",
+                )
+            text = clean_text(page.extract_text())
+        except (PermanentError, MemoryError):
             raise
         except Exception as error:  # noqa: BLE001  (broken pages make pypdf raise many types)
             raise _corrupt_pdf(error, page=number) from None
@@ -466,7 +494,62 @@ def _pdf_title(reader: PdfReader) -> str | None:
         return None
     if not isinstance(title, str):
         return None
-    return title.replace("\x00", "").strip() or None
+    return clean_text(title).strip() or None
+
+
+def _content_bytes(page: PageObject) -> int:
+    """Decompressed size of what text extraction decodes for `page`: its content streams and form XObjects.
+
+    pypdf caps each stream on its own; this lets the caller cap their sum over the document. The decoded
+    streams stay cached in the reader, so extraction does not decode them again.
+    """
+    total = 0
+    pending: list[object] = [page.get("/Contents"), *_form_xobjects(page.get("/Resources"))]
+    seen: set[int] = set()
+    while pending:
+        item = _resolve(pending.pop())
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, list):
+            pending.extend(item)
+        elif hasattr(item, "get_data"):
+            total += len(item.get_data())
+            if hasattr(item, "get"):
+                pending.extend(_form_xobjects(item.get("/Resources")))
+    return total
+
+
+def _form_xobjects(resources: object) -> list[object]:
+    resources = _resolve(resources)
+    xobjects = _resolve(resources.get("/XObject")) if isinstance(resources, dict) else None
+    if not isinstance(xobjects, dict):
+        return []
+    return [_resolve(value) for value in xobjects.values() if _subtype(value) == "/Form"]
+
+
+def _subtype(xobject: object) -> object:
+    resolved = _resolve(xobject)
+    return resolved.get("/Subtype") if isinstance(resolved, dict) else None
+
+
+def _resolve(value: object) -> object:
+    get_object = getattr(value, "get_object", None)
+    return get_object() if get_object is not None else value
+
+
+def _no_text_reason(reader: PdfReader) -> str:
+    """Why a PDF without text has none, from what its pages use: images, fonts, or neither."""
+    has_fonts = False
+    for page in reader.pages:
+        resources = _resolve(page.get("/Resources"))
+        if not isinstance(resources, dict):
+            continue
+        xobjects = _resolve(resources.get("/XObject"))
+        if isinstance(xobjects, dict) and any(_subtype(value) == "/Image" for value in xobjects.values()):
+            return _NO_TEXT_IMAGES
+        has_fonts = has_fonts or isinstance(_resolve(resources.get("/Font")), dict)
+    return _NO_TEXT_DRAWN if has_fonts else _NO_TEXT_FONTS
 
 
 def _corrupt_pdf(error: Exception, *, page: int | None = None) -> PermanentError:

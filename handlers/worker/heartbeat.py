@@ -81,7 +81,12 @@ class VisibilityHeartbeat:
 
     def beat(self) -> None:
         """Extend every tracked lease once."""
-        leases = self.tracked()
+        self.renew(self.tracked())
+
+    def renew(self, leases: Iterable[Lease]) -> None:
+        """Extend these leases now, if still tracked (a batch about to start gets a full lease)."""
+        with self._lock:
+            leases = [lease for lease in leases if lease.receipt_handle in self._leases]
         if not leases:
             return
         started = self._clock()

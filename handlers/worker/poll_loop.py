@@ -19,14 +19,25 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
+from handlers.errors import ConfigError
 from handlers.worker.backoff import Backoff
 from handlers.worker.context import memory_limit_mb, worker_context
 from handlers.worker.heartbeat import VisibilityHeartbeat
+from handlers.worker.inflight import InFlight
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.records import build_event, group_received, plan_batches
 from handlers.worker.response import InvalidBatchResponseError, failed_message_ids
 from handlers.worker.shutdown import StopSignal
-from handlers.worker.sqs import SQS_ERRORS, Acknowledger, QueueInfo, describe_queue, error_code, receive
+from handlers.worker.sqs import (
+    SQS_ERRORS,
+    Acknowledger,
+    QueueInfo,
+    describe_queue,
+    error_code,
+    queue_missing,
+    receive,
+)
+from handlers.worker.startup import heartbeat_interval, visibility_problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -45,7 +56,10 @@ logger = Logger(service="filequeue")
 
 EXIT_OK = 0
 EXIT_ABORTED = 1
+EXIT_CONFIG = 2
+"""A configuration error stopped the loop: restarting it would fail the same way."""
 HTTP_SLACK_SECONDS = 15.0
+QUEUE_HINT = "FILEQUEUE_QUEUE_URL names a queue that does not exist"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +69,32 @@ class LoopOptions:
     batch_size: int = 10
     visibility_timeout_seconds: int = 0
     """0: use the queue's VisibilityTimeout attribute."""
-    shutdown_grace_seconds: float = 25.0
+    shutdown_grace_seconds: float = 150.0
     ack_reserve_seconds: float = 2.0
     """Kept back from the lease for deleting after the handler returns."""
     handler_margin_seconds: float = 0.0
     """The handler's own deadline margin: it starts no record with less time left than this."""
+    record_seconds: float = 0.0
+    """The most one record may need (deadline margin, extraction limit, write margin): a batch's time budget
+    is at least this, even when the visibility timeout is shorter (the heartbeat keeps the lease)."""
     heartbeat: bool = True
     receive_backoff_base_seconds: float = 1.0
     receive_backoff_cap_seconds: float = 10.0
     failure_backoff_base_seconds: float = 1.0
     failure_backoff_cap_seconds: float = 30.0
     ack_attempts: int = 4
+    start_wait_seconds: float = 10.0
+    """A message not started after this long while the loop is busy is released for an idle consumer."""
+    watch_interval_seconds: float = 0.25
+
+    def visibility_problem(self, visibility_seconds: int) -> str | None:
+        """Why no record could start within a lease of `visibility_seconds`, or None."""
+        return visibility_problem(
+            visibility_seconds,
+            heartbeat=self.heartbeat,
+            margin_seconds=self.handler_margin_seconds,
+            reserve_seconds=self.ack_reserve_seconds,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoopOptions:
@@ -76,6 +105,10 @@ class LoopOptions:
             visibility_timeout_seconds=settings.worker_visibility_timeout_seconds,
             shutdown_grace_seconds=settings.worker_shutdown_grace_seconds,
             handler_margin_seconds=settings.deadline_margin_seconds,
+            record_seconds=settings.deadline_margin_seconds
+            + settings.extract_timeout_seconds
+            + settings.write_margin_seconds,
+            start_wait_seconds=settings.worker_start_wait_seconds,
         )
 
 
@@ -136,10 +169,13 @@ class PollLoop:
         self._queue: QueueInfo | None = None
         self._queue_lock = threading.Lock()
         self._heartbeat: VisibilityHeartbeat | None = None
+        self._in_flight = InFlight(clock)
+        self._closed = threading.Event()
+        self._watcher: threading.Thread | None = None
         self._memory_mb = memory_limit_mb()
         self._tally = _Tally()
         self._tally_lock = threading.Lock()
-        self._aborted = False
+        self._exit_code = EXIT_OK
 
     @property
     def visibility_timeout(self) -> int:
@@ -165,10 +201,13 @@ class PollLoop:
                     "reason": self._stop.reason,
                 },
             )
-        return EXIT_ABORTED if self._aborted else EXIT_OK
+        return self._exit_code
 
     def close(self) -> None:
-        """Stop the visibility heartbeat (run() does this on its way out)."""
+        """Stop the visibility heartbeat and the in-flight watcher (run() does this on its way out)."""
+        self._closed.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
         if self._heartbeat is not None:
             self._heartbeat.stop()
 
@@ -196,7 +235,7 @@ class PollLoop:
         reports = self.process_messages(messages, received_at=received_at)
         if any(report.succeeded for report in reports):
             self._failure_backoff.reset()
-        elif reports and not self._stop.is_set():
+        elif any(report.size > report.succeeded for report in reports) and not self._stop.is_set():
             delay = self._failure_backoff.next_delay()
             logger.warning(
                 "batch_all_failed",
@@ -219,35 +258,46 @@ class PollLoop:
         heartbeat = self._heartbeat
         if heartbeat is not None:
             heartbeat.track(leases, received_at=received_at)
+        self._in_flight.add(received, received_at)
         reports: list[BatchReport] = []
         try:
-            batches = plan_batches(received, self._options.batch_size)
-            for position, batch in enumerate(batches):
+            for planned in plan_batches(received, self._options.batch_size):
                 if self._stop.is_set():
-                    not_started = [item for rest in batches[position:] for item in rest]
-                    self._release(_leases(not_started), "shutdown")
                     break
-                reports.append(self._run_batch(batch, queue, received_at))
+                batch = self._in_flight.offer(planned)
+                if batch:
+                    reports.append(self._run_batch(batch, queue, received_at))
         finally:
+            # What is left was not started: a stop came, or the loop failed. Hand it back now.
+            self._hand_back(self._in_flight.take_waiting(among=received), "shutdown")
             if heartbeat is not None:
                 heartbeat.untrack(leases)
         return reports
 
-    def _run_batch(self, batch: list[Received], queue: QueueInfo, received_at: float) -> BatchReport:
+    def _run_batch(self, offered: list[Received], queue: QueueInfo, received_at: float) -> BatchReport:
+        if self._heartbeat is not None:
+            # The leases may be up to one renewal interval old (more on a busy machine): renew them, so the
+            # batch starts with a whole visibility timeout and its records are not refused for lack of time.
+            self._heartbeat.renew(_leases(offered))
         started = self._clock()
-        budget_end = started + self.visibility_timeout
+        budget_end = started + max(self.visibility_timeout, self._options.record_seconds)
         # The batch is stuck if it outlives its budget by another visibility timeout.
         self._liveness(budget_end + self.visibility_timeout)
-        event = build_event(batch, queue.identity)
-        context = self._context(queue, self._deadline(_leases(batch), received_at, budget_end))
-        message_ids = frozenset(item.message_id for item in batch)
-        self._metrics.in_flight.inc(len(batch))
+        event = build_event(offered, queue.identity)
+        context = self._context(queue, self._deadline(_leases(offered), received_at, budget_end))
+        message_ids = frozenset(item.message_id for item in offered)
+        self._metrics.in_flight.inc(len(offered))
         try:
             failed_ids, reason = self._invoke(event, context, message_ids)
         finally:
-            self._metrics.in_flight.dec(len(batch))
+            self._metrics.in_flight.dec(len(offered))
             seconds = self._clock() - started
             self._metrics.batch_seconds.observe(seconds)
+            # Only what this loop still holds: records released while the handler worked are someone else's.
+            batch = self._in_flight.finish(offered)
+            if self._heartbeat is not None:
+                # Before the delete: a renewal of a deleted message would be reported as a lost lease.
+                self._heartbeat.untrack(_leases(batch))
         succeeded = [item for item in batch if item.message_id not in failed_ids]
         failed = [item for item in batch if item.message_id in failed_ids]
         deleted = self._acknowledger.delete(_leases(succeeded))
@@ -282,6 +332,12 @@ class PollLoop:
         ids = sorted(message_ids)
         try:
             response = self._handler(event, context)
+        except ConfigError as exc:
+            # Every record would fail the same way: stop receiving rather than spend the queue's receives.
+            logger.error("configuration_error", extra={"message_ids": ids, "error": str(exc), "outcome": "failed"})
+            self._exit_code = EXIT_CONFIG
+            self._stop.request("configuration_error")
+            return message_ids, "configuration_error"
         except Exception:  # Lambda's rule: a handler exception fails the whole batch
             logger.exception("handler_failed", extra={"message_ids": ids, "outcome": "failed"})
             return message_ids, "handler_exception"
@@ -290,7 +346,7 @@ class PollLoop:
                 "handler_aborted",
                 extra={"message_ids": ids, "exception": type(exc).__name__, "outcome": "failed"},
             )
-            self._aborted = True
+            self._exit_code = EXIT_ABORTED
             self._stop.request("handler_aborted")
             return message_ids, "aborted"
         try:
@@ -302,9 +358,10 @@ class PollLoop:
     def _deadline(self, leases: Sequence[Lease], received_at: float, budget_end: float) -> Callable[[], float]:
         """When the batch must be done: the earliest of its budget, its lease and the shutdown grace.
 
-        Like a Lambda timeout, each batch gets one visibility timeout of time from its start. The
-        heartbeat keeps the lease beyond that; should renewals stop working, the real end of the
-        lease comes first. After SIGTERM, the end of the grace period does.
+        Like a Lambda timeout, each batch gets a fixed time from its start: one visibility timeout, or
+        the time one record may need if that is longer. The heartbeat keeps the lease beyond that;
+        should renewals stop working, the real end of the lease comes first. After SIGTERM, the end of
+        the grace period does.
         """
         heartbeat = self._heartbeat
         reserve = self._options.ack_reserve_seconds
@@ -318,7 +375,34 @@ class PollLoop:
         return deadline
 
     def _context(self, queue: QueueInfo, deadline: Callable[[], float]) -> DeadlineContext:
-        return worker_context(deadline, queue.identity.arn, self._memory_mb, self._clock)
+        return worker_context(deadline, queue.identity.arn, self._memory_mb, self._clock, self._in_flight.claim)
+
+    def _hand_back(self, items: Sequence[Received], reason: str) -> None:
+        """Release messages this loop no longer holds, and stop extending their leases first."""
+        leases = _leases(items)
+        if self._heartbeat is not None:
+            self._heartbeat.untrack(leases)
+        self._release(leases, reason)
+
+    def _watch_in_flight(self, max_receives: int | None) -> None:
+        """Hand back at once what has not started when a stop comes, and what waits too long behind slow work.
+
+        Waiting messages are released only with a receive to spare before the DLQ, so releasing never
+        dead-letters a healthy message; a stop releases everything not started (the process is leaving).
+        """
+
+        def spare(item: Received) -> bool:
+            return max_receives is None or item.receive_count + 1 < max_receives
+
+        while not self._closed.wait(self._options.watch_interval_seconds):
+            try:
+                if self._stop.is_set():
+                    self._hand_back(self._in_flight.take_waiting(), "shutdown")
+                elif self._in_flight.busy():
+                    waiting = self._in_flight.take_waiting(waited_seconds=self._options.start_wait_seconds, spare=spare)
+                    self._hand_back(waiting, "not_started_in_time")
+            except Exception:  # a dead watcher would silently strand messages behind slow work
+                logger.exception("in_flight_watcher_failed")
 
     def _release(self, leases: Sequence[Lease], reason: str) -> None:
         if not leases:
@@ -357,27 +441,21 @@ class PollLoop:
 
     def _start(self, queue: QueueInfo) -> None:
         visibility = self._options.visibility_timeout_seconds or queue.visibility_timeout_seconds
-        interval = max(0.5, visibility / 3)
-        # With a heartbeat, a lease may be up to one interval old when a batch starts.
-        usable = visibility - interval if self._options.heartbeat else visibility
-        if usable <= self._options.handler_margin_seconds + self._options.ack_reserve_seconds:
-            logger.error(
-                "visibility_timeout_too_short",
-                extra={
-                    "visibility_timeout": visibility,
-                    "deadline_margin_seconds": self._options.handler_margin_seconds,
-                    "hint": "the handler will start no record: raise the queue's VisibilityTimeout or set "
-                    "FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS",
-                },
-            )
+        problem = self._options.visibility_problem(visibility)
+        if problem is not None:
+            logger.error("visibility_timeout_too_short", extra={"visibility_timeout": visibility, "error": problem})
         if self._options.heartbeat:
             self._heartbeat = VisibilityHeartbeat(
                 self._acknowledger,
-                interval_seconds=interval,
+                interval_seconds=heartbeat_interval(visibility),
                 visibility_timeout=visibility,
                 clock=self._clock,
             )
             self._heartbeat.start()
+        self._watcher = threading.Thread(
+            target=self._watch_in_flight, args=(queue.max_receive_count,), name="in-flight-watcher", daemon=True
+        )
+        self._watcher.start()
         logger.info(
             "worker_started",
             extra={
@@ -389,6 +467,8 @@ class PollLoop:
         )
 
     def _back_off_after_error(self, operation: str, exc: Exception, backoff: Backoff) -> None:
+        if queue_missing(exc):
+            logger.error("queue_does_not_exist", extra={"queue_url": self._options.queue_url, "hint": QUEUE_HINT})
         self._metrics.sqs_errors.labels(operation=operation).inc()
         delay = backoff.next_delay()
         logger.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +29,7 @@ LEASE_LOST_CODES = frozenset({"MessageNotInflight", "ReceiptHandleIsInvalid", "I
 SQS_ERRORS = (ClientError, BotoCoreError)
 """What a failed SQS call raises: service errors, throttling (after botocore's retries), timeouts, network."""
 
+QUEUE_MISSING_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 Operation = Literal["delete", "release", "extend"]
 
 
@@ -48,13 +50,34 @@ def make_sqs_client(wait_time_seconds: int) -> SQSClient:
 class QueueInfo:
     identity: QueueIdentity
     visibility_timeout_seconds: int
+    max_receive_count: int | None = None
+    """The redrive policy's maxReceiveCount (None: no DLQ, receives are not limited)."""
 
 
 def describe_queue(sqs: SQSClient, queue_url: str) -> QueueInfo:
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn", "VisibilityTimeout"])[
-        "Attributes"
-    ]
-    return QueueInfo(QueueIdentity(attributes["QueueArn"]), int(attributes["VisibilityTimeout"]))
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["QueueArn", "VisibilityTimeout", "RedrivePolicy"]
+    )["Attributes"]
+    return QueueInfo(
+        QueueIdentity(attributes["QueueArn"]),
+        int(attributes["VisibilityTimeout"]),
+        _max_receive_count(attributes.get("RedrivePolicy")),
+    )
+
+
+def _max_receive_count(redrive_policy: str | None) -> int | None:
+    if not redrive_policy:
+        return None
+    try:
+        return int(json.loads(redrive_policy)["maxReceiveCount"])
+    except (ValueError, KeyError, TypeError):
+        logger.warning("unreadable_redrive_policy", extra={"redrive_policy": redrive_policy})
+        return None
+
+
+def queue_missing(exc: Exception) -> bool:
+    """True if the call failed because the queue does not exist (a wrong FILEQUEUE_QUEUE_URL)."""
+    return error_code(exc) in QUEUE_MISSING_CODES
 
 
 def receive(

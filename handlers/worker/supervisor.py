@@ -24,6 +24,7 @@ from aws_lambda_powertools import Logger
 
 from handlers.errors import ConfigError
 from handlers.worker.backoff import Backoff
+from handlers.worker.poll_loop import EXIT_CONFIG
 from handlers.worker.shutdown import StopSignal, install_signal_handlers
 
 if TYPE_CHECKING:
@@ -52,12 +53,32 @@ def serve(
     *,
     processes: int | None = None,
 ) -> int:
-    """Run the worker until SIGTERM/SIGINT; returns the exit code."""
-    settings.require_queue()
+    """Run the worker until SIGTERM/SIGINT; returns the exit code.
+
+    Configuration that would fail every record raises ConfigError before the first receive.
+    """
     count = worker_count(settings.worker_processes if processes is None else processes)
+    check_startup(settings, count, check_ready)
     if count == 1:
         return _run_in_process(settings, handler, check_ready)
     return _run_supervised(settings, handler, check_ready, count)
+
+
+def check_startup(settings: Settings, processes: int, check_ready: Callable[[], None]) -> None:
+    """Every start-up check (limits, queue, visibility, database), cheapest first; raises ConfigError."""
+    from handlers.worker.poll_loop import LoopOptions
+    from handlers.worker.sqs import make_sqs_client
+    from handlers.worker.startup import check_database, check_limits, check_queue
+
+    check_limits(settings, processes)
+    options = LoopOptions.from_settings(settings)
+    sqs = make_sqs_client(settings.worker_wait_time_seconds)
+    queue = check_queue(sqs, options.queue_url)
+    visibility = options.visibility_timeout_seconds or queue.visibility_timeout_seconds
+    problem = options.visibility_problem(visibility)
+    if problem is not None:
+        raise ConfigError(problem)
+    check_database(check_ready)
 
 
 def worker_count(requested: int) -> int:
@@ -192,7 +213,10 @@ def _start_health(
 
     sqs = make_sqs_client(settings.worker_wait_time_seconds)
     readiness = ReadinessProbe(check_ready, sqs, settings.require_queue(), stop)
-    server = HealthServer(settings.health_port, liveness=liveness, readiness=readiness.probe, registry=registry)
+    try:
+        server = HealthServer(settings.health_port, liveness=liveness, readiness=readiness.probe, registry=registry)
+    except OSError as error:
+        raise ConfigError(f"FILEQUEUE_HEALTH_PORT {settings.health_port} cannot be served: {error.strerror}") from None
     server.start()
     return server
 
@@ -230,11 +254,14 @@ class Supervisor:
         self._started_at = [0.0] * count
         self._restart_at = [0.0] * count
         self._backoffs = [Backoff(self._template.base_seconds, self._template.cap_seconds) for _ in range(count)]
+        self._config_failed = False
 
     def run(self) -> int:
         logger.info("supervisor_started", extra={"processes": self._count})
         while not self._stop.is_set():
             self._reap()
+            if self._stop.is_set():
+                break
             self._start_due()
             sentinels = [child.sentinel for child in self._children if child is not None]
             wait(sentinels, timeout=1.0)
@@ -245,6 +272,11 @@ class Supervisor:
             if child is None or child.is_alive():
                 continue
             child.join()
+            if child.exitcode == EXIT_CONFIG:
+                # Every restart would fail the same way and spend more receives: stop the whole worker.
+                logger.error("worker_configuration_error", extra={"slot": index, "pid": child.pid})
+                self._config_failed = True
+                self._stop.request("configuration_error")
             lived = self._clock() - self._started_at[index]
             backoff = self._backoffs[index]
             if lived >= STABLE_AFTER_SECONDS:
@@ -292,4 +324,6 @@ class Supervisor:
             child.join()
         codes = [child.exitcode for child in running]
         logger.info("supervisor_stopped", extra={"exit_codes": codes})
+        if self._config_failed:
+            return EXIT_CONFIG
         return 0 if not killed and all(code == 0 for code in codes) else 1

@@ -10,7 +10,6 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import psycopg
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
@@ -26,14 +25,6 @@ if TYPE_CHECKING:
 
 BUCKET = "handler-bucket"
 PDF = FIXTURES / "pdf"
-
-
-@pytest.fixture
-def boto_session(aws_env: str):
-    """A fresh default boto3 session, so hooks registered on it reach the handler's clients only."""
-    boto3.setup_default_session()
-    yield boto3.DEFAULT_SESSION
-    boto3.DEFAULT_SESSION = None
 
 
 @pytest.fixture
@@ -451,5 +442,5 @@ def test_lambda_entry_point_returns_the_partial_batch_response(s3, bucket, handl
     from handlers.lambda_entry import lambda_handler
 
     event = _event(_put(s3, "uploads/notes.md", _markdown("lambda")), "{not json")
-    response = lambda_handler(event, DeadlineContext.lasting(60))  # type: ignore[arg-type]
+    response = lambda_handler(event, DeadlineContext.lasting(180))  # type: ignore[arg-type]
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}

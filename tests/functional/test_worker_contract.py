@@ -17,10 +17,11 @@ from handlers.errors import ConfigError
 from handlers.runtime_context import DeadlineContext
 from handlers.worker.backoff import Backoff
 from handlers.worker.context import memory_limit_mb, worker_context
+from handlers.worker.poll_loop import EXIT_CONFIG
 from handlers.worker.records import QueueIdentity, Received, build_event, describe_body, group_received, plan_batches
 from handlers.worker.response import InvalidBatchResponseError, failed_message_ids
 from handlers.worker.shutdown import StopSignal
-from handlers.worker.supervisor import available_cpus, worker_count
+from handlers.worker.supervisor import Supervisor, available_cpus, worker_count
 from tests.functional.worker_app import new_queue
 
 
@@ -291,3 +292,23 @@ def test_the_worker_count_follows_the_cgroup_cpu_quota(tmp_path):
 def test_a_negative_worker_count_is_a_configuration_error():
     with pytest.raises(ConfigError, match="worker processes"):
         worker_count(-1)
+
+
+def exit_with_configuration_error() -> None:
+    raise SystemExit(EXIT_CONFIG)
+
+
+def test_a_child_stopped_by_a_configuration_error_stops_the_supervisor_instead_of_restarting():
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    spawned: list[int] = []
+
+    def spawn(index: int) -> Any:
+        spawned.append(index)
+        return context.Process(target=exit_with_configuration_error)
+
+    supervisor = Supervisor(spawn, 1, stop=StopSignal(), grace_seconds=5, liveness=[0.0])
+
+    assert supervisor.run() == EXIT_CONFIG
+    assert spawned == [0]

@@ -117,7 +117,9 @@ def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothin
 ):
     # Given ten uploads and a one-process worker (C2)
     keys = upload_pdfs(s3, ingest, TEXT_PDFS)
-    worker = worker_process(ingest, processes=1, FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS="10")
+    worker = worker_process(
+        ingest, processes=1, FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS="10", FILEQUEUE_EXTRACT_TIMEOUT_SECONDS="8"
+    )
     started.append(worker)
 
     # When SIGTERM arrives once the first document is stored
@@ -142,7 +144,11 @@ def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothin
 def test_sigkill_mid_batch_then_a_new_worker_stores_every_document_exactly_once(s3, sqs, ingest, handler_env, started):
     # Given ten uploads and a worker with a 6 s lease (C4)
     keys = upload_pdfs(s3, ingest, TEXT_PDFS)
-    settings = {"FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS": "6", "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "1"}
+    settings = {
+        "FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS": "6",
+        "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "1",
+        "FILEQUEUE_WRITE_MARGIN_SECONDS": "0.5",
+    }
     first = worker_process(ingest, processes=1, **settings)
     started.append(first)
 
@@ -260,3 +266,42 @@ def test_a_database_outage_dead_letters_after_three_receives_with_nothing_writte
     assert rows(handler_env, "SELECT count(*) FROM documents") == [(0,)]
     assert rows(handler_env, "SELECT count(*) FROM chunks") == [(0,)]
     assert len(pauses) >= 2  # every receive failed entirely but the first (it also held the S3 test event)
+
+
+def test_a_message_released_by_a_shutdown_is_processed_normally_on_its_next_delivery(s3, sqs, aws_env, handler_env):
+    import boto3
+
+    from handlers.devstack import REGION, create_ingest_resources
+    from handlers.worker.shutdown import StopSignal
+
+    # Given a queue that dead-letters on the second receive, and one upload waiting in it
+    ingest = create_ingest_resources(
+        aws_env, bucket="released-bucket", queue="released-queue", max_receive_count=2, visibility_timeout=30
+    )
+    key = upload_pdfs(s3, ingest, TEXT_PDFS[3:4])[0]
+    wait_until(lambda: queue_counts(sqs, ingest.queue_url)[0] >= 1, timeout=30)
+
+    # When a worker is stopped while its receive is in flight: what it receives goes straight back
+    stopping_client = boto3.client("sqs", region_name=REGION)
+    stop = StopSignal()
+    stopping_client.meta.events.register("after-call.sqs.ReceiveMessage", lambda **_: stop.request("SIGTERM"))
+    options = LoopOptions(queue_url=ingest.queue_url, wait_time_seconds=1)
+    first = PollLoop(stopping_client, handle_batch, options, stop=stop, metrics=WorkerMetrics(CollectorRegistry()))
+    assert first.run() == 0
+    visible, in_flight = queue_counts(sqs, ingest.queue_url)
+    assert visible >= 1
+    assert in_flight == 0
+
+    # Then the next worker processes it on its next delivery (its last one here), and nothing is dead-lettered
+    second = PollLoop(sqs, handle_batch, options, metrics=WorkerMetrics(CollectorRegistry()))
+
+    def drained() -> bool:
+        second.poll_once()
+        return queue_counts(sqs, ingest.queue_url) == (0, 0)
+
+    try:
+        wait_until(drained, timeout=120, interval=0)
+    finally:
+        second.close()
+    assert rows(handler_env, "SELECT key, status FROM documents") == [(key, "ready")]
+    assert queue_counts(sqs, ingest.dlq_url) == (0, 0)

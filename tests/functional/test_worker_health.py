@@ -41,7 +41,7 @@ def test_readiness_fails_when_sqs_does_not_answer(sqs):
     ok, reason = ReadinessProbe(lambda: None, sqs, queue_url, StopSignal()).probe()
 
     assert not ok
-    assert reason.startswith("sqs: ")
+    assert reason == f"sqs: FILEQUEUE_QUEUE_URL names a queue that does not exist: {queue_url}"
 
 
 def test_liveness_fails_when_any_loop_is_past_its_alive_until_time():

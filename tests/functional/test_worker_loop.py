@@ -19,7 +19,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from prometheus_client import CollectorRegistry
 
 from handlers.worker.metrics import WorkerMetrics
-from handlers.worker.poll_loop import EXIT_ABORTED, LoopOptions, PollLoop
+from handlers.worker.poll_loop import EXIT_ABORTED, EXIT_CONFIG, LoopOptions, PollLoop
 from handlers.worker.shutdown import StopSignal
 from tests.functional.worker_app import drain, new_queue, queue_counts, send_bodies, wait_until
 
@@ -500,3 +500,169 @@ def _no_retries() -> Any:
     from botocore.config import Config
 
     return Config(retries={"mode": "standard", "total_max_attempts": 1})
+
+
+def redelivered(sqs: Any, queue_url: str, count: int) -> list[str]:
+    """`count` messages received once and handed back, so the loop plans each in a batch of its own."""
+    ids = send_bodies(sqs, queue_url, [{"n": n} for n in range(count)])
+    first_receive = receive(sqs, queue_url)
+    assert len(first_receive) == count
+    sqs.change_message_visibility_batch(
+        QueueUrl=queue_url,
+        Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(first_receive)
+        ],
+    )
+    return ids
+
+
+@dataclass
+class Claiming:
+    """A handler that, like the real one, claims each record before it starts it, and skips the released."""
+
+    slow: dict[str, float] = field(default_factory=dict)
+    on_start: Any = None
+    started: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        failures = []
+        for record in event["Records"]:
+            message_id = record["messageId"]
+            if not context.claim_record(message_id):
+                self.refused.append(message_id)
+                failures.append({"itemIdentifier": message_id})
+                continue
+            self.started.append(message_id)
+            if self.on_start is not None:
+                self.on_start(message_id)
+            time.sleep(self.slow.get(message_id, 0))
+        return {"batchItemFailures": failures}
+
+
+def test_a_deleted_message_is_no_longer_extended_so_no_false_lease_lost(sqs, harness, caplog):
+    # Given two redelivered messages (two batches of one), the second slow, and a 3 s lease (1 s heartbeat)
+    queue_url, _ = new_queue(sqs, visibility_timeout=3, max_receive_count=10)
+    first, second = redelivered(sqs, queue_url, 2)
+    handler = Recorder()
+
+    def slow_second(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if event["Records"][0]["messageId"] == second:
+            time.sleep(3.5)
+        return handler(event, context)
+
+    h = harness(queue_url, slow_second)
+
+    # When the loop processes the receive: the first is deleted while the second is still in work
+    h.loop.poll_once()
+
+    # Then the heartbeat never tried to extend the deleted one: no lease was reported lost
+    assert handler.seen == [first, second]
+    assert [r for r in caplog.records if r.getMessage() == "lease_lost"] == []
+    assert h.value("filequeue_lease_lost_total") == 0
+    assert h.value("filequeue_messages_deleted_total") == 2
+
+
+def test_messages_waiting_behind_slow_work_are_released_for_an_idle_consumer(sqs, harness):
+    # Given four redelivered messages, the first of which takes 6 s, and a 1 s start wait
+    queue_url, dlq_url = new_queue(sqs, visibility_timeout=30, max_receive_count=10)
+    slow, *others = redelivered(sqs, queue_url, 4)
+    taken: list[str] = []
+
+    def idle_consumer(message_id: str) -> None:
+        if message_id != slow:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(taken) < len(others):
+            for message in receive(sqs, queue_url, visibility=60):
+                taken.append(message["MessageId"])
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    handler = Claiming(slow={slow: 0}, on_start=idle_consumer)
+    h = harness(queue_url, handler, start_wait_seconds=1.0)
+
+    # When the loop works on the slow one (the idle consumer polls meanwhile)
+    h.loop.poll_once()
+
+    # Then the three others were handed back within seconds and taken by the idle consumer, not started here
+    assert sorted(taken) == sorted(others)
+    assert handler.started == [slow]
+    assert h.value("filequeue_messages_released_total") == 3
+    assert queue_counts(sqs, dlq_url) == (0, 0)
+
+
+def test_a_message_without_a_receive_to_spare_is_not_released_for_waiting(sqs, harness):
+    # Given two redelivered messages (receive count 2) on a queue that dead-letters after 3 receives
+    queue_url, dlq_url = new_queue(sqs, visibility_timeout=30, max_receive_count=3)
+    slow, other = redelivered(sqs, queue_url, 2)
+    handler = Claiming(slow={slow: 2.5})
+    h = harness(queue_url, handler, start_wait_seconds=0.5)
+
+    # When the first takes longer than the start wait
+    h.loop.poll_once()
+
+    # Then the second still waited and was processed here: releasing it would have spent its last receive
+    assert handler.started == [slow, other]
+    assert h.value("filequeue_messages_released_total") == 0
+    assert queue_counts(sqs, queue_url) == (0, 0)
+    assert queue_counts(sqs, dlq_url) == (0, 0)
+
+
+def test_a_stop_releases_the_records_a_claiming_handler_has_not_reached_at_once(sqs, harness):
+    # Given three fresh messages in one batch, and a stop that comes while the first record is in work
+    queue_url, _ = new_queue(sqs, visibility_timeout=60)
+    first, *rest = send_bodies(sqs, queue_url, [{"n": n} for n in range(3)])
+    visible_during_work: list[tuple[int, int]] = []
+    stop = StopSignal()
+
+    def on_start(message_id: str) -> None:
+        if message_id == first:
+            stop.request("SIGTERM")
+            wait_until(lambda: queue_counts(sqs, queue_url)[0] == len(rest), timeout=10)
+            visible_during_work.append(queue_counts(sqs, queue_url))
+
+    handler = Claiming(on_start=on_start)
+    h = harness(queue_url, handler, stop=stop, shutdown_grace_seconds=30.0)
+
+    # When the loop runs
+    assert h.loop.run() == 0
+
+    # Then the two unreached records were visible again while the first was still in work, and never started
+    assert visible_during_work == [(2, 1)]
+    assert handler.started == [first]
+    assert sorted(handler.refused) == sorted(rest)
+    assert h.value("filequeue_messages_deleted_total") == 1
+    assert h.value("filequeue_messages_released_total") == 2
+    assert queue_counts(sqs, queue_url) == (2, 0)
+
+
+def test_a_configuration_error_in_the_handler_stops_receiving_and_hands_the_batch_back(sqs, harness, caplog):
+    from handlers.errors import ConfigError
+
+    # Given a handler that fails on configuration (every record would)
+    queue_url, dlq_url = new_queue(sqs, visibility_timeout=60, max_receive_count=2)
+    send_bodies(sqs, queue_url, [{"n": n} for n in range(3)])
+    calls: list[int] = []
+
+    def misconfigured(event: dict[str, Any], context: Any) -> Any:
+        calls.append(len(event["Records"]))
+        raise ConfigError("FILEQUEUE_EMBEDDING_DIMENSION is 128 but the store holds 256")
+
+    h = harness(queue_url, misconfigured)
+
+    # When the loop runs
+    runner = threading.Thread(target=lambda: calls.append(h.loop.run()))
+    runner.start()
+    runner.join(30)
+    stopped = not runner.is_alive()
+    h.stop.request("test over")
+    runner.join(30)
+
+    # Then it stopped by itself with a failure code after one batch, and the messages are visible again
+    assert stopped
+    assert calls == [3, EXIT_CONFIG]
+    assert queue_counts(sqs, queue_url) == (3, 0)
+    assert queue_counts(sqs, dlq_url) == (0, 0)
+    [line] = [r for r in caplog.records if r.getMessage() == "configuration_error"]
+    assert "FILEQUEUE_EMBEDDING_DIMENSION" in line.error

@@ -44,7 +44,10 @@ def worker_env(moto_server: str, tmp_path: Path):
                 "FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "2",
                 "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS": "10",
                 "FILEQUEUE_HEALTH_PORT": "0",
-                "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "1",
+                # The journaling handler extracts nothing; these limits only have to fit the short grace periods.
+                "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "0.5",
+                "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS": "0.5",
+                "FILEQUEUE_WRITE_MARGIN_SECONDS": "0.2",
                 "WORKER_APP_JOURNAL": str(tmp_path / "journal.jsonl"),
                 "POWERTOOLS_LOG_LEVEL": "DEBUG",
             }
@@ -193,7 +196,7 @@ def test_two_processes_share_the_queue_restart_a_crashed_child_and_serve_aggrega
     sqs, worker_env, workers, tmp_path
 ):
     # Given a 2-process worker with a health port, and a message that crashes its process once
-    queue_url, _ = new_queue(sqs, visibility_timeout=3, max_receive_count=5)
+    queue_url, _ = new_queue(sqs, visibility_timeout=4, max_receive_count=5)
     bodies: list[dict[str, Any]] = [{"n": n, "sleep": 0.1} for n in range(8)]
     bodies.append({"n": 99, "crash_once": True})
     ids = send_bodies(sqs, queue_url, bodies)

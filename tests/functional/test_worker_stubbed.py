@@ -65,7 +65,7 @@ def expect_describe(stubber: Stubber) -> None:
     stubber.add_response(
         "get_queue_attributes",
         {"Attributes": {"QueueArn": QUEUE_ARN, "VisibilityTimeout": "300"}},
-        {"QueueUrl": QUEUE_URL, "AttributeNames": ["QueueArn", "VisibilityTimeout"]},
+        {"QueueUrl": QUEUE_URL, "AttributeNames": ["QueueArn", "VisibilityTimeout", "RedrivePolicy"]},
     )
 
 

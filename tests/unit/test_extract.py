@@ -328,3 +328,57 @@ def test_extract_truncated_pdf_is_corrupt_with_the_reason():
     error = error_of(HELLO_PDF.read_bytes()[:200], "cut.pdf")
     assert error.code == "corrupt_file"
     assert "corrupt PDF" in str(error)
+
+
+def blank_pages_pdf(pages: int, content_bytes: int) -> bytes:
+    """A PDF whose pages have no resources and a Flate content stream of `content_bytes` spaces each."""
+    from pypdf.generic import DecodedStreamObject, NameObject
+
+    writer = PdfWriter()
+    content = DecodedStreamObject()
+    content.set_data(b" " * content_bytes)
+    compressed = content.flate_encode()
+    for _ in range(pages):
+        page = writer.add_blank_page(200, 200)
+        del page[NameObject("/Resources")]
+        page[NameObject("/Contents")] = writer._add_object(compressed)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_pdf_whose_content_decompresses_past_the_document_bound_is_refused_naming_the_cause():
+    # Four pages of 4 MiB each: every stream is far below pypdf's own per-stream cap
+    data = blank_pages_pdf(4, 4 << 20)
+    assert len(data) < 64 * 1024
+
+    error = error_of(data, "bomb.pdf", limits=ExtractLimits(max_decompressed_bytes=10 << 20))
+
+    assert error.code == "too_much_content"
+    assert "more than 10485760 bytes by page 3" in str(error)
+
+
+def test_a_pdf_whose_pages_have_no_fonts_says_so_instead_of_blaming_a_scan():
+    error = error_of(blank_pages_pdf(2, 1024), "blank.pdf")
+    assert error.code == "no_text"
+    assert str(error) == "no extractable text: the pages have no fonts, so they draw no text"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"a": "x\\u0000y", "b\\u0000": ["\\ud800z", "\\udfff"]}', "data.json"),
+        (b"name,value\nx\x00y,z\n", "data.csv"),
+        (b"# T\x00itle\n\ntext \x00 here", "notes.md"),
+    ],
+)
+def test_every_extractor_drops_nul_and_lone_surrogates(body, key):
+    extracted = extract(body, key)
+    texts = [extracted.text, extracted.title or ""]
+    assert not any("\x00" in text or any("\ud800" <= char <= "\udfff" for char in text) for text in texts)
+    assert "xy" in extracted.text or "Title" in (extracted.title or "")
+
+
+def test_paired_surrogates_survive_cleaning():
+    extracted = extract(b'{"emoji": "\\ud83d\\ude00 smile"}', "e.json")
+    assert "\U0001f600 smile" in extracted.text

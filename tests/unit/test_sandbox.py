@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,3 +215,71 @@ def test_children_inherit_pypdf_imported_once_by_the_parent(tmp_path):
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=60
     )
     assert result.stdout.split() == ["False", "True", "True"]
+
+
+def test_the_extraction_child_dies_with_its_parent(tmp_path):
+    # Given a process running a bounded call that never ends, with a long timeout
+    pid_file = tmp_path / "grandchild.pid"
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from handlers.adapters.sandbox import run_bounded
+        from tests.unit.test_sandbox import loop_forever_after_recording_pid
+        run_bounded(loop_forever_after_recording_pid, Path({str(pid_file)!r}), timeout_seconds=600, memory_mb=4096)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPOSITORY)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+
+        # When the parent is killed (SIGKILL: no cleanup code of its own runs)
+        parent.kill()
+        parent.wait(timeout=30)
+
+        # Then the kernel kills the child too: no orphan goes on parsing without a limit
+        deadline = time.monotonic() + 10
+        while process_alive(child):
+            assert time.monotonic() < deadline, f"child {child} outlived its parent"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        if pid_file.exists() and pid_file.read_text() and process_alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the orphan a failing run would leave behind
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_a_timeout_shortened_by_the_time_left_is_transient_and_the_files_own_limit_is_permanent(tmp_path):
+    # A path that never ends being read: a FIFO nobody writes to
+    fifo = tmp_path / "never.txt"
+    os.mkfifo(fifo)
+
+    def extract_never(file_limit_seconds: float) -> None:
+        extract_file(
+            str(fifo),
+            key="never.txt",
+            declared_content_type=None,
+            limits=ExtractLimits(),
+            memory_mb=4096,
+            timeout_seconds=0.5,
+            file_limit_seconds=file_limit_seconds,
+        )
+
+    with pytest.raises(TransientError) as cut_short:
+        extract_never(file_limit_seconds=120)
+    assert cut_short.value.code == "deadline"
+
+    with pytest.raises(PermanentError) as too_slow:
+        extract_never(file_limit_seconds=0.5)
+    assert too_slow.value.code == "extract_timeout"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from handlers.budget import PARENT_RESERVE_MB
 from handlers.errors import ConfigError
 from handlers.settings import Settings, env_names
 
@@ -68,3 +69,51 @@ def test_env_names_cover_every_field():
     assert "FILEQUEUE_DATABASE_SECRET_ARN" in env_names()
     assert all(name.startswith("FILEQUEUE_") for name in env_names())
     assert len(env_names()) == len(set(env_names()))
+
+
+def test_lambda_memory_is_read_from_the_runtime_and_the_extraction_cap_leaves_the_parent_room():
+    settings = Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048"})
+    assert settings.memory_limit_mb == 2048
+    assert settings.extract_memory_mb == 2048 - PARENT_RESERVE_MB
+
+
+def test_the_pod_memory_limit_is_shared_by_the_worker_processes():
+    settings = Settings.from_env({"FILEQUEUE_MEMORY_LIMIT_MB": "4096", "FILEQUEUE_WORKER_PROCESSES": "2"})
+    assert settings.extract_memory_mb == 2048 - PARENT_RESERVE_MB
+
+
+def test_an_explicit_extraction_cap_above_the_derived_one_names_the_variables():
+    with pytest.raises(ConfigError, match=r"FILEQUEUE_EXTRACT_MEMORY_MB \(2048\) must be at most 1664") as caught:
+        Settings.from_env({"FILEQUEUE_MEMORY_LIMIT_MB": "2048", "FILEQUEUE_EXTRACT_MEMORY_MB": "2048"})
+    assert "FILEQUEUE_MEMORY_LIMIT_MB" in str(caught.value)
+    assert (
+        Settings.from_env(
+            {"FILEQUEUE_MEMORY_LIMIT_MB": "2048", "FILEQUEUE_EXTRACT_MEMORY_MB": "1000"}
+        ).extract_memory_mb
+        == 1000
+    )
+
+
+def test_a_memory_limit_too_small_for_the_processes_names_the_variable():
+    with pytest.raises(ConfigError, match="FILEQUEUE_MEMORY_LIMIT_MB"):
+        Settings.from_env({"FILEQUEUE_MEMORY_LIMIT_MB": "1024", "FILEQUEUE_WORKER_PROCESSES": "4"})
+
+
+def test_the_default_time_limits_fit_the_default_shutdown_grace():
+    settings = Settings.from_env({})
+    settings.check_time_budget(settings.worker_shutdown_grace_seconds, "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS")
+    assert settings.worker_shutdown_grace_seconds >= settings.extract_timeout_seconds + settings.write_margin_seconds
+
+
+def test_inconsistent_time_limits_name_every_variable_involved():
+    settings = Settings.from_env({"FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS": "25"})
+    with pytest.raises(ConfigError) as caught:
+        settings.check_time_budget(settings.worker_shutdown_grace_seconds, "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS")
+    message = str(caught.value)
+    for name in (
+        "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS",
+        "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS",
+        "FILEQUEUE_WRITE_MARGIN_SECONDS",
+    ):
+        assert name in message
+    assert "exceed FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS (25 s)" in message
