@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from aws_cdk import Duration
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -21,14 +20,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk.consumer_construct import (
-    DOCKERFILE,
-    IMAGE_EXCLUDES,
-    LAMBDA_ENTRYPOINT,
-    REPO_ROOT,
-    allow_network_interfaces,
-    lambda_environment,
-)
+from cdk.consumer_construct import allow_network_interfaces, image_code, lambda_environment
 
 if TYPE_CHECKING:
     from cdk.config import FileQueueConfig
@@ -71,14 +63,7 @@ class CompactionConstruct(Construct):
             self,
             "Function",
             description="File queue: seals new chunks into HNSW-indexed segments and merges segments",
-            code=lambda_.DockerImageCode.from_image_asset(
-                directory=str(REPO_ROOT),
-                file=DOCKERFILE,
-                cmd=[COMPACTION_HANDLER],
-                entrypoint=list(LAMBDA_ENTRYPOINT),
-                exclude=list(IMAGE_EXCLUDES),
-                platform=ecr_assets.Platform.LINUX_AMD64,
-            ),
+            code=image_code(COMPACTION_HANDLER),
             architecture=lambda_.Architecture.X86_64,
             role=self.role,
             timeout=COMPACTION_TIMEOUT,

@@ -132,7 +132,7 @@ class LambdaConsumerConstruct(Construct):
             self,
             "Function",
             description="File queue consumer: S3 notifications from SQS to PostgreSQL",
-            code=_image_code(),
+            code=image_code(),
             architecture=lambda_.Architecture.X86_64,
             role=self.role,
             timeout=Duration.seconds(config.function_timeout_seconds),
@@ -241,12 +241,15 @@ def allow_network_interfaces(role: iam.Role) -> None:
     )
 
 
-def _image_code() -> lambda_.DockerImageCode:
-    """The project's one image, staged at synth and built only at deploy (synthesis needs no Docker)."""
+def image_code(handler: str = HANDLER) -> lambda_.DockerImageCode:
+    """The project's one image, staged at synth and built only at deploy (synthesis needs no Docker).
+
+    Every function passes the same asset settings, so they share one image and differ in `handler`.
+    """
     return lambda_.DockerImageCode.from_image_asset(
         directory=str(REPO_ROOT),
         file=DOCKERFILE,
-        cmd=[HANDLER],
+        cmd=[handler],
         entrypoint=list(LAMBDA_ENTRYPOINT),
         exclude=list(IMAGE_EXCLUDES),
         platform=ecr_assets.Platform.LINUX_AMD64,
