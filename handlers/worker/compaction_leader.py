@@ -7,6 +7,7 @@ run, and the others find it held and do nothing, so there is at most one compact
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 logger = Logger(service="filequeue")
 
 STOP_JOIN_SECONDS = 10.0
+CANCEL_EVERY_SECONDS = 0.5
 
 
 class CompactionLeader:
@@ -51,13 +53,20 @@ class CompactionLeader:
         return self._thread.is_alive()
 
     def stop(self) -> None:
-        """Stop the thread; a compaction in progress is cancelled (it is crash-safe) and dropped next time."""
+        """Stop the thread; a compaction in progress is cancelled (it is crash-safe) and dropped next time.
+
+        The cancel is repeated until the thread ends: one that arrives between two statements of
+        the run cancels nothing, and the run would go on with the next one.
+        """
         self._stop.set()
-        with self._lock:
-            if self._connection is not None:
+        deadline = time.monotonic() + STOP_JOIN_SECONDS
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            with self._lock:
+                connection = self._connection
+            if connection is not None:
                 with suppress(Exception):
-                    self._connection.cancel_safe()
-        self._thread.join(STOP_JOIN_SECONDS)
+                    connection.cancel_safe()
+            self._thread.join(CANCEL_EVERY_SECONDS)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -105,13 +106,14 @@ def test_no_leader_when_compaction_is_off_or_chunks_are_indexed_live(environment
         assert leader is None
 
 
-def test_stopping_the_leader_cancels_a_run_in_progress(handler_env):
+def test_stopping_the_leader_cancels_a_run_in_progress_even_between_two_statements(handler_env):
     started = threading.Event()
 
     def slow_run(on_connect: Callable[[psycopg.Connection[Any]], None]) -> CompactReport:
         with psycopg.connect(handler_env, autocommit=True) as conn:
             on_connect(conn)
             started.set()
+            time.sleep(0.3)  # between statements: a cancel now finds nothing to cancel
             conn.execute("SELECT pg_sleep(60)")
         raise AssertionError("the sleep should have been cancelled")
 
