@@ -104,4 +104,4 @@ def test_a_shutdown_grace_shorter_than_one_record_is_named(start_worker):
 
 def test_an_invalid_setting_is_one_line_naming_it(start_worker):
     line = error_line(start_worker(FILEQUEUE_CHUNK_SIZE="big"))
-    assert "FILEQUEUE_CHUNK_SIZE must be a int" in line
+    assert "FILEQUEUE_CHUNK_SIZE must be a whole number, got 'big'" in line

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdk.k8s_params import PARAMS_FROM_OUTPUTS
-from handlers.budget import TimeBudget, extract_memory_mb
 from handlers.errors import ConfigError
 from handlers.settings import Settings, env_names
+from handlers.worker.startup import check_limits
 from tests.infrastructure.template_queries import as_list, flatten, logical_id_by_prefix, resources
 
 RUNTIME_ENV_PREFIXES = ("AWS_", "POWERTOOLS_")
@@ -214,26 +214,22 @@ def _migration_job_problems(sides: Sides) -> list[str]:
 
 
 def _budget_problems(sides: Sides) -> list[str]:
+    """The worker's own start-up checks on the ConfigMap and the container's memory limit, and the pod's grace."""
     data = config_map(sides.manifests)
-    settings = Settings.from_env(data)
     worker = _pod(sides.manifests, "Deployment")
-    problems = TimeBudget(
-        total_seconds=settings.worker_shutdown_grace_seconds,
-        deadline_margin_seconds=settings.deadline_margin_seconds,
-        extract_timeout_seconds=settings.extract_timeout_seconds,
-        write_margin_seconds=settings.write_margin_seconds,
-    ).problems("the shutdown grace")
+    limit = worker["containers"][0]["resources"]["limits"]["memory"]
+    problems: list[str] = []
+    try:
+        settings = Settings.from_env({**data, "FILEQUEUE_MEMORY_LIMIT_MB": str(_mebibytes(limit))})
+        check_limits(settings, settings.worker_processes or 1)
+    except ConfigError as exc:
+        return [f"the workers would refuse to start: {exc}"]
     needed = settings.worker_wait_time_seconds + settings.worker_shutdown_grace_seconds + RELEASE_SECONDS
     if worker["terminationGracePeriodSeconds"] < needed:
         problems.append(
             f"terminationGracePeriodSeconds {worker['terminationGracePeriodSeconds']} < long poll + batch "
             f"deadline + release time ({needed})"
         )
-    limit = worker["containers"][0]["resources"]["limits"]["memory"]
-    try:
-        extract_memory_mb(_mebibytes(limit), settings.worker_processes or 1)
-    except ValueError as exc:
-        problems.append(f"the worker's memory limit {limit}: {exc}")
     return problems
 
 
