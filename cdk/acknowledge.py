@@ -61,6 +61,34 @@ SCANNER_ACKNOWLEDGMENTS = (
         "validates them; the role dependency duplicates the GetAtt and is harmless.",
     ),
     ScannerAcknowledgment(
+        "cfn-lint",
+        "W3005",
+        "Compaction/Function/Resource",
+        "As for the consumer: CDK makes the scheduled function depend on its role and default policy; the role "
+        "dependency duplicates the GetAtt and is harmless.",
+    ),
+    ScannerAcknowledgment(
+        "checkov",
+        "CKV_AWS_116",
+        "Compaction/Function/Resource",
+        "The schedule invokes compaction every few minutes with no retry; a failed run leaves the store as it was "
+        "(compaction is idempotent) and the next run does the work, so there is no event for a DLQ to keep.",
+    ),
+    ScannerAcknowledgment(
+        "checkov",
+        "CKV_AWS_117",
+        "Compaction/Function/Resource",
+        "Compaction runs in the consumer's subnets and security groups whenever the consumer has a VPC (it reaches "
+        "the same database); without one it reaches a public endpoint over TLS.",
+    ),
+    ScannerAcknowledgment(
+        "checkov",
+        "CKV_AWS_173",
+        "Compaction/Function/Resource",
+        "The environment is the consumer's, with no secret in it (the database secret is read by ARN); Lambda "
+        "encrypts it at rest with an AWS managed key.",
+    ),
+    ScannerAcknowledgment(
         "checkov",
         "CKV_AWS_18",
         "Ingest/AccessLogsBucket/Resource",

@@ -23,13 +23,14 @@ QUEUE_PERIOD = Duration.minutes(1)
 FUNCTION_PERIOD = Duration.minutes(5)
 METRIC_NAMESPACE = "FileQueue"
 BATCH_ITEM_FAILURES = "BatchItemFailures"
-# The handler's JSON log lines for a record it reports in `batchItemFailures` (handlers/batch.py): a
-# transient failure, a record not started for lack of time, and a body that is no S3 event. Both runtimes
-# log the same lines, so one pattern counts partial-batch failures in Lambda's logs and in the pods'.
+# The handler's JSON log lines for a record it reports in `batchItemFailures` (handlers/batch.py): every
+# retried failure (transient, not started for lack of time, unexpected) has outcome "retry"; a body that is
+# no S3 event, or a record without attributes, is logged as "malformed event" / "malformed record". Both
+# runtimes log the same lines, so one pattern counts partial-batch failures in Lambda's logs and the pods'.
 BATCH_ITEM_FAILURE_PATTERN = logs.FilterPattern.any(
     logs.FilterPattern.string_value("$.outcome", "=", "retry"),
-    logs.FilterPattern.string_value("$.message", "=", "not started: too close to the deadline"),
     logs.FilterPattern.string_value("$.message", "=", "malformed event"),
+    logs.FilterPattern.string_value("$.message", "=", "malformed record"),
 )
 # Alarm when the slowest invocation of a period used this share of the function timeout.
 DURATION_ALARM_SHARE = 0.8

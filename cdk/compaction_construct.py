@@ -21,7 +21,6 @@ from constructs import Construct
 
 from cdk.consumer_construct import LAMBDA_ENTRYPOINT, LambdaConsumerConstruct, allow_network_interfaces
 from cdk.runtime_environment import lambda_environment
-from cdk.runtime_permissions import grant_settings_permissions
 
 if TYPE_CHECKING:
     from aws_cdk import aws_ecr_assets as ecr_assets
@@ -82,7 +81,12 @@ class CompactionConstruct(Construct):
             environment=environment,
             log_group=consumer.log_group,
         )
-        grant_settings_permissions(self, self.role, environment, database_secret_arn)
+        # Not `grant_settings_permissions`: compaction reads the database and never calls the embedder.
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadDatabaseSecret", actions=["secretsmanager:GetSecretValue"], resources=[database_secret_arn]
+            )
+        )
         self._use_network_of(consumer.function)
         self.rule = events.Rule(
             self,

@@ -221,22 +221,27 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         if error.code == RELEASED:
             logger.info("not started: released by the runtime", extra={**where, "outcome": "released"})
             raise
-        logger.error(
-            "malformed event" if isinstance(error, MalformedEventError) else f"record failed: {error.code}",
-            extra={**where, "outcome": "failed", "error_code": error.code, "error": str(error)},
-        )
         if isinstance(error, MalformedEventError):
+            # The body itself is at fault: it goes to the DLQ for review after its receives.
+            logger.error(
+                "malformed event",
+                extra={**where, "outcome": "failed", "error_code": error.code, "error": str(error)},
+            )
             record_outcome("failed", error.code)
-        else:
-            record_outcome("retry", error.code)
-            _remember_failure(record.message_id, where["receive_count"], error)
+            raise
+        logger.error(
+            f"record failed: {error.code}; retried",
+            extra={**where, "outcome": "retry", "error_code": error.code, "error": str(error)},
+        )
+        record_outcome("retry", error.code)
+        _remember_failure(record.message_id, where["receive_count"], error)
         raise
     except Exception as error:
         logger.exception(
             "record failed: unexpected error",
             extra={
                 **where,
-                "outcome": "failed",
+                "outcome": "retry",
                 "error_code": "unexpected",
                 "error": f"{type(error).__name__}: {error}",
             },

@@ -73,7 +73,11 @@ def test_dependencies_and_code_are_separate_layers_with_the_dependencies_first()
     assert "--no-deps" in installs[1]
     assert "--no-build-isolation" in installs[1]
     final_copies = [rest for keyword, rest in final_stage() if keyword == "COPY"]
-    assert final_copies == ["--from=builder /dependencies /usr/local", "--from=builder /code /usr/local"]
+    assert final_copies == [
+        "--from=builder /dependencies /usr/local",
+        "--from=builder /code /usr/local",
+        "--from=builder /model /usr/local/share/filequeue/model",  # empty unless EMBEDDING_MODEL is given
+    ]
 
 
 def test_the_final_stage_runs_as_a_numeric_non_root_user_and_needs_only_tmp():

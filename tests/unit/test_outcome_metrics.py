@@ -85,6 +85,6 @@ def test_the_lambda_entry_writes_emf_at_the_end_of_each_invocation(capsys):
     lambda_entry._outcomes.flush()  # outcomes other tests left since the module was first imported
     capsys.readouterr()
     event = sqs_event([message_body(s3_test_event("bucket"))])
-    assert lambda_entry.lambda_handler(event, DeadlineContext.lasting(60)) == {"batchItemFailures": []}  # type: ignore[arg-type]
+    assert lambda_entry.lambda_handler(event, DeadlineContext.lasting(300)) == {"batchItemFailures": []}  # type: ignore[arg-type]
     [line] = [line for line in _emf(capsys.readouterr().out) if "Records" in line]
     assert (line["outcome"], line["error_code"], line["Records"]) == ("ignored", "none", [1.0])
