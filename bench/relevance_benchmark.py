@@ -9,7 +9,8 @@ Every embedder gets a fresh database on one pgserver, migrated like production; 
 through the production stages (extract, chunk, find mentions, embed) and `PostgresRepository`, and
 each question through `search_chunks`. A document's rank is the rank of its best chunk among the
 first 50 chunks returned. Embedders: `hashing-v1` and `hashing-v2`, and `local` when
-FILEQUEUE_EMBEDDING_MODEL_PATH names a model2vec model directory.
+FILEQUEUE_EMBEDDING_MODEL_PATH names a model2vec model directory (bench/make_local_model.py builds
+one from all-MiniLM-L6-v2 offline).
 
     python bench/relevance_benchmark.py [--output bench/results/relevance.json]
 """
@@ -163,12 +164,13 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"{results['documents']} documents, {results['questions']} questions; document rank of the answer")
-    print(f"{'embedder':<14} {'mode':<7} {'kind':<11} {'top-1':>6} {'MRR@10':>7} {'n':>4}")
+    width = max(len("embedder"), *(len(model) for model in results["embedders"]))
+    print(f"{'embedder':<{width}} {'mode':<7} {'kind':<11} {'top-1':>6} {'MRR@10':>7} {'n':>4}")
     for model, outcome in results["embedders"].items():
         for mode, by_kind in outcome["scores"].items():
             for kind, summary in by_kind.items():
                 print(
-                    f"{model:<14} {mode:<7} {kind:<11} "
+                    f"{model:<{width}} {mode:<7} {kind:<11} "
                     f"{summary['top1']:>6.3f} {summary['mrr10']:>7.3f} {summary['n']:>4}"
                 )
 
