@@ -16,15 +16,19 @@ Every method returns frozen dataclasses. Reads only: nothing here changes the st
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 from handlers.adapters.graph import RELATIONS, Neighbour
 from handlers.adapters.search import SearchFilter, SearchHit
 from handlers.errors import TransientError
+from handlers.ops.failed import FailedDocument
+from handlers.ops.status import QueueStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
+    from datetime import datetime
     from types import TracebackType
 
     import psycopg
@@ -54,7 +58,7 @@ def _database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
 __all__ = [
     "ChunkText",
     "Document",
-    "DocumentSummary",
+    "FailedDocument",
     "FileQueue",
     "Neighbour",
     "QueueStatus",
@@ -92,27 +96,6 @@ class Document:
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentSummary:
-    bucket: str
-    key: str
-    status: str
-    error_code: str | None
-    error: str | None
-    updated_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStatus:
-    """Approximate message counts of the queue and its dead-letter queue (None where not configured)."""
-
-    queue_url: str
-    visible: int
-    in_flight: int
-    dead_letter_queue_url: str | None
-    dead_letters: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,65 +221,29 @@ class FileQueue:
         return url
 
     @_database_errors
-    def failed(self, *, limit: int = 100) -> list[DocumentSummary]:
-        """Documents whose processing failed for good, newest first, with their error."""
-        rows = self._conn.execute(
-            "SELECT bucket, key, status, error_code, error, updated_at FROM documents WHERE status = 'failed'"
-            " ORDER BY updated_at DESC, key LIMIT %s",
-            (limit,),
-        ).fetchall()
-        return [
-            DocumentSummary(bucket, key, status, error_code, error, updated_at.isoformat())
-            for bucket, key, status, error_code, error, updated_at in rows
-        ]
+    def failed(
+        self, *, prefix: str = "", code: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> list[FailedDocument]:
+        """Documents whose processing failed for good, newest first, with their error (as `filequeue failed`)."""
+        from handlers.ops.failed import failed_documents
+
+        return list(itertools.islice(failed_documents(self._conn, prefix=prefix, code=code, since=since), limit))
 
     @_database_errors
     def status(self) -> StoreStatus:
         """Counts of documents by status and of chunks, the store's model, and the queue and DLQ depths."""
-        from handlers.adapters.migrate import read_store_config
+        from handlers.ops import aws
+        from handlers.ops.status import queue_status, store_status
 
-        documents = dict(self._conn.execute("SELECT status, count(*) FROM documents GROUP BY status").fetchall())
-        chunk_row = self._conn.execute("SELECT count(*) FROM chunks").fetchone()
-        config = read_store_config(self._conn)
+        store = store_status(self._conn)
+        queue_url = self._settings.queue_url
         return StoreStatus(
-            documents={str(status): int(count) for status, count in documents.items()},
-            chunks=int(chunk_row[0]) if chunk_row else 0,
-            embedding_model=config.embedding_model,
-            embedding_dimension=config.embedding_dimension,
-            queue=queue_status(self._settings.queue_url) if self._settings.queue_url else None,
+            documents=store.documents,
+            chunks=store.chunks,
+            embedding_model=store.embedding_model or "",
+            embedding_dimension=store.embedding_dimension or 0,
+            queue=queue_status(aws.client("sqs"), aws.client("cloudwatch"), queue_url) if queue_url else None,
         )
-
-
-def queue_status(queue_url: str) -> QueueStatus:
-    """Approximate depths of the queue and of the dead-letter queue its redrive policy names."""
-    import json
-
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    sqs = boto3.client("sqs")
-    try:
-        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-        dead_letter_url: str | None = None
-        dead_letters: int | None = None
-        redrive = attributes.get("RedrivePolicy")
-        if redrive:
-            target_arn = str(json.loads(redrive)["deadLetterTargetArn"])
-            account, name = target_arn.split(":")[4:6]
-            dead_letter_url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-            dead_attributes = sqs.get_queue_attributes(
-                QueueUrl=dead_letter_url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
-            dead_letters = int(dead_attributes.get("ApproximateNumberOfMessages", 0))
-    except (BotoCoreError, ClientError) as error:
-        raise TransientError(f"queue {queue_url} unavailable: {error}", code="queue_unavailable") from error
-    return QueueStatus(
-        queue_url=queue_url,
-        visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
-        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        dead_letter_queue_url=dead_letter_url,
-        dead_letters=dead_letters,
-    )
 
 
 def _connect(url: str, timeout_seconds: float) -> psycopg.Connection[Any]:

@@ -53,7 +53,7 @@ def test_status_counts_documents_and_reads_the_queue_and_its_dead_letter_queue(s
     assert status.documents == {"ready": 2, "failed": 1}
     assert (status.embedding_model, status.embedding_dimension) == ("hashing-v2", 256)
     assert isinstance(status.queue, QueueStatus)
-    assert status.queue.dead_letter_queue_url == ingest.dlq_url
+    assert status.queue.dead_letter_url == ingest.dlq_url
     assert status.queue.dead_letters == 1
     # The s3:TestEvent S3 sent when the bucket notification was configured waits in the queue.
     assert (status.queue.visible, status.queue.in_flight) == (1, 0)
