@@ -507,19 +507,22 @@ def cold_import_ms(repeats: int = 7) -> dict[str, float]:
 def largest_pdf_extraction() -> dict[str, Any]:
     """Peak RSS of a worker-like process and of its extraction child on the largest fixture PDF.
 
-    The process's own peak is VmHWM (the high-water mark of its memory since exec): ru_maxrss would
-    also count the memory of the process it was forked from, before exec.
+    Both are VmHWM (the high-water mark of a process's memory since exec, or since fork for the
+    child, which is still alive, serving the next file): ru_maxrss would also count the memory of
+    the process it was forked from, before exec.
     """
     largest = max(LARGEST_FIXTURE_PDF.glob("*.pdf"), key=lambda path: path.stat().st_size)
     probe = (
-        "import resource, json\n"
+        "import json\n"
         "from pathlib import Path\n"
-        "from handlers.adapters.sandbox import extract_file\n"
+        "from handlers.adapters import sandbox\n"
         "from handlers.model import ExtractLimits\n"
-        f"extract_file({str(largest)!r}, key='x.pdf', declared_content_type=None, limits=ExtractLimits(),"
+        f"sandbox.extract_file({str(largest)!r}, key='x.pdf', declared_content_type=None, limits=ExtractLimits(),"
         " timeout_seconds=300, memory_mb=2048)\n"
-        "status = dict(line.split(':', 1) for line in Path('/proc/self/status').read_text().splitlines())\n"
-        "print(json.dumps([int(status['VmHWM'].split()[0]), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
+        "def peak_kb(pid):\n"
+        "    status = dict(line.split(':', 1) for line in Path(f'/proc/{pid}/status').read_text().splitlines())\n"
+        "    return int(status['VmHWM'].split()[0])\n"
+        "print(json.dumps([peak_kb('self'), peak_kb(sandbox._extraction_child(2048).pid)]))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO_ROOT, capture_output=True, text=True)
     parent_kb, child_kb = json.loads(result.stdout.strip().splitlines()[-1])
@@ -533,48 +536,52 @@ def largest_pdf_extraction() -> dict[str, Any]:
     }
 
 
-# Each sample goes to the stage of its deepest frame that names one (an import inside a stage is
-# an import). Marks are matched against py-spy's "function (file:line)" frames.
-_PRELOAD_PROBE = """
-import glob, json, statistics, sys, time
+_CHILD_PROBE = """
+import json, statistics, sys, time
 from handlers.adapters import sandbox
 from handlers.model import ExtractLimits
-if sys.argv[1] == "without":
-    sandbox.import_parsers_once = lambda: None
+if sys.argv[1] == "fork_per_file_pypdf_preloaded":
+    import pypdf, pypdf.filters
+calls = sandbox.MAX_CALLS_PER_CHILD if sys.argv[1] == "long_lived_child" else 1
+child = sandbox.BoundedChild(sandbox._extract_path, memory_mb=2048, max_calls=calls)
 times = []
 for path in sys.argv[2:]:
     started = time.perf_counter()
-    sandbox.extract_file(path, key="x.pdf", declared_content_type=None, limits=ExtractLimits(),
-                         timeout_seconds=60, memory_mb=2048)
+    child.call(path, "x.pdf", None, ExtractLimits(), timeout_seconds=60)
     times.append((time.perf_counter() - started) * 1000)
 print(json.dumps(statistics.median(times[1:])))
 """
 
 
-def extraction_with_and_without_preload(pdfs: list[Path], repeats: int = 3) -> dict[str, float]:
+def extraction_per_file(pdfs: list[Path], repeats: int = 3) -> dict[str, float]:
     """Median ms per ten-page PDF through the bounded extraction, after the first file of a process.
 
-    `without` makes every forked child import pypdf itself, as before the parent imported it once.
+    `fork_per_file` forks a fresh child for every file, which imports pypdf again;
+    `fork_per_file_pypdf_preloaded` forks one for every file from a parent that imported pypdf
+    (the children inherit it); `long_lived_child` is what runs: one child, file after file.
     """
-    times: dict[str, list[float]] = {"with_pypdf_preloaded": [], "without": []}
+    times: dict[str, list[float]] = {"fork_per_file": [], "fork_per_file_pypdf_preloaded": [], "long_lived_child": []}
     for _ in range(repeats):
-        for mode, key in (("without", "without"), ("with", "with_pypdf_preloaded")):
+        for mode, values in times.items():
             result = subprocess.run(
-                [sys.executable, "-c", _PRELOAD_PROBE, mode, *map(str, pdfs)],
+                [sys.executable, "-c", _CHILD_PROBE, mode, *map(str, pdfs)],
                 check=True,
                 cwd=REPO_ROOT,
                 capture_output=True,
                 text=True,
             )
-            times[key].append(float(result.stdout.strip().splitlines()[-1]))
+            values.append(float(result.stdout.strip().splitlines()[-1]))
     return {name: round(statistics.median(values), 1) for name, values in times.items()}
 
 
+# Each sample goes to the stage of its deepest frame that names one (an import inside a stage is
+# an import). Marks are matched against py-spy's "function (file:line)" frames.
 STAGES = (
     ("import", ("_find_and_load (",)),
-    ("extract (fork, child, wait)", ("run_bounded (",)),
+    ("extract (child, wait)", ("extract_file (",)),
     ("chunk", ("chunk_document (",)),
     ("embed", ("handlers/adapters/embedders/",)),
+    ("mentions", ("find_mentions (",)),
     ("store: link (graph edges)", ("link_document (",)),
     ("store: write chunks", ("store_document (",)),
     ("fetch from S3", ("S3ObjectStore.fetch (",)),
@@ -702,7 +709,7 @@ def main() -> None:
         stored = json.loads(RESULTS.read_text())
         stored["cold_import_ms"], stored["largest_pdf_extraction"] = cold_import_ms(), largest_pdf_extraction()
         pdfs = sorted((build_corpus(args.n) / "pdf").glob("*.pdf"))[:20]
-        stored["extraction_ms_per_pdf"] = extraction_with_and_without_preload(pdfs)
+        stored["extraction_ms_per_pdf"] = extraction_per_file(pdfs)
         side = ("cold_import_ms", "largest_pdf_extraction", "extraction_ms_per_pdf")
         print(json.dumps({key: stored[key] for key in side}, indent=2))
         RESULTS.write_text(json.dumps(stored, indent=2) + "\n")
@@ -728,7 +735,7 @@ def main() -> None:
         "results": results,
         "cold_import_ms": cold_import_ms(),
         "largest_pdf_extraction": largest_pdf_extraction(),
-        "extraction_ms_per_pdf": extraction_with_and_without_preload(sorted((folder / "pdf").glob("*.pdf"))[:20]),
+        "extraction_ms_per_pdf": extraction_per_file(sorted((folder / "pdf").glob("*.pdf"))[:20]),
     }
     if args.profile:
         report["profile_direct_after_percent_of_wall_time"] = profile_direct(files)

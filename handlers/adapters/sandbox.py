@@ -2,7 +2,9 @@
 
 A PDF that loops forever or inflates into gigabytes must cost one record, not the process that
 serves the whole batch. `multiprocessing` pools and queues need `/dev/shm`, which AWS Lambda
-lacks, so this uses `os.fork` and a pipe: the child sends one pickled outcome back and leaves
+lacks, so this uses `os.fork` and two pipes. The child is long-lived (one per process): it imports
+the parsers once and serves file after file, so a file costs neither a fork nor an import. It is
+replaced after a timeout, a crash, a memory error and every `MAX_CALLS_PER_CHILD` files. It leaves
 with `os._exit`, so it never runs the parent's atexit handlers or flushes its buffers.
 """
 
@@ -10,18 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
-import importlib
 import logging
 import os
 import pickle
 import resource
 import selectors
 import signal
+import struct
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar, TypeVarTuple, cast
+from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar, TypeVarTuple, cast
 
 from handlers.errors import FileQueueError, PermanentError, TransientError
 from handlers.stages.extract import extract_text
@@ -39,43 +40,131 @@ _ERROR = "error"
 _MEMORY = "memory"
 _CRASH = "crash"
 _READ_SIZE = 1 << 16
+_FRAME_HEADER = struct.Struct("!Q")
 EXTRACT_TIMEOUT = "extract_timeout"
+# Like gunicorn's max_requests or Celery's max_tasks_per_child: a bound on what one parser process
+# can accumulate (fragmented heap, caches) across files.
+MAX_CALLS_PER_CHILD = 200
 # prctl(2) option: the signal the kernel sends this process when the thread that forked it ends.
 _PR_SET_PDEATHSIG = 1
 # pypdf logs one warning per repaired object; a hostile file yields thousands of lines.
 _MAX_PYPDF_LOG_RECORDS = 20
 
 
-def run_bounded(function: Callable[[*Ts], T], *args: *Ts, timeout_seconds: float, memory_mb: int) -> T:
-    """Return `function(*args)` computed in a child process limited in time and address space.
+class BoundedChild(Generic[*Ts, T]):
+    """A forked child that computes `function(*args)` call after call, each call bounded in time.
 
     `memory_mb` caps the child's whole address space, including what it inherits from this
-    process. A `FileQueueError` raised by `function` is raised again here; every other way the
-    child can fail becomes a `PermanentError` (`extract_timeout`, `extract_memory`,
-    `extract_crashed`).
+    process. A `FileQueueError` raised by `function` is raised again here; every other way a call
+    can fail becomes a `PermanentError` (`extract_timeout`, `extract_memory`, `extract_crashed`)
+    and the child is replaced. A memory error or crash in a child that already served other calls
+    is tried once more in a fresh child, so what earlier calls left behind never decides a verdict.
     """
-    _flush_standard_streams()  # otherwise the child would inherit, and could repeat, pending output
-    read_fd, write_fd = os.pipe()
-    parent_pid = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _run_child(write_fd, memory_mb, parent_pid, lambda: function(*args))
-    os.close(write_fd)
-    try:
-        payload = _read_until_closed(read_fd, time.monotonic() + timeout_seconds)
-    except BaseException:
-        _kill(pid)
-        raise
-    finally:
-        os.close(read_fd)
-    if payload is None:
-        _kill(pid)
-        raise PermanentError(
-            f"extraction stopped after {timeout_seconds:g} s (the file is too slow to parse)", code=EXTRACT_TIMEOUT
-        )
-    _, status = os.waitpid(pid, 0)
-    return cast("T", _outcome(payload, status, memory_mb))
+
+    def __init__(self, function: Callable[[*Ts], T], *, memory_mb: int, max_calls: int = MAX_CALLS_PER_CHILD) -> None:
+        self.memory_mb = memory_mb
+        self._function = function
+        self._max_calls = max_calls
+        self._process: _ChildProcess | None = None
+
+    def call(self, *args: *Ts, timeout_seconds: float) -> T:
+        process = self._ready_process()
+        try:
+            return cast("T", process.call(args, timeout_seconds))
+        except PermanentError as error:
+            if not process.ended:
+                raise  # the function's own verdict, from a child that lives on
+            if error.code == EXTRACT_TIMEOUT or process.calls_served == 1:
+                raise
+        return cast("T", self._ready_process().call(args, timeout_seconds))
+
+    def close(self) -> None:
+        """End the child (it would also end by itself when this process closes its pipe or dies)."""
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def _ready_process(self) -> _ChildProcess:
+        process = self._process
+        if process is not None and (
+            process.ended or process.owner != os.getpid() or process.calls_served >= self._max_calls
+        ):
+            self.close()
+            process = None
+        if process is None:
+            process = self._process = _ChildProcess.start(self._function, self.memory_mb)
+        return process
+
+
+class _ChildProcess:
+    """The parent's end of one child: its pid and two pipes, requests in and outcomes out."""
+
+    def __init__(self, pid: int, requests: int, outcomes: int, memory_mb: int) -> None:
+        self.pid = pid
+        self.owner = os.getpid()
+        self.calls_served = 0
+        self.ended = False
+        self._requests = requests
+        self._outcomes = outcomes
+        self._memory_mb = memory_mb
+
+    @classmethod
+    def start(cls, function: Callable[..., object], memory_mb: int) -> _ChildProcess:
+        _flush_standard_streams()  # otherwise the child would inherit, and could repeat, pending output
+        request_read, request_write = os.pipe()
+        outcome_read, outcome_write = os.pipe()
+        parent_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os.close(request_write)
+            os.close(outcome_read)
+            _serve(request_read, outcome_write, memory_mb, parent_pid, function)
+        os.close(request_read)
+        os.close(outcome_write)
+        return cls(pid, request_write, outcome_read, memory_mb)
+
+    def call(self, args: tuple[object, ...], timeout_seconds: float) -> object:
+        self.calls_served += 1
+        try:
+            _write_frame(self._requests, pickle.dumps(args))
+            payload = _read_frame(self._outcomes, time.monotonic() + timeout_seconds)
+        except BrokenPipeError:
+            payload = b""  # the child is gone; its exit status says how
+        except BaseException:
+            self.stop()
+            raise
+        if payload is None:
+            self.stop()
+            raise PermanentError(
+                f"extraction stopped after {timeout_seconds:g} s (the file is too slow to parse)", code=EXTRACT_TIMEOUT
+            )
+        kind, value = _decode(payload)
+        if kind == _VALUE:
+            return value
+        if kind == _ERROR and isinstance(value, FileQueueError):
+            raise value
+        status = self.stop()
+        if kind == _MEMORY:
+            raise _memory_error(self._memory_mb)
+        if kind == _CRASH:
+            raise PermanentError(f"extraction crashed: {value}", code="extract_crashed")
+        raise _died_error(status, self._memory_mb)
+
+    def stop(self) -> int:
+        """Kill the child if it still runs; its exit status (0 if it was already reaped)."""
+        self.ended = True
+        for descriptor in (self._requests, self._outcomes):
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            return os.waitpid(self.pid, 0)[1]
+        return 0
 
 
 def extract_file(
@@ -97,16 +186,9 @@ def extract_file(
     limit = timeout_seconds if file_limit_seconds is None else file_limit_seconds
     if timeout_seconds <= 0:
         raise TransientError("no time left to extract before the write margin; retried", code="deadline")
-    import_parsers_once()
     try:
-        return run_bounded(
-            _extract_path,
-            path,
-            key,
-            declared_content_type,
-            limits,
-            timeout_seconds=timeout_seconds,
-            memory_mb=memory_mb,
+        return _extraction_child(memory_mb).call(
+            path, key, declared_content_type, limits, timeout_seconds=timeout_seconds
         )
     except PermanentError as error:
         if error.code == EXTRACT_TIMEOUT and timeout_seconds < limit:
@@ -118,15 +200,14 @@ def extract_file(
         raise
 
 
-@functools.cache
-def import_parsers_once() -> None:
-    """Import pypdf in this process, once, so that every forked child inherits it instead of importing it again.
+_extraction_children: dict[int, BoundedChild[str, str, str | None, ExtractLimits, ExtractedText]] = {}
 
-    Called on the first extraction rather than at import time, so the Lambda entry stays light.
-    The child's bounds are unchanged: its address-space limit counts what it inherits.
-    """
-    importlib.import_module("pypdf")
-    importlib.import_module("pypdf.filters")  # loaded on the first stream a PDF decodes
+
+def _extraction_child(memory_mb: int) -> BoundedChild[str, str, str | None, ExtractLimits, ExtractedText]:
+    child = _extraction_children.get(memory_mb)
+    if child is None:
+        child = _extraction_children[memory_mb] = BoundedChild(_extract_path, memory_mb=memory_mb)
+    return child
 
 
 def _extract_path(path: str, key: str, declared_content_type: str | None, limits: ExtractLimits) -> ExtractedText:
@@ -136,26 +217,29 @@ def _extract_path(path: str, key: str, declared_content_type: str | None, limits
 
 
 def _cap_pypdf_logging() -> None:
-    """Pass the first pypdf log records on and drop the flood (only ever called in the child)."""
+    """Pass each file's first pypdf log records on and drop the flood (only ever called in the child)."""
     pypdf_logger = logging.getLogger("pypdf")
-    pypdf_logger.addHandler(_FirstRecordsHandler(_MAX_PYPDF_LOG_RECORDS))
-    pypdf_logger.propagate = False
+    cap = next((handler for handler in pypdf_logger.handlers if isinstance(handler, _FirstRecordsHandler)), None)
+    if cap is None:
+        cap = _FirstRecordsHandler()
+        pypdf_logger.addHandler(cap)
+        pypdf_logger.propagate = False
+    cap.remaining = _MAX_PYPDF_LOG_RECORDS
 
 
 class _FirstRecordsHandler(logging.Handler):
-    """Forwards the first `limit` records to the root logger, as propagation would have."""
+    """Forwards records to the root logger, as propagation would have, while `remaining` lasts."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self._remaining = limit
+    remaining = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._remaining > 0:
-            self._remaining -= 1
+        if self.remaining > 0:
+            self.remaining -= 1
             logging.getLogger().handle(record)
 
 
-def _run_child(write_fd: int, memory_mb: int, parent_pid: int, call: Callable[[], object]) -> NoReturn:
+def _serve(requests: int, outcomes: int, memory_mb: int, parent_pid: int, function: Callable[..., object]) -> NoReturn:
+    """The child's loop: one outcome per request until the parent closes the pipe or a call breaks the child."""
     exit_code = 1
     try:
         # The parent's handlers (e.g. the worker's graceful shutdown) must not run in the child.
@@ -163,16 +247,21 @@ def _run_child(write_fd: int, memory_mb: int, parent_pid: int, call: Callable[[]
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _die_with_parent(parent_pid)
         _limit_address_space(memory_mb)
-        outcome = _call(call)
-        try:
-            payload = pickle.dumps(outcome)
-        except Exception as error:  # noqa: BLE001  (an unpicklable result or error is reported, not lost)
-            payload = pickle.dumps((_CRASH, f"result could not be sent back: {type(error).__name__}: {error}"))
-        with os.fdopen(write_fd, "wb") as pipe:
-            pipe.write(payload)
+        while request := _read_frame(requests, deadline=None):
+            args = pickle.loads(request)  # noqa: S301  (our own parent wrote it)
+            outcome = _call(lambda: function(*args))  # noqa: B023  (called before the next request)
+            try:
+                payload = pickle.dumps(outcome)
+            except Exception as error:  # noqa: BLE001  (an unpicklable result or error is reported, not lost)
+                outcome = (_CRASH, f"result could not be sent back: {type(error).__name__}: {error}")
+                payload = pickle.dumps(outcome)
+            _flush_standard_streams()  # the call's own log lines, before the parent reads on
+            _write_frame(outcomes, payload)
+            if outcome[0] in (_MEMORY, _CRASH):
+                break  # a child that ran out of memory or crashed is not trusted with the next file
         exit_code = 0
     finally:
-        _flush_standard_streams()  # the child's own log lines; the parent flushed before forking
+        _flush_standard_streams()
         os._exit(exit_code)
 
 
@@ -209,40 +298,43 @@ def _limit_address_space(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _read_until_closed(read_fd: int, deadline: float) -> bytes | None:
-    """Everything the child writes, read as it comes so a large result cannot block the child.
+def _write_frame(descriptor: int, payload: bytes) -> None:
+    data = memoryview(_FRAME_HEADER.pack(len(payload)) + payload)
+    while data:
+        data = data[os.write(descriptor, data) :]
 
-    None if the deadline passes before the child closes its end of the pipe.
+
+def _read_frame(descriptor: int, deadline: float | None) -> bytes | None:
+    """One length-prefixed frame, read as it comes so a large outcome cannot block the writer.
+
+    b"" when the other end closed the pipe before a whole frame; None when the deadline passes first.
     """
-    chunks: list[bytes] = []
+    buffer = bytearray()
+    expected = _FRAME_HEADER.size
+    header_read = False
     with selectors.DefaultSelector() as selector:
-        selector.register(read_fd, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        selector.register(descriptor, selectors.EVENT_READ)
+        while len(buffer) < expected:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 return None
             if not selector.select(remaining):
                 continue
-            chunk = os.read(read_fd, _READ_SIZE)
+            chunk = os.read(descriptor, min(_READ_SIZE, expected - len(buffer)))
             if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+                return b""
+            buffer += chunk
+            if not header_read and len(buffer) == expected:
+                header_read = True
+                expected += _FRAME_HEADER.unpack(buffer)[0]
+    return bytes(buffer[_FRAME_HEADER.size :])
 
 
-def _outcome(payload: bytes, status: int, memory_mb: int) -> object:
+def _decode(payload: bytes) -> tuple[str | None, object]:
     try:
-        kind, value = pickle.loads(payload) if payload else (None, None)  # noqa: S301  (our own child wrote it)
+        return cast("tuple[str, object]", pickle.loads(payload)) if payload else (None, None)  # noqa: S301  (our own child wrote it)
     except Exception:  # noqa: BLE001  (a child killed mid-write leaves a truncated payload)
-        kind, value = None, None
-    if kind == _VALUE:
-        return value
-    if kind == _ERROR and isinstance(value, FileQueueError):
-        raise value
-    if kind == _MEMORY:
-        raise _memory_error(memory_mb)
-    if kind == _CRASH:
-        raise PermanentError(f"extraction crashed: {value}", code="extract_crashed")
-    raise _died_error(status, memory_mb)
+        return None, None
 
 
 def _died_error(status: int, memory_mb: int) -> PermanentError:
@@ -267,12 +359,6 @@ def _signal_name(number: int) -> str:
 
 def _memory_error(memory_mb: int, detail: str = "") -> PermanentError:
     return PermanentError(f"extraction exceeded the memory limit of {memory_mb} MB{detail}", code="extract_memory")
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
 
 
 def _flush_standard_streams() -> None:

@@ -1,4 +1,4 @@
-"""The bounded runner: every way a forked child can end maps to a value or a specific error."""
+"""The bounded child: every way a call ends maps to a value or a specific error; the child is reused or replaced."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from handlers.adapters.sandbox import extract_file, run_bounded
+from handlers.adapters.sandbox import BoundedChild, extract_file
 from handlers.errors import PermanentError, TransientError
 from handlers.model import ExtractLimits
 from tests.conftest import REPO_ROOT
@@ -36,7 +36,11 @@ def current_address_space_mb() -> int:
 def bounded(
     function: Callable[..., Any], *args: Any, timeout_seconds: float = 30, memory_mb: int = GENEROUS_MEMORY_MB
 ) -> Any:
-    return run_bounded(function, *args, timeout_seconds=timeout_seconds, memory_mb=memory_mb)
+    child = BoundedChild(function, memory_mb=memory_mb)
+    try:
+        return child.call(*args, timeout_seconds=timeout_seconds)
+    finally:
+        child.close()
 
 
 def error_of(function: Callable[..., Any], *args: Any, **limits: Any) -> PermanentError:
@@ -80,28 +84,28 @@ def unpicklable_result() -> object:
     return lambda: None
 
 
-def test_run_bounded_returns_the_value():
+def test_a_bounded_call_returns_the_value():
     assert bounded(pow, 2, 10) == 1024
 
 
-def test_run_bounded_returns_a_result_larger_than_the_pipe_buffer():
+def test_a_bounded_call_returns_a_result_larger_than_the_pipe_buffer():
     assert bounded(str.__mul__, "x", 5_000_000) == "x" * 5_000_000
 
 
-def test_run_bounded_reraises_file_queue_errors_with_their_code():
+def test_a_bounded_call_reraises_file_queue_errors_with_their_code():
     with pytest.raises(TransientError) as caught:
         bounded(raise_transient, "slow down")
     assert caught.value.code == "s3_throttled"
     assert str(caught.value) == "slow down"
 
 
-def test_run_bounded_reraises_permanent_errors_unchanged():
+def test_a_bounded_call_reraises_permanent_errors_unchanged():
     error = error_of(raise_permanent)
     assert error.code == "encrypted_pdf"
     assert str(error) == "PDF is encrypted with a password"
 
 
-def test_run_bounded_stops_a_child_that_never_ends(tmp_path):
+def test_a_bounded_call_stops_a_child_that_never_ends(tmp_path):
     pid_file = tmp_path / "child.pid"
 
     error = error_of(loop_forever_after_recording_pid, pid_file, timeout_seconds=1)
@@ -112,7 +116,7 @@ def test_run_bounded_stops_a_child_that_never_ends(tmp_path):
         os.kill(int(pid_file.read_text()), 0)
 
 
-def test_run_bounded_enforces_the_memory_limit():
+def test_a_bounded_call_enforces_the_memory_limit():
     limit_mb = current_address_space_mb() + 256
     assert bounded(allocate, 64, memory_mb=limit_mb) == 64 * 1024 * 1024  # within the limit: fine
 
@@ -122,42 +126,42 @@ def test_run_bounded_enforces_the_memory_limit():
     assert f"{limit_mb} MB" in str(error)
 
 
-def test_run_bounded_reports_a_sigkill_as_out_of_memory():
+def test_a_bounded_call_reports_a_sigkill_as_out_of_memory():
     assert error_of(kill_self, signal.SIGKILL).code == "extract_memory"
 
 
-def test_run_bounded_names_the_signal_of_a_crash():
+def test_a_bounded_call_names_the_signal_of_a_crash():
     error = error_of(kill_self, signal.SIGSEGV)
     assert error.code == "extract_crashed"
     assert "SIGSEGV" in str(error)
 
 
-def test_run_bounded_reports_unexpected_exceptions_as_crashes():
+def test_a_bounded_call_reports_unexpected_exceptions_as_crashes():
     error = error_of(raise_value_error)
     assert error.code == "extract_crashed"
     assert "ValueError: unexpected byte 0x00" in str(error)
 
 
-def test_run_bounded_reports_a_child_that_exits_without_a_result():
+def test_a_bounded_call_reports_a_child_that_exits_without_a_result():
     error = error_of(exit_without_result)
     assert error.code == "extract_crashed"
     assert "status 3" in str(error)
 
 
-def test_run_bounded_reports_an_unpicklable_result():
+def test_a_bounded_call_reports_an_unpicklable_result():
     error = error_of(unpicklable_result)
     assert error.code == "extract_crashed"
     assert "could not be sent back" in str(error)
 
 
-def test_run_bounded_child_runs_no_atexit_handler_and_repeats_no_output():
+def test_a_bounded_call_child_runs_no_atexit_handler_and_repeats_no_output():
     script = textwrap.dedent(
         """
         import atexit, sys
-        from handlers.adapters.sandbox import run_bounded
+        from handlers.adapters.sandbox import BoundedChild
         atexit.register(lambda: print("atexit ran"))
         sys.stdout.write("pending output;")  # still in the buffer when the child is forked
-        print(run_bounded(len, "abc", timeout_seconds=30, memory_mb=4096))
+        print(BoundedChild(len, memory_mb=4096).call("abc", timeout_seconds=30))
         """
     )
     completed = subprocess.run(
@@ -198,23 +202,115 @@ def test_extract_file_of_a_missing_file_is_a_crash(tmp_path):
     assert "FileNotFoundError" in str(caught.value)
 
 
-def test_children_inherit_pypdf_imported_once_by_the_parent(tmp_path):
-    """The first extraction imports pypdf in the parent, so later children do not import it again."""
+def test_one_extraction_child_serves_file_after_file_and_only_it_imports_pypdf(tmp_path):
+    """No fork and no import per file: the same child answers, and the parent stays light."""
     probe = (
         "import sys\n"
-        "from handlers.adapters.sandbox import extract_file, run_bounded\n"
+        "from handlers.adapters import sandbox\n"
         "from handlers.model import ExtractLimits\n"
-        "print('pypdf' in sys.modules)\n"
-        f"extract_file({str(tmp_path / 'note.txt')!r}, key='note.txt', declared_content_type='text/plain',"
-        " limits=ExtractLimits(), timeout_seconds=30, memory_mb=1024)\n"
-        "print('pypdf' in sys.modules)\n"
-        "print(run_bounded(lambda: 'pypdf' in sys.modules, timeout_seconds=30, memory_mb=1024))\n"
+        "pids = set()\n"
+        "for name in ('a.txt', 'b.md', 'c.txt'):\n"
+        f"    sandbox.extract_file({str(tmp_path / 'note.txt')!r}, key=name, declared_content_type=None,"
+        " limits=ExtractLimits(), timeout_seconds=30, memory_mb=2048)\n"
+        "    pids.add(sandbox._extraction_child(2048).pid)\n"
+        "print(len(pids), 'pypdf' in sys.modules)\n"
     )
     (tmp_path / "note.txt").write_text("a short note\n")
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=60
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False
     )
-    assert result.stdout.split() == ["False", "True", "True"]
+    assert result.stdout.split() == ["1", "False"], result.stderr
+
+
+def record_pid(_: object = None) -> int:
+    return os.getpid()
+
+
+_LEAKED: list[bytearray] = []  # in the child: outlives the call on purpose
+
+
+def leak(megabytes: int) -> int:
+    _LEAKED.append(bytearray(megabytes * 1024 * 1024))
+    return os.getpid()
+
+
+def test_a_child_serves_calls_until_its_quota_then_is_replaced():
+    child = BoundedChild(record_pid, memory_mb=GENEROUS_MEMORY_MB, max_calls=3)
+    try:
+        pids = [child.call(None, timeout_seconds=30) for _ in range(7)]
+    finally:
+        child.close()
+    assert [len(set(pids[start : start + 3])) for start in (0, 3, 6)] == [1, 1, 1]
+    assert len(set(pids)) == 3
+
+
+def test_a_child_lives_on_after_the_functions_own_error_and_is_replaced_after_a_crash():
+    child = BoundedChild(raise_or_record_pid, memory_mb=GENEROUS_MEMORY_MB)
+    try:
+        first = child.call("pid", timeout_seconds=30)
+        with pytest.raises(PermanentError) as verdict:
+            child.call("permanent", timeout_seconds=30)
+        assert verdict.value.code == "encrypted_pdf"
+        assert child.call("pid", timeout_seconds=30) == first
+
+        with pytest.raises(PermanentError) as crashed:
+            child.call("crash", timeout_seconds=30)
+        assert crashed.value.code == "extract_crashed"
+        after_crash = child.call("pid", timeout_seconds=30)
+        assert after_crash != first
+    finally:
+        child.close()
+
+
+def raise_or_record_pid(what: str) -> int:
+    if what == "permanent":
+        raise_permanent()
+    if what == "crash":
+        raise_value_error()
+    return os.getpid()
+
+
+def test_after_a_timeout_the_next_call_gets_a_fresh_child(tmp_path):
+    child = BoundedChild(sleep_then_record_pid, memory_mb=GENEROUS_MEMORY_MB)
+    try:
+        first = child.call(0, timeout_seconds=30)
+        with pytest.raises(PermanentError) as caught:
+            child.call(600, timeout_seconds=0.5)
+        assert caught.value.code == "extract_timeout"
+        with pytest.raises(ProcessLookupError):
+            os.kill(first, 0)  # killed and reaped
+        assert child.call(0, timeout_seconds=30) not in (first, None)
+    finally:
+        child.close()
+
+
+def sleep_then_record_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_memory_error_in_a_reused_child_is_decided_again_in_a_fresh_one():
+    """What earlier calls left behind must not make a file fail that fits in the limit on its own."""
+    limit_mb = current_address_space_mb() + 400
+    child = BoundedChild(leak, memory_mb=limit_mb)
+    try:
+        first = child.call(250, timeout_seconds=30)  # leaves 250 MB behind in the child
+        second = child.call(250, timeout_seconds=30)  # too much beside the leak; fits in a fresh child
+        assert second != first
+
+        with pytest.raises(PermanentError) as caught:
+            child.call(1024, timeout_seconds=30)  # fails in a fresh child too: that verdict stands
+        assert caught.value.code == "extract_memory"
+    finally:
+        child.close()
+
+
+def test_a_child_ends_when_its_parent_closes_the_pipe():
+    child = BoundedChild(record_pid, memory_mb=GENEROUS_MEMORY_MB)
+    pid = child.call(None, timeout_seconds=30)
+    child.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_the_extraction_child_dies_with_its_parent(tmp_path):
@@ -223,9 +319,10 @@ def test_the_extraction_child_dies_with_its_parent(tmp_path):
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from handlers.adapters.sandbox import run_bounded
+        from handlers.adapters.sandbox import BoundedChild
         from tests.unit.test_sandbox import loop_forever_after_recording_pid
-        run_bounded(loop_forever_after_recording_pid, Path({str(pid_file)!r}), timeout_seconds=600, memory_mb=4096)
+        child = BoundedChild(loop_forever_after_recording_pid, memory_mb=4096)
+        child.call(Path({str(pid_file)!r}), timeout_seconds=600)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPOSITORY)
