@@ -10,10 +10,11 @@ is kept as a name and resolved when the graph is linked, where the documents tha
 Both sides go through the same normalisation (Unicode NFC, case-folded, percent-decoded), so a
 mention and a name meet as equal strings in an indexed SQL join.
 
-Every pass here is linear in the length of the text: one regular expression without nested
-repetition splits the text into tokens, a token longer than any S3 URI is skipped unread, and each
-kept token is examined with string operations bounded by its length. At most `MAX_MENTIONS` are
-kept. `check_budget`, if given, is called every `BUDGET_INTERVAL` tokens and may raise to stop.
+Every pass here is linear in the length of the text: the text is split at whitespace, a word
+holding a dot or a slash is split into tokens by one regular expression without nested
+repetition, a token longer than any S3 URI is skipped unread, and each kept token is examined with
+string operations bounded by its length. At most `MAX_MENTIONS` are kept. `check_budget`, if
+given, is called every `BUDGET_INTERVAL` words and may raise to stop.
 """
 
 from __future__ import annotations
@@ -62,16 +63,17 @@ def find_mentions(
         if check_budget is not None and count % BUDGET_INTERVAL == 0:
             check_budget()
     text = unicodedata.normalize("NFC", text)
-    for count, match in enumerate(_TOKEN.finditer(text), 1):
+    for count, word in enumerate(text.split(), 1):
         if check_budget is not None and count % BUDGET_INTERVAL == 0:
             check_budget()
         if found.full:
             break
-        if match.end() - match.start() <= MAX_TOKEN_CHARS:
-            token = match.group(0)
-            # Every file name, key, URI and URL holds a dot or a slash; plain words are most tokens.
-            if "." in token or "/" in token:
-                found.token(token)
+        # Every file name, key, URI and URL holds a dot or a slash inside it; most words hold
+        # neither, or only the full stop that ends a sentence, and are skipped without a regex.
+        if "/" in word or "." in word.rstrip(_TRAILING_PUNCTUATION):
+            for match in _TOKEN.finditer(word):
+                if match.end() - match.start() <= MAX_TOKEN_CHARS:
+                    found.token(match.group(0))
     return Mentions(uris=frozenset(found.uris), names=frozenset(found.names))
 
 
