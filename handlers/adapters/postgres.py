@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -283,7 +284,7 @@ class PostgresRepository:
 
 
 def open_pool(conninfo: str, *, max_size: int, timeout: float) -> ConnectionPool[Any]:
-    """A small pool whose connections know the vector type and are checked before use.
+    """A small pool whose connections know the vector type and are checked before use after a pause.
 
     The check matters in Lambda: a frozen sandbox wakes with connections the server has closed.
     """
@@ -296,12 +297,35 @@ def open_pool(conninfo: str, *, max_size: int, timeout: float) -> ConnectionPool
         max_size=max_size,
         timeout=timeout,
         configure=register_vector,
-        check=ConnectionPool.check_connection,
+        check=_CheckAfterPause(CHECK_AFTER_IDLE_SECONDS),
         kwargs={"connect_timeout": max(1, int(timeout)), "application_name": "filequeue"},
         open=False,
     )
     pool.open(wait=False)
     return pool
+
+
+# A connection handed out again within this time is used as it is: a busy handler would otherwise
+# pay one round trip per checkout, several per document. One broken in between fails its record,
+# which is retried (db_unavailable).
+CHECK_AFTER_IDLE_SECONDS = 5.0
+
+
+class _CheckAfterPause:
+    """psycopg_pool's `check`: ping a connection only when it was last handed out long enough ago."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self._idle_seconds = idle_seconds
+        self._handed_out: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        from psycopg_pool import ConnectionPool
+
+        now = time.monotonic()
+        last = self._handed_out.get(conn)
+        if last is None or now - last > self._idle_seconds:
+            ConnectionPool.check_connection(conn)
+        self._handed_out[conn] = now
 
 
 def resolve_database_url(database_url: str | None, secret_arn: str | None, fetch_secret: Callable[[str], str]) -> str:
