@@ -33,7 +33,9 @@ def pool(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Connect
 
 def backend_pid(pool: ConnectionPool[Any]) -> int:
     with pool.connection() as conn:
-        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 def terminate(database_url: str, pid: int) -> None:
