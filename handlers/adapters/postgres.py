@@ -118,7 +118,16 @@ class PostgresRepository:
             return stale_reason(ref, _load_state(conn, ref))
 
     def mark_unchanged(self, ref: ObjectRef, sha256: str) -> bool:
-        with self._connection() as conn, conn.transaction():
+        with self._connection() as conn:
+            # Most files are new or changed: one read without the lock tells, and only a match is
+            # confirmed under the lock (a write that lands in between is fenced by store_document).
+            if not _stored_with_content(conn, ref, sha256):
+                return False
+            return self._mark_unchanged_locked(conn, ref, sha256)
+
+    @staticmethod
+    def _mark_unchanged_locked(conn: psycopg.Connection[Any], ref: ObjectRef, sha256: str) -> bool:
+        with conn.transaction():
             _lock(conn, ref)
             stored = _load_state(conn, ref)
             if stored is None or stored.document_id is None or stored.status != "ready" or stored.sha256 != sha256:
@@ -298,7 +307,8 @@ def open_pool(conninfo: str, *, max_size: int, timeout: float) -> ConnectionPool
         timeout=timeout,
         configure=register_vector,
         check=_CheckAfterPause(CHECK_AFTER_IDLE_SECONDS),
-        kwargs={"connect_timeout": max(1, int(timeout)), "application_name": "filequeue"},
+        # Autocommit: a single read is one round trip; every write runs in an explicit transaction.
+        kwargs={"connect_timeout": max(1, int(timeout)), "application_name": "filequeue", "autocommit": True},
         open=False,
     )
     pool.open(wait=False)
@@ -369,6 +379,14 @@ def iter_rows(conn: psycopg.Connection[Any], query: str, params: Sequence[object
 
 def _lock(conn: psycopg.Connection[Any], ref: ObjectRef) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{ref.bucket}/{ref.key}",))
+
+
+def _stored_with_content(conn: psycopg.Connection[Any], ref: ObjectRef, sha256: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM documents WHERE bucket = %s AND key = %s AND status = 'ready' AND sha256 = %s",
+        (ref.bucket, ref.key, sha256),
+    ).fetchone()
+    return row is not None
 
 
 def _load_state(conn: psycopg.Connection[Any], ref: ObjectRef) -> StoredState | None:
