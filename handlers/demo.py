@@ -161,21 +161,22 @@ def wait_until_processed(
 
     deadline = time.monotonic() + timeout
     done = -1
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise ConfigError(f"the worker exited with code {worker.returncode}")
-        try:
-            with psycopg.connect(database_url) as conn:
+    # One connection for the whole wait: a new one every poll would cost the server a backend each time.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise ConfigError(f"the worker exited with code {worker.returncode}")
+            try:
                 row = conn.execute("SELECT count(*) FROM documents").fetchone()
-        except psycopg.errors.UndefinedTable:
-            row = (0,)
-        current = int(row[0]) if row else 0
-        if current != done:
-            done = current
-            on_progress(done, expected_documents)
-        if done >= expected_documents:
-            return
-        time.sleep(0.2)
+            except psycopg.errors.UndefinedTable:
+                row = (0,)
+            current = int(row[0]) if row else 0
+            if current != done:
+                done = current
+                on_progress(done, expected_documents)
+            if done >= expected_documents:
+                return
+            time.sleep(0.2)
     raise ConfigError(f"only {done} of {expected_documents} files were processed within {timeout:.0f} s")
 
 
