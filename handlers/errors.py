@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class FileQueueError(Exception):
     """Base of every error the project raises on purpose. `code` is stable and machine-readable."""
@@ -36,3 +38,78 @@ class TransientError(FileQueueError):
     """Retrying may help: the record is reported in batchItemFailures."""
 
     code = "transient"
+
+
+class ErrorCode(StrEnum):
+    """Every code an error carries: on the document row (`error_code`), in log lines and in metrics.
+
+    A code names what went wrong in File Queue's terms; a code that AWS or a library returned goes
+    into the message. The codes are stable: operators filter on them (`filequeue failed --code`).
+    """
+
+    # The file itself is at fault: recorded on the document row, the message acknowledged.
+    TOO_LARGE = "too_large"
+    EMPTY_FILE = "empty_file"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    ENCRYPTED_PDF = "encrypted_pdf"
+    CORRUPT_FILE = "corrupt_file"
+    TOO_MANY_PAGES = "too_many_pages"
+    TOO_MUCH_CONTENT = "too_much_content"
+    TOO_MUCH_TEXT = "too_much_text"
+    NO_TEXT = "no_text"
+    EMPTY_TEXT = "empty_text"
+    OBJECT_MISSING = "object_missing"
+    OBJECT_UNREADABLE = "object_unreadable"
+    EXTRACT_TIMEOUT = "extract_timeout"
+    EXTRACT_MEMORY = "extract_memory"
+    EXTRACT_CRASHED = "extract_crashed"
+    EMBEDDING_INVALID = "embedding_invalid"
+    CONTENT_REJECTED = "content_rejected"
+    # Retrying may help: the record is reported in batchItemFailures and SQS delivers it again.
+    ACCESS_DENIED = "access_denied"
+    TRUNCATED_DOWNLOAD = "truncated_download"
+    S3_UNAVAILABLE = "s3_unavailable"
+    AWS_UNAVAILABLE = "aws_unavailable"
+    EMBEDDING_UNAVAILABLE = "embedding_unavailable"
+    DB_UNAVAILABLE = "db_unavailable"
+    DB_RECENTLY_UNAVAILABLE = "db_recently_unavailable"
+    DB_CONFLICT = "db_conflict"
+    DEADLINE = "deadline"
+    RELEASED = "released"
+    UNEXPECTED = "unexpected"
+    # The message is not an event File Queue understands: it ends in the DLQ for review.
+    EMPTY_BODY = "empty_body"
+    INVALID_JSON = "invalid_json"
+    UNKNOWN_SHAPE = "unknown_shape"
+    INVALID_RECORD = "invalid_record"
+    MALFORMED_RECORD = "malformed_record"
+    # The defaults of the error classes, when a raiser gives no more specific code.
+    ERROR = "error"
+    CONFIG = "config"
+    MALFORMED_EVENT = "malformed_event"
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+
+
+PERMANENT_CODES = frozenset(
+    {
+        ErrorCode.TOO_LARGE,
+        ErrorCode.EMPTY_FILE,
+        ErrorCode.UNSUPPORTED_TYPE,
+        ErrorCode.ENCRYPTED_PDF,
+        ErrorCode.CORRUPT_FILE,
+        ErrorCode.TOO_MANY_PAGES,
+        ErrorCode.TOO_MUCH_CONTENT,
+        ErrorCode.TOO_MUCH_TEXT,
+        ErrorCode.NO_TEXT,
+        ErrorCode.EMPTY_TEXT,
+        ErrorCode.OBJECT_MISSING,
+        ErrorCode.OBJECT_UNREADABLE,
+        ErrorCode.EXTRACT_TIMEOUT,
+        ErrorCode.EXTRACT_MEMORY,
+        ErrorCode.EXTRACT_CRASHED,
+        ErrorCode.EMBEDDING_INVALID,
+        ErrorCode.CONTENT_REJECTED,
+    }
+)
+"""The codes a document row can show as `status='failed'` (the README's table lists each one)."""
