@@ -43,6 +43,7 @@ STARTUP_BUDGET_SECONDS = 120.0
 """How long a new child may take to import, connect and start polling before /healthz fails."""
 STABLE_AFTER_SECONDS = 60.0
 SHUTDOWN_SLACK_SECONDS = 5.0
+CHECKS_POLL_SECONDS = 0.1
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -58,8 +59,8 @@ def serve(
     Configuration that would fail every record raises ConfigError before the first receive.
     """
     count = worker_count(settings.worker_processes if processes is None else processes)
-    check_startup(settings, count, check_ready)
     if count == 1:
+        check_startup(settings, count, check_ready)
         return _run_in_process(settings, handler, check_ready)
     return _run_supervised(settings, handler, check_ready, count)
 
@@ -135,15 +136,15 @@ def _run_supervised(settings: Settings, handler: BatchHandler, check_ready: Call
     os.environ[MULTIPROC_ENV] = metrics_dir
     context = multiprocessing.get_context("spawn")
     slots = context.Array("d", [time.monotonic() + STARTUP_BUDGET_SECONDS] * count, lock=False)
+    checks_passed = context.Event()
     stop = StopSignal()
     restore_signals = install_signal_handlers(stop)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-    server = _start_health(settings, stop, check_ready, LivenessBoard(slots).probe, registry)
     supervisor = Supervisor(
         lambda index: context.Process(
             target=child_main,
-            args=(ChildSpec(settings, handler, index, slots),),
+            args=(ChildSpec(settings, handler, index, slots, checks_passed),),
             name=f"filequeue-worker-{index}",
         ),
         count,
@@ -152,8 +153,19 @@ def _run_supervised(settings: Settings, handler: BatchHandler, check_ready: Call
         liveness=slots,
         on_exit=lambda pid: _mark_dead(pid, metrics_dir),
     )
+    server = None
     try:
+        # The children start (import, build their clients) while the checks run here, and wait for
+        # them to pass before their first receive: a bad configuration costs no receive.
+        supervisor.start_children()
+        check_startup(settings, count, check_ready)
+        server = _start_health(settings, stop, check_ready, LivenessBoard(slots).probe, registry)
+        checks_passed.set()
         return supervisor.run()
+    except ConfigError:
+        stop.request("configuration_error")
+        supervisor.stop_children()
+        raise
     finally:
         if server is not None:
             server.stop()
@@ -170,10 +182,12 @@ class ChildSpec:
     index: int
     liveness: Any
     """The shared `multiprocessing.Array('d')` of alive-until times, one slot per child."""
+    checks_passed: Any
+    """A `multiprocessing.Event` the parent sets once its start-up checks passed."""
 
 
 def child_main(spec: ChildSpec) -> None:
-    """Entry point of a spawned worker process."""
+    """Entry point of a spawned worker process: it polls once the parent's start-up checks passed."""
     from handlers.worker.metrics import WorkerMetrics
 
     stop = StopSignal()
@@ -182,7 +196,11 @@ def child_main(spec: ChildSpec) -> None:
     def beat(until: float) -> None:
         spec.liveness[spec.index] = until
 
-    sys.exit(_build_loop(spec.settings, spec.handler, stop, WorkerMetrics(registry=None), beat).run())
+    loop = _build_loop(spec.settings, spec.handler, stop, WorkerMetrics(registry=None), beat)
+    while not spec.checks_passed.wait(CHECKS_POLL_SECONDS):
+        if stop.is_set():
+            sys.exit(0)
+    sys.exit(loop.run())
 
 
 def _build_loop(
@@ -255,6 +273,14 @@ class Supervisor:
         self._restart_at = [0.0] * count
         self._backoffs = [Backoff(self._template.base_seconds, self._template.cap_seconds) for _ in range(count)]
         self._config_failed = False
+
+    def start_children(self) -> None:
+        """Start every child now (run() would start them on its first turn)."""
+        self._start_due()
+
+    def stop_children(self) -> None:
+        """Stop the children started so far, within the grace period."""
+        self._shutdown()
 
     def run(self) -> int:
         logger.info("supervisor_started", extra={"processes": self._count})
