@@ -20,6 +20,7 @@ import selectors
 import signal
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar, TypeVarTuple, cast
@@ -59,6 +60,9 @@ class BoundedChild(Generic[*Ts, T]):
     can fail becomes a `PermanentError` (`extract_timeout`, `extract_memory`, `extract_crashed`)
     and the child is replaced. A memory error or crash in a child that already served other calls
     is tried once more in a fresh child, so what earlier calls left behind never decides a verdict.
+
+    Calls may come from several threads: the long-lived child serves one at a time, and a call that
+    finds it busy gets a child of its own for that call.
     """
 
     def __init__(self, function: Callable[[*Ts], T], *, memory_mb: int, max_calls: int = MAX_CALLS_PER_CHILD) -> None:
@@ -66,8 +70,27 @@ class BoundedChild(Generic[*Ts, T]):
         self._function = function
         self._max_calls = max_calls
         self._process: _ChildProcess | None = None
+        self._busy = threading.Lock()
 
     def call(self, *args: *Ts, timeout_seconds: float) -> T:
+        if not self._busy.acquire(blocking=False):
+            return self._call_in_own_child(args, timeout_seconds)
+        try:
+            return self._call_long_lived(args, timeout_seconds)
+        finally:
+            self._busy.release()
+
+    def close(self) -> None:
+        """End the child (it would also end by itself when this process closes its pipe or dies)."""
+        with self._busy:
+            self._close()
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
+
+    def _call_long_lived(self, args: tuple[*Ts], timeout_seconds: float) -> T:
         process = self._ready_process()
         try:
             return cast("T", process.call(args, timeout_seconds))
@@ -78,22 +101,24 @@ class BoundedChild(Generic[*Ts, T]):
                 raise
         return cast("T", self._ready_process().call(args, timeout_seconds))
 
-    def close(self) -> None:
-        """End the child (it would also end by itself when this process closes its pipe or dies)."""
+    def _call_in_own_child(self, args: tuple[*Ts], timeout_seconds: float) -> T:
+        process = _ChildProcess.start(self._function, self.memory_mb)
+        try:
+            return cast("T", process.call(args, timeout_seconds))
+        finally:
+            process.stop()
+
+    def _close(self) -> None:
         if self._process is not None:
             self._process.stop()
             self._process = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def _ready_process(self) -> _ChildProcess:
         process = self._process
         if process is not None and (
             process.ended or process.owner != os.getpid() or process.calls_served >= self._max_calls
         ):
-            self.close()
+            self._close()
             process = None
         if process is None:
             process = self._process = _ChildProcess.start(self._function, self.memory_mb)
@@ -201,13 +226,15 @@ def extract_file(
 
 
 _extraction_children: dict[int, BoundedChild[str, str, str | None, ExtractLimits, ExtractedText]] = {}
+_extraction_children_lock = threading.Lock()
 
 
 def _extraction_child(memory_mb: int) -> BoundedChild[str, str, str | None, ExtractLimits, ExtractedText]:
-    child = _extraction_children.get(memory_mb)
-    if child is None:
-        child = _extraction_children[memory_mb] = BoundedChild(_extract_path, memory_mb=memory_mb)
-    return child
+    with _extraction_children_lock:
+        child = _extraction_children.get(memory_mb)
+        if child is None:
+            child = _extraction_children[memory_mb] = BoundedChild(_extract_path, memory_mb=memory_mb)
+        return child
 
 
 def _extract_path(path: str, key: str, declared_content_type: str | None, limits: ExtractLimits) -> ExtractedText:

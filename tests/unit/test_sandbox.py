@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -380,3 +381,37 @@ def test_a_timeout_shortened_by_the_time_left_is_transient_and_the_files_own_lim
     with pytest.raises(PermanentError) as too_slow:
         extract_never(file_limit_seconds=0.5)
     assert too_slow.value.code == "extract_timeout"
+
+
+def test_calls_from_two_threads_at_once_each_get_their_own_answer():
+    child = BoundedChild(sleep_then_record_pid, memory_mb=GENEROUS_MEMORY_MB)
+    answers: dict[str, int] = {}
+
+    def call(name: str) -> None:
+        answers[name] = child.call(0.5, timeout_seconds=30)
+
+    try:
+        threads = [threading.Thread(target=call, args=(name,)) for name in ("first", "second")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # One call had the long-lived child, the other, finding it busy, a child of its own
+        assert len(set(answers.values())) == 2
+        assert child.pid in answers.values()
+    finally:
+        child.close()
+
+
+def test_a_child_started_by_a_thread_that_ended_is_replaced_without_an_error():
+    """The kernel kills a child when the thread that forked it ends (PR_SET_PDEATHSIG)."""
+    child = BoundedChild(record_pid, memory_mb=GENEROUS_MEMORY_MB)
+    first: list[int] = []
+    try:
+        starter = threading.Thread(target=lambda: first.append(child.call(None, timeout_seconds=30)))
+        starter.start()
+        starter.join()
+
+        assert child.call(None, timeout_seconds=30) not in (first[0], None)
+    finally:
+        child.close()
