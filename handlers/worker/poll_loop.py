@@ -32,8 +32,8 @@ from handlers.worker.sqs import (
     SQS_ERRORS,
     Acknowledger,
     QueueInfo,
+    aws_error_code,
     describe_queue,
-    error_code,
     queue_missing,
     receive,
 )
@@ -473,7 +473,11 @@ class PollLoop:
         delay = backoff.next_delay()
         logger.warning(
             f"{operation}_failed",
-            extra={"error_code": error_code(exc), "retry_in_seconds": round(delay, 3), "consecutive": backoff.attempts},
+            extra={
+                "aws_error_code": aws_error_code(exc),
+                "retry_in_seconds": round(delay, 3),
+                "consecutive": backoff.attempts,
+            },
         )
         self._pause(delay)
 
