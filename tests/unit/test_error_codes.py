@@ -8,6 +8,7 @@ from handlers.errors import PERMANENT_CODES, ErrorCode, FileQueueError
 from tests.conftest import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
+SEMANTICS = REPO_ROOT / "docs" / "semantics.md"
 TABLE_HEADER = "| code | meaning | what you can do |"
 
 
@@ -37,6 +38,14 @@ def test_every_row_says_what_the_code_means_and_what_the_user_can_do() -> None:
         code, meaning, action = row
         assert meaning, f"{code} has no meaning"
         assert action, f"{code} says nothing the user can do"
+
+
+def test_the_failure_taxonomy_explains_every_code() -> None:
+    text = SEMANTICS.read_text(encoding="utf-8")
+
+    unexplained = [code.value for code in ErrorCode if f"`{code.value}`" not in text]
+
+    assert unexplained == [], "docs/semantics.md's failure taxonomy must say what these codes mean"
 
 
 def _literal_codes() -> list[tuple[str, int, str]]:
