@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 import pytest
@@ -33,6 +33,18 @@ def refused_endpoint() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def _single_attempt_client(service: Literal["s3", "sqs"], endpoint_url: str) -> Any:
+    """A client that makes one attempt: a network failure surfaces at once as botocore's exception."""
+    return boto3.client(
+        service,
+        region_name="eu-west-1",
+        endpoint_url=endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=1),
+    )
 
 
 class _InternalServiceError(BaseHTTPRequestHandler):
@@ -76,14 +88,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_a_refused_s3_connection_is_s3_unavailable_naming_the_exception(refused_endpoint: str, tmp_path: Path) -> None:
     # Given an S3 client whose endpoint refuses connections
-    client = boto3.client(
-        "s3",
-        region_name="eu-west-1",
-        endpoint_url=refused_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=1),
-    )
+    client = _single_attempt_client("s3", refused_endpoint)
     ref = ObjectRef(
         bucket="uploads-bucket", key="uploads/a.txt", kind=EventKind.CREATED, event_name="ObjectCreated:Put"
     )
@@ -97,28 +102,21 @@ def test_a_refused_s3_connection_is_s3_unavailable_naming_the_exception(refused_
     assert "EndpointConnectionError" in str(caught.value)
 
 
-def test_a_secrets_manager_fault_is_aws_unavailable_with_its_code_in_the_message(
-    aws_env: pytest.MonkeyPatch, failing_secrets_manager: str
+@pytest.mark.parametrize(
+    ("endpoint", "named"),
+    [("failing_secrets_manager", "InternalServiceError"), ("refused_endpoint", "EndpointConnectionError")],
+    ids=["service-fault", "connection-refused"],
+)
+def test_a_secrets_manager_failure_is_aws_unavailable_naming_what_failed(
+    aws_env: pytest.MonkeyPatch, request: pytest.FixtureRequest, endpoint: str, named: str
 ) -> None:
-    aws_env.setenv("AWS_ENDPOINT_URL", failing_secrets_manager)
+    aws_env.setenv("AWS_ENDPOINT_URL", request.getfixturevalue(endpoint))
 
     with pytest.raises(TransientError) as caught:
         fetch_secret(DATABASE_URL_ARN)
 
     assert caught.value.code == ErrorCode.AWS_UNAVAILABLE
-    assert "InternalServiceError" in str(caught.value)
-
-
-def test_a_refused_secrets_manager_connection_is_aws_unavailable(
-    aws_env: pytest.MonkeyPatch, refused_endpoint: str
-) -> None:
-    aws_env.setenv("AWS_ENDPOINT_URL", refused_endpoint)
-
-    with pytest.raises(TransientError) as caught:
-        fetch_secret(DATABASE_URL_ARN)
-
-    assert caught.value.code == ErrorCode.AWS_UNAVAILABLE
-    assert "EndpointConnectionError" in str(caught.value)
+    assert named in str(caught.value)
 
 
 def test_an_operator_command_s_aws_fault_is_aws_unavailable_with_its_code_in_the_message() -> None:
@@ -138,14 +136,7 @@ def test_an_operator_command_s_aws_fault_is_aws_unavailable_with_its_code_in_the
 
 
 def test_a_refused_connection_in_an_operator_command_is_aws_unavailable(refused_endpoint: str) -> None:
-    sqs = boto3.client(
-        "sqs",
-        region_name="eu-west-1",
-        endpoint_url=refused_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=1),
-    )
+    sqs = _single_attempt_client("sqs", refused_endpoint)
 
     with pytest.raises(TransientError) as caught, translated(refused_endpoint):
         sqs.list_queues()
