@@ -156,6 +156,9 @@ class _ChildProcess:
 
     def stop(self) -> int:
         """Kill the child if it still runs; its exit status (0 if it was already reaped)."""
+        if self.ended:
+            # Its descriptor numbers may already belong to other files (a new child's pipes, a socket).
+            return 0
         self.ended = True
         for descriptor in (self._requests, self._outcomes):
             with contextlib.suppress(OSError):
