@@ -15,7 +15,7 @@ from handlers.budget import TimeBudget, extract_memory_mb
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-# The seed's processing budget per message: five minutes.
+# The function timeout: a message's processing budget, five minutes.
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 300
 # The SQS event source hands the function at most 10 messages per batch when a batching window is set.
 BATCH_SIZE = 10

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 from handlers.adapters.graph import RELATIONS, Neighbour
 from handlers.adapters.search import SearchFilter, SearchHit
-from handlers.errors import TransientError
+from handlers.errors import ErrorCode, TransientError
 from handlers.ops.failed import FailedDocument
 from handlers.ops.status import QueueStatus
 
@@ -50,7 +50,7 @@ def _database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             return method(*args, **kwargs)
         except psycopg.OperationalError as error:
-            raise TransientError(f"database unavailable: {error}", code="db_unavailable") from error
+            raise TransientError(f"database unavailable: {error}", code=ErrorCode.DB_UNAVAILABLE) from error
 
     return translated
 
@@ -255,6 +255,6 @@ def _connect(url: str, timeout_seconds: float) -> psycopg.Connection[Any]:
             url, autocommit=True, connect_timeout=max(1, int(timeout_seconds)), application_name="filequeue-api"
         )
     except psycopg.OperationalError as error:
-        raise TransientError(f"database unavailable: {error}", code="db_unavailable") from error
+        raise TransientError(f"database unavailable: {error}", code=ErrorCode.DB_UNAVAILABLE) from error
     register_vector(conn)
     return conn

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError, TransientError
+from handlers.errors import ConfigError, ErrorCode, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -64,7 +64,7 @@ def database_connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]
                 raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate` first")
             yield conn
     except psycopg.OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
+        raise TransientError(f"database unavailable: {exc}", code=ErrorCode.DB_UNAVAILABLE) from exc
 
 
 def report_as_dict(report: CompactReport) -> dict[str, Any]:

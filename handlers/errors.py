@@ -5,41 +5,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 
-class FileQueueError(Exception):
-    """Base of every error the project raises on purpose. `code` is stable and machine-readable."""
-
-    code = "error"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-
-class ConfigError(FileQueueError):
-    """The configuration is invalid; names the environment variable at fault."""
-
-    code = "config"
-
-
-class MalformedEventError(FileQueueError):
-    """The SQS body is not an event we understand: the message must end in the DLQ for review."""
-
-    code = "malformed_event"
-
-
-class PermanentError(FileQueueError):
-    """Retrying cannot help: recorded on the document row and the message is acknowledged."""
-
-    code = "permanent"
-
-
-class TransientError(FileQueueError):
-    """Retrying may help: the record is reported in batchItemFailures."""
-
-    code = "transient"
-
-
 class ErrorCode(StrEnum):
     """Every code an error carries: on the document row (`error_code`), in log lines and in metrics.
 
@@ -89,6 +54,41 @@ class ErrorCode(StrEnum):
     MALFORMED_EVENT = "malformed_event"
     PERMANENT = "permanent"
     TRANSIENT = "transient"
+
+
+class FileQueueError(Exception):
+    """Base of every error the project raises on purpose. `code` is stable and machine-readable."""
+
+    code: str = ErrorCode.ERROR
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(FileQueueError):
+    """The configuration is invalid; names the environment variable at fault."""
+
+    code = ErrorCode.CONFIG
+
+
+class MalformedEventError(FileQueueError):
+    """The SQS body is not an event we understand: the message must end in the DLQ for review."""
+
+    code = ErrorCode.MALFORMED_EVENT
+
+
+class PermanentError(FileQueueError):
+    """Retrying cannot help: recorded on the document row and the message is acknowledged."""
+
+    code = ErrorCode.PERMANENT
+
+
+class TransientError(FileQueueError):
+    """Retrying may help: the record is reported in batchItemFailures."""
+
+    code = ErrorCode.TRANSIENT
 
 
 PERMANENT_CODES = frozenset(

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import PermanentError, TransientError
+from handlers.errors import ErrorCode, PermanentError, TransientError
 from handlers.model import FetchedObject
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class S3ObjectStore:
             with _translated_errors(ref):
                 response = self._client.get_object(**request)
         except TransientError as error:
-            if error.code != "access_denied":
+            if error.code != ErrorCode.ACCESS_DENIED:
                 raise
             # S3 answers 403, not 404, for a missing key to a caller who may not list the bucket; a listing
             # under the key tells a deleted object (permanent) from a real lack of permission (transient).
@@ -46,7 +46,7 @@ class S3ObjectStore:
                 raise PermanentError(
                     f"{ref.uri} (version {ref.version_id or 'latest'}) no longer exists: 403 on GetObject and "
                     "not listed",
-                    code="object_missing",
+                    code=ErrorCode.OBJECT_MISSING,
                 ) from error
             raise
         expected = int(response.get("ContentLength", -1))
@@ -70,7 +70,7 @@ class S3ObjectStore:
         if expected >= 0 and received != expected:
             Path(path).unlink()
             raise TransientError(
-                f"download of {ref.uri} ended after {received} of {expected} bytes", code="truncated_download"
+                f"download of {ref.uri} ended after {received} of {expected} bytes", code=ErrorCode.TRUNCATED_DOWNLOAD
             )
         return FetchedObject(
             ref=ref,
@@ -92,10 +92,12 @@ class S3ObjectStore:
             raise TransientError(
                 f"S3 denied GetObject on {ref.uri} and ListObjectsV2 under it ({code}): grant s3:GetObject, "
                 "s3:GetObjectVersion and s3:ListBucket on the uploads prefix",
-                code="access_denied",
+                code=ErrorCode.ACCESS_DENIED,
             ) from exc
         except BotoCoreError as exc:
-            raise TransientError(f"S3 ListObjectsV2 {ref.uri} failed: {exc}", code=type(exc).__name__) from exc
+            raise TransientError(
+                f"S3 ListObjectsV2 {ref.uri} failed: {type(exc).__name__}: {exc}", code=ErrorCode.S3_UNAVAILABLE
+            ) from exc
         return any(entry.get("Key") == ref.key for entry in listing.get("Contents", []))
 
 
@@ -110,19 +112,22 @@ def _translated_errors(ref: ObjectRef) -> Iterator[None]:
         code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
         if code in _MISSING:
             raise PermanentError(
-                f"{ref.uri} (version {ref.version_id or 'latest'}) no longer exists: {code}", code="object_missing"
+                f"{ref.uri} (version {ref.version_id or 'latest'}) no longer exists: {code}",
+                code=ErrorCode.OBJECT_MISSING,
             ) from exc
         if code in _PERMANENT:
-            raise PermanentError(f"{ref.uri} cannot be read: {code}", code="object_unreadable") from exc
+            raise PermanentError(f"{ref.uri} cannot be read: {code}", code=ErrorCode.OBJECT_UNREADABLE) from exc
         if code in _DENIED:
             raise TransientError(
                 f"S3 denied GetObject on {ref.uri} ({code}): the role lacks s3:GetObject or s3:GetObjectVersion "
                 "on it, or the object's key policy denies it",
-                code="access_denied",
+                code=ErrorCode.ACCESS_DENIED,
             ) from exc
-        raise TransientError(f"S3 GetObject {ref.uri} failed: {code}", code=code) from exc
+        raise TransientError(f"S3 GetObject {ref.uri} failed: {code}", code=ErrorCode.S3_UNAVAILABLE) from exc
     except BotoCoreError as exc:
-        raise TransientError(f"S3 GetObject {ref.uri} failed: {exc}", code=type(exc).__name__) from exc
+        raise TransientError(
+            f"S3 GetObject {ref.uri} failed: {type(exc).__name__}: {exc}", code=ErrorCode.S3_UNAVAILABLE
+        ) from exc
 
 
 def build_s3_client() -> Any:
@@ -138,5 +143,6 @@ def build_s3_client() -> Any:
 
 def _too_large(size: int, limit: int) -> PermanentError:
     return PermanentError(
-        f"object is {size} bytes, over the limit of {limit} bytes (FILEQUEUE_MAX_OBJECT_BYTES)", code="too_large"
+        f"object is {size} bytes, over the limit of {limit} bytes (FILEQUEUE_MAX_OBJECT_BYTES)",
+        code=ErrorCode.TOO_LARGE,
     )

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar, TypeVarTuple, cast
 
-from handlers.errors import FileQueueError, PermanentError, TransientError
+from handlers.errors import ErrorCode, FileQueueError, PermanentError, TransientError
 from handlers.stages.extract import extract_text
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ _MEMORY = "memory"
 _CRASH = "crash"
 _READ_SIZE = 1 << 16
 _FRAME_HEADER = struct.Struct("!Q")
-EXTRACT_TIMEOUT = "extract_timeout"
 # Like gunicorn's max_requests or Celery's max_tasks_per_child: a bound on what one parser process
 # can accumulate (fragmented heap, caches) across files.
 MAX_CALLS_PER_CHILD = 200
@@ -97,7 +96,7 @@ class BoundedChild(Generic[*Ts, T]):
         except PermanentError as error:
             if not process.ended:
                 raise  # the function's own verdict, from a child that lives on
-            if error.code == EXTRACT_TIMEOUT or process.calls_served == 1:
+            if error.code == ErrorCode.EXTRACT_TIMEOUT or process.calls_served == 1:
                 raise
         return cast("T", self._ready_process().call(args, timeout_seconds))
 
@@ -165,7 +164,8 @@ class _ChildProcess:
         if payload is None:
             self.stop()
             raise PermanentError(
-                f"extraction stopped after {timeout_seconds:g} s (the file is too slow to parse)", code=EXTRACT_TIMEOUT
+                f"extraction stopped after {timeout_seconds:g} s (the file is too slow to parse)",
+                code=ErrorCode.EXTRACT_TIMEOUT,
             )
         kind, value = _decode(payload)
         if kind == _VALUE:
@@ -176,11 +176,14 @@ class _ChildProcess:
         if kind == _MEMORY:
             raise _memory_error(self._memory_mb)
         if kind == _CRASH:
-            raise PermanentError(f"extraction crashed: {value}", code="extract_crashed")
+            raise PermanentError(f"extraction crashed: {value}", code=ErrorCode.EXTRACT_CRASHED)
         raise _died_error(status, self._memory_mb)
 
     def stop(self) -> int:
         """Kill the child if it still runs; its exit status (0 if it was already reaped)."""
+        if self.ended:
+            # Its descriptor numbers may already belong to other files (a new child's pipes, a socket).
+            return 0
         self.ended = True
         for descriptor in (self._requests, self._outcomes):
             with contextlib.suppress(OSError):
@@ -210,17 +213,17 @@ def extract_file(
     """
     limit = timeout_seconds if file_limit_seconds is None else file_limit_seconds
     if timeout_seconds <= 0:
-        raise TransientError("no time left to extract before the write margin; retried", code="deadline")
+        raise TransientError("no time left to extract before the write margin; retried", code=ErrorCode.DEADLINE)
     try:
         return _extraction_child(memory_mb).call(
             path, key, declared_content_type, limits, timeout_seconds=timeout_seconds
         )
     except PermanentError as error:
-        if error.code == EXTRACT_TIMEOUT and timeout_seconds < limit:
+        if error.code == ErrorCode.EXTRACT_TIMEOUT and timeout_seconds < limit:
             raise TransientError(
                 f"extraction cut short after {timeout_seconds:.3g} s by the time left (the limit is {limit:g} s); "
                 "retried",
-                code="deadline",
+                code=ErrorCode.DEADLINE,
             ) from error
         raise
 
@@ -370,10 +373,12 @@ def _died_error(status: int, memory_mb: int) -> PermanentError:
         if number == signal.SIGKILL:
             # Nobody here sent it (timeouts are handled before): the kernel's OOM killer did.
             return _memory_error(memory_mb, detail=" (killed by SIGKILL)")
-        return PermanentError(f"extraction crashed: killed by signal {_signal_name(number)}", code="extract_crashed")
+        return PermanentError(
+            f"extraction crashed: killed by signal {_signal_name(number)}", code=ErrorCode.EXTRACT_CRASHED
+        )
     return PermanentError(
         f"extraction crashed: the child exited with status {os.waitstatus_to_exitcode(status)} without a result",
-        code="extract_crashed",
+        code=ErrorCode.EXTRACT_CRASHED,
     )
 
 
@@ -385,7 +390,9 @@ def _signal_name(number: int) -> str:
 
 
 def _memory_error(memory_mb: int, detail: str = "") -> PermanentError:
-    return PermanentError(f"extraction exceeded the memory limit of {memory_mb} MB{detail}", code="extract_memory")
+    return PermanentError(
+        f"extraction exceeded the memory limit of {memory_mb} MB{detail}", code=ErrorCode.EXTRACT_MEMORY
+    )
 
 
 def _flush_standard_streams() -> None:

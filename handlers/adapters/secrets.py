@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.errors import ConfigError, TransientError
+from handlers.errors import ConfigError, ErrorCode, TransientError
 
 
 def fetch_secret(arn: str) -> str:
@@ -15,9 +15,11 @@ def fetch_secret(arn: str) -> str:
         code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
         if code in {"ResourceNotFoundException", "AccessDeniedException", "AccessDenied", "DecryptionFailure"}:
             raise ConfigError(f"cannot read FILEQUEUE_DATABASE_SECRET_ARN {arn}: {code}") from exc
-        raise TransientError(f"Secrets Manager failed: {code}", code=code) from exc
+        raise TransientError(f"Secrets Manager failed: {code}", code=ErrorCode.AWS_UNAVAILABLE) from exc
     except BotoCoreError as exc:
-        raise TransientError(f"Secrets Manager failed: {exc}", code=type(exc).__name__) from exc
+        raise TransientError(
+            f"Secrets Manager failed: {type(exc).__name__}: {exc}", code=ErrorCode.AWS_UNAVAILABLE
+        ) from exc
     secret = response.get("SecretString")
     if not secret:
         raise ConfigError(f"the secret {arn} (FILEQUEUE_DATABASE_SECRET_ARN) has no SecretString")

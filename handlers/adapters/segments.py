@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from handlers.errors import TransientError
+from handlers.errors import ErrorCode, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -330,4 +330,6 @@ def with_lock_retry(
                 return work()
         except psycopg.errors.LockNotAvailable:
             time.sleep(min(2.0, 0.05 * 2**attempt))
-    raise TransientError(f"could not take the table locks in {attempts} attempts; {retry_hint}", code="db_conflict")
+    raise TransientError(
+        f"could not take the table locks in {attempts} attempts; {retry_hint}", code=ErrorCode.DB_CONFLICT
+    )

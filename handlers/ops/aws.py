@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError, TransientError
+from handlers.errors import ConfigError, ErrorCode, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,13 +45,15 @@ def translated(subject: str) -> Iterator[None]:
             raise ConfigError(f"the bucket {subject} does not exist") from None
         if code in _DENIED:
             raise ConfigError(f"access to {subject} denied ({code}): check the AWS credentials") from None
-        raise TransientError(f"AWS call on {subject} failed: {code}", code=code) from exc
+        raise TransientError(f"AWS call on {subject} failed: {code}", code=ErrorCode.AWS_UNAVAILABLE) from exc
     except NoRegionError:
         raise ConfigError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)") from None
     except NoCredentialsError:
         raise ConfigError("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
     except BotoCoreError as exc:
-        raise TransientError(f"AWS call on {subject} failed: {exc}", code=type(exc).__name__) from exc
+        raise TransientError(
+            f"AWS call on {subject} failed: {type(exc).__name__}: {exc}", code=ErrorCode.AWS_UNAVAILABLE
+        ) from exc
 
 
 def queue_arn(sqs: Any, queue_url: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError, TransientError
+from handlers.errors import ConfigError, ErrorCode, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,7 +46,7 @@ def connect(url: str, *, timeout_seconds: float) -> Iterator[psycopg.Connection[
             url, autocommit=True, connect_timeout=max(1, int(timeout_seconds)), application_name="filequeue-cli"
         )
     except psycopg.OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc}".strip(), code="db_unavailable") from exc
+        raise TransientError(f"database unavailable: {exc}".strip(), code=ErrorCode.DB_UNAVAILABLE) from exc
     with conn:
         # Without the vector extension the database was never migrated, which require_schema reports.
         with suppress(psycopg.ProgrammingError):

@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from handlers.errors import PermanentError
+from handlers.errors import ErrorCode, PermanentError
 from handlers.model import ExtractedText, ExtractLimits, Page
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ _NO_TEXT_DRAWN = "no extractable text: the pages have fonts but draw no text"
 def detect_content_type(data: bytes, key: str, declared: str | None) -> str:
     """One of `SUPPORTED_TYPES`: content sniffing first, then the key's extension, then `declared`.
 
-    Raises PermanentError(code="unsupported_type") for binary content that is not a PDF,
+    Raises PermanentError(code=ErrorCode.UNSUPPORTED_TYPE) for binary content that is not a PDF,
     naming the format when its magic number is known.
     """
     if _PDF_MAGIC in data[:_PDF_MAGIC_WINDOW]:
@@ -121,7 +121,9 @@ def detect_content_type(data: bytes, key: str, declared: str | None) -> str:
     if sample is None or _looks_binary(sample):
         if labelled == PDF:
             return PDF  # named a PDF but without a header: let the PDF parser give the reason
-        raise PermanentError(f"unsupported file type: binary content that is not text ({key})", code="unsupported_type")
+        raise PermanentError(
+            f"unsupported file type: binary content that is not text ({key})", code=ErrorCode.UNSUPPORTED_TYPE
+        )
     head = sample.lstrip()
     if head.startswith("<") and any(marker in head[:1024].lower() for marker in _HTML_MARKERS):
         return HTML
@@ -136,7 +138,7 @@ def extract_text(data: bytes, *, key: str, declared_content_type: str | None, li
     The text holds nothing PostgreSQL rejects (NUL characters, lone UTF-16 surrogates), whatever the format.
     """
     if not data:
-        raise PermanentError("the file is empty (0 bytes)", code="empty_file")
+        raise PermanentError("the file is empty (0 bytes)", code=ErrorCode.EMPTY_FILE)
     content_type = detect_content_type(data, key, declared_content_type)
     if content_type == PDF:
         return _extract_pdf(data, limits)
@@ -164,7 +166,7 @@ def _extract_markup_or_text(data: bytes, content_type: str, limits: ExtractLimit
     if title is not None:
         title = clean_text(title).strip() or None
     if not text.strip():
-        raise PermanentError("no extractable text (the file holds only whitespace or markup)", code="no_text")
+        raise PermanentError("no extractable text (the file holds only whitespace or markup)", code=ErrorCode.NO_TEXT)
     _check_size(len(text), limits)
     return ExtractedText(content_type=content_type, pages=(Page(number=1, text=text),), title=title, links=links)
 
@@ -172,7 +174,9 @@ def _extract_markup_or_text(data: bytes, content_type: str, limits: ExtractLimit
 def _reject_known_binary(data: bytes) -> None:
     for offset, magic, description in _BINARY_SIGNATURES:
         if data[offset : offset + len(magic)] == magic:
-            raise PermanentError(f"unsupported file type: the content is {description}", code="unsupported_type")
+            raise PermanentError(
+                f"unsupported file type: the content is {description}", code=ErrorCode.UNSUPPORTED_TYPE
+            )
 
 
 def _type_from_extension(key: str) -> str | None:
@@ -218,7 +222,7 @@ def _looks_binary(sample: str) -> bool:
 def _decode_text(data: bytes) -> str:
     text = _decode(data, sample=False)
     if text is None:
-        raise PermanentError("unsupported file type: binary content that is not text", code="unsupported_type")
+        raise PermanentError("unsupported file type: binary content that is not text", code=ErrorCode.UNSUPPORTED_TYPE)
     return text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -257,7 +261,7 @@ def _detect_and_decode(data: bytes) -> str | None:
 
 def _check_size(chars: int, limits: ExtractLimits) -> None:
     if chars > limits.max_chars:
-        raise PermanentError(f"too much text: more than {limits.max_chars} characters", code="too_much_text")
+        raise PermanentError(f"too much text: more than {limits.max_chars} characters", code=ErrorCode.TOO_MUCH_TEXT)
 
 
 def _markdown_title(text: str) -> str | None:
@@ -362,7 +366,7 @@ def _html_to_text(markup: str) -> tuple[str, str | None, tuple[str, ...]]:
         parser.feed(markup)
         parser.close()
     except (AssertionError, ValueError) as error:  # html.parser's reaction to some malformed markup
-        raise PermanentError(f"corrupt HTML file: {error}", code="corrupt_file") from None
+        raise PermanentError(f"corrupt HTML file: {error}", code=ErrorCode.CORRUPT_FILE) from None
     return parser.text(), parser.title(), tuple(parser.links)
 
 
@@ -378,7 +382,7 @@ def _csv_to_text(text: str) -> str:
     try:
         rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
     except csv.Error as error:
-        raise PermanentError(f"corrupt CSV file: {error}", code="corrupt_file") from None
+        raise PermanentError(f"corrupt CSV file: {error}", code=ErrorCode.CORRUPT_FILE) from None
     if not rows:
         return ""
     header = [cell.strip() for cell in rows[0]]
@@ -400,7 +404,7 @@ def _json_to_text(text: str) -> str:
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise PermanentError(f"corrupt JSON file: {error}", code="corrupt_file") from None
+        raise PermanentError(f"corrupt JSON file: {error}", code=ErrorCode.CORRUPT_FILE) from None
     return "\n".join(f"{path}: {value}" if path else value for path, value in _flatten_json(document))
 
 
@@ -432,11 +436,13 @@ def _extract_pdf(data: bytes, limits: ExtractLimits) -> ExtractedText:
     except Exception as error:  # noqa: BLE001  (broken files make pypdf raise many types)
         raise _corrupt_pdf(error) from None
     if page_count > limits.max_pages:
-        raise PermanentError(f"too many pages: {page_count} > {limits.max_pages} allowed", code="too_many_pages")
+        raise PermanentError(
+            f"too many pages: {page_count} > {limits.max_pages} allowed", code=ErrorCode.TOO_MANY_PAGES
+        )
     pages = _pdf_pages(reader, page_count, limits)
     if not pages:
         reason = "no extractable text: the PDF has no pages" if page_count == 0 else _no_text_reason(reader)
-        raise PermanentError(reason, code="no_text")
+        raise PermanentError(reason, code=ErrorCode.NO_TEXT)
     return ExtractedText(content_type=PDF, pages=pages, title=_pdf_title(reader), page_count=page_count)
 
 
@@ -451,9 +457,9 @@ def _require_decrypted(reader: PdfReader) -> None:
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001  (unsupported or broken encryption dictionaries)
-        raise PermanentError(f"PDF is encrypted and cannot be opened: {error}", code="encrypted_pdf") from None
+        raise PermanentError(f"PDF is encrypted and cannot be opened: {error}", code=ErrorCode.ENCRYPTED_PDF) from None
     if not opened:
-        raise PermanentError("PDF is encrypted with a password", code="encrypted_pdf")
+        raise PermanentError("PDF is encrypted with a password", code=ErrorCode.ENCRYPTED_PDF)
 
 
 def _pdf_pages(reader: PdfReader, page_count: int, limits: ExtractLimits) -> tuple[Page, ...]:
@@ -469,7 +475,7 @@ def _pdf_pages(reader: PdfReader, page_count: int, limits: ExtractLimits) -> tup
                 raise PermanentError(
                     f"the PDF's content decompresses to more than {limits.max_decompressed_bytes} bytes "
                     f"by page {number} (a decompression bomb?)",
-                    code="too_much_content",
+                    code=ErrorCode.TOO_MUCH_CONTENT,
                 )
             text = clean_text(page.extract_text())
         except (PermanentError, MemoryError):
@@ -555,4 +561,4 @@ def _no_text_reason(reader: PdfReader) -> str:
 def _corrupt_pdf(error: Exception, *, page: int | None = None) -> PermanentError:
     where = f" (page {page})" if page is not None else ""
     reason = str(error) or "no details"
-    return PermanentError(f"corrupt PDF{where}: {type(error).__name__}: {reason}", code="corrupt_file")
+    return PermanentError(f"corrupt PDF{where}: {type(error).__name__}: {reason}", code=ErrorCode.CORRUPT_FILE)

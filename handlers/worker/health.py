@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from handlers.worker.sqs import SQS_ERRORS, error_code, queue_missing
+from handlers.worker.sqs import SQS_ERRORS, aws_error_code, queue_missing
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -93,10 +93,10 @@ class ReadinessProbe:
         try:
             self._sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"])
         except SQS_ERRORS as exc:
-            logger.warning("not_ready", extra={"component": "sqs", "error_code": error_code(exc)})
+            logger.warning("not_ready", extra={"component": "sqs", "aws_error_code": aws_error_code(exc)})
             if queue_missing(exc):
                 return False, f"sqs: FILEQUEUE_QUEUE_URL names a queue that does not exist: {self._queue_url}"
-            return False, f"sqs: {error_code(exc)}"
+            return False, f"sqs: {aws_error_code(exc)}"
         return True, "ok"
 
 

@@ -1,4 +1,7 @@
-"""Keep received messages invisible while they are in work (RELIABILITY §4.4 point 5, B7, C6)."""
+"""Keep received messages invisible while they are in work, so slow work is not delivered twice.
+
+A failed extension is logged as `lease_lost` and the work goes on: the write is idempotent.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The container runtime: long-poll SQS, call the Lambda handler with a Lambda-shaped event, act on its answer.
 
-Parity with Lambda's SQS event source (RELIABILITY §1.9): the same records, a context whose
+Parity with Lambda's SQS event source: the same records, a context whose
 remaining time follows the visibility lease, the response read as strictly as Lambda reads it,
 successes deleted, failures left to reappear. Beyond Lambda: a visibility heartbeat, redelivered
-messages processed alone (C5), and a graceful stop that leaves nothing invisible (§4.4).
+messages processed alone (a poison message cannot spend its batch-mates' receives), and a graceful
+stop on SIGTERM that leaves nothing invisible until its timeout.
 
 The handler is injected, so this module never imports the pipeline.
 """
@@ -32,8 +33,8 @@ from handlers.worker.sqs import (
     SQS_ERRORS,
     Acknowledger,
     QueueInfo,
+    aws_error_code,
     describe_queue,
-    error_code,
     queue_missing,
     receive,
 )
@@ -252,7 +253,7 @@ class PollLoop:
         self._note_received(messages, received)
         leases = [lease for item in received for lease in item.leases]
         if self._stop.is_set():
-            # A long poll that was in flight when the stop came: hand its messages straight back (C3).
+            # A long poll that was in flight when the stop came: hand its messages straight back (C3: none stranded).
             self._release(leases, "shutdown")
             return []
         heartbeat = self._heartbeat
@@ -341,7 +342,7 @@ class PollLoop:
         except Exception:  # Lambda's rule: a handler exception fails the whole batch
             logger.exception("handler_failed", extra={"message_ids": ids, "outcome": "failed"})
             return message_ids, "handler_exception"
-        except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt: Powertools lets them through (C7)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt: Powertools lets them through
             logger.error(
                 "handler_aborted",
                 extra={"message_ids": ids, "exception": type(exc).__name__, "outcome": "failed"},
@@ -473,7 +474,11 @@ class PollLoop:
         delay = backoff.next_delay()
         logger.warning(
             f"{operation}_failed",
-            extra={"error_code": error_code(exc), "retry_in_seconds": round(delay, 3), "consecutive": backoff.attempts},
+            extra={
+                "aws_error_code": aws_error_code(exc),
+                "retry_in_seconds": round(delay, 3),
+                "consecutive": backoff.attempts,
+            },
         )
         self._pause(delay)
 

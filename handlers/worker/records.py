@@ -1,4 +1,8 @@
-"""Turn `ReceiveMessage` results into the records Lambda's SQS event source would pass (RELIABILITY §1.7).
+"""Turn `ReceiveMessage` results into the records Lambda's SQS event source would pass.
+
+Every field Lambda's records carry (messageId, receiptHandle, body, attributes, camelCase
+messageAttributes, md5OfBody, eventSource, eventSourceARN, awsRegion) is filled in, so the handler
+cannot tell the two runtimes apart.
 
 Pure functions: message dictionaries in, Lambda-shaped dictionaries out.
 """
@@ -100,7 +104,7 @@ def plan_batches(received: Sequence[Received], batch_size: int) -> list[list[Rec
     """Fresh messages together; redelivered ones (receive count > 1) one per batch.
 
     A message seen before may be the poison that crashed or timed out its last batch; alone, it
-    cannot spend the receives of its batch-mates (RELIABILITY C5).
+    cannot spend the receives of its batch-mates (fault case C5: only the poison message reaches the DLQ).
     """
     fresh = [item for item in received if item.receive_count <= 1]
     batches = [fresh[start : start + batch_size] for start in range(0, len(fresh), batch_size)]

@@ -1,4 +1,4 @@
-"""Read a handler's partial batch response as strictly as Lambda does (RELIABILITY §1.5)."""
+"""Read a handler's partial batch response as strictly as Lambda does: an invalid one fails the whole batch."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def _max_receive_count(redrive_policy: str | None) -> int | None:
 
 def queue_missing(exc: Exception) -> bool:
     """True if the call failed because the queue does not exist (a wrong FILEQUEUE_QUEUE_URL)."""
-    return error_code(exc) in QUEUE_MISSING_CODES
+    return aws_error_code(exc) in QUEUE_MISSING_CODES
 
 
 def receive(
@@ -172,7 +172,7 @@ class Acknowledger:
                 self._metrics.sqs_errors.labels(operation=operation).inc()
                 logger.warning(
                     f"{operation}_call_failed",
-                    extra={"attempt": attempt, "error_code": error_code(exc), "entries": len(pending)},
+                    extra={"attempt": attempt, "aws_error_code": aws_error_code(exc), "entries": len(pending)},
                 )
                 continue
             failed_positions = {int(failure["Id"]) for failure in failures}
@@ -223,7 +223,7 @@ class Acknowledger:
             f"{operation}_entry_failed",
             extra={
                 **lease.log_fields(),
-                "error_code": failure["Code"],
+                "aws_error_code": failure["Code"],
                 "sender_fault": failure["SenderFault"],
                 "error_message": failure.get("Message", ""),
                 "attempt": attempt,
@@ -232,10 +232,10 @@ class Acknowledger:
 
     def report_lease_lost(self, operation: Operation, lease: Lease, code: str) -> None:
         self._metrics.lease_lost.inc()
-        logger.warning("lease_lost", extra={**lease.log_fields(), "operation": operation, "error_code": code})
+        logger.warning("lease_lost", extra={**lease.log_fields(), "operation": operation, "aws_error_code": code})
 
 
-def error_code(exc: Exception) -> str:
+def aws_error_code(exc: Exception) -> str:
     """The AWS error code of a failed call, or the exception's class name for network errors."""
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "ClientError"))

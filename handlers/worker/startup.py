@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from handlers.errors import ConfigError, FileQueueError
-from handlers.worker.sqs import SQS_ERRORS, describe_queue, error_code, queue_missing
+from handlers.worker.sqs import SQS_ERRORS, aws_error_code, describe_queue, queue_missing
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,7 +37,7 @@ def check_queue(sqs: SQSClient, queue_url: str) -> QueueInfo:
         if queue_missing(exc):
             raise ConfigError(f"FILEQUEUE_QUEUE_URL names a queue that does not exist: {queue_url}") from None
         raise ConfigError(
-            f"the queue at FILEQUEUE_QUEUE_URL ({queue_url}) cannot be described: {error_code(exc)}: {exc}"
+            f"the queue at FILEQUEUE_QUEUE_URL ({queue_url}) cannot be described: {aws_error_code(exc)}: {exc}"
         ) from None
 
 

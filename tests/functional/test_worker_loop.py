@@ -334,7 +334,7 @@ def test_a_lost_lease_during_work_is_logged_counted_and_work_goes_on(sqs, harnes
     lost = [record for record in caplog.records if record.getMessage() == "lease_lost"]
     assert lost[0].levelname == "WARNING"
     assert lost[0].message_id == ids[0]
-    assert lost[0].error_code == "ReceiptHandleIsInvalid"
+    assert lost[0].aws_error_code == "ReceiptHandleIsInvalid"
     assert h.value("filequeue_lease_lost_total") >= 1
 
 

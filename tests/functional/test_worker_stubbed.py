@@ -123,7 +123,7 @@ def test_failed_delete_entries_are_logged_and_only_those_sqs_did_not_blame_on_us
 
     # Then the server-side failure was retried alone (re-numbered "0"), the stale handle was not
     failed = [r for r in caplog.records if r.getMessage() == "delete_entry_failed"]
-    assert sorted((r.message_id, r.error_code, r.sender_fault) for r in failed) == [
+    assert sorted((r.message_id, r.aws_error_code, r.sender_fault) for r in failed) == [
         ("m1", "InternalError", False),
         ("m2", "ReceiptHandleIsInvalid", True),
     ]
@@ -236,7 +236,7 @@ def test_the_heartbeat_drops_a_lease_sqs_no_longer_knows_and_keeps_extending_the
 
     # Then the lost lease was logged with its file, counted, and not extended again
     lost_lines = [r for r in caplog.records if r.getMessage() == "lease_lost"]
-    assert [(r.levelname, r.message_id, r.key, r.error_code) for r in lost_lines] == [
+    assert [(r.levelname, r.message_id, r.key, r.aws_error_code) for r in lost_lines] == [
         ("WARNING", "m1", "b.pdf", "MessageNotInflight")
     ]
     assert registry.get_sample_value("filequeue_lease_lost_total") == 1

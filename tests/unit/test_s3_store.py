@@ -95,4 +95,5 @@ def test_throttling_stays_transient_without_a_listing(stubbed, tmp_path: Path) -
     with pytest.raises(TransientError) as error:
         store.fetch(REF, str(tmp_path))
 
-    assert error.value.code == "SlowDown"
+    assert error.value.code == "s3_unavailable"
+    assert "SlowDown" in str(error.value)

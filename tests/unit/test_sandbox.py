@@ -285,6 +285,26 @@ def test_after_a_timeout_the_next_call_gets_a_fresh_child(tmp_path):
         child.close()
 
 
+def test_a_child_stopped_by_a_timeout_never_closes_the_descriptors_opened_after_it():
+    # Given a child stopped by a timeout, whose pipe descriptors are free again
+    child = BoundedChild(sleep_then_record_pid, memory_mb=GENEROUS_MEMORY_MB)
+    with pytest.raises(PermanentError):
+        child.call(600, timeout_seconds=0.5)
+    # and a pipe opened afterwards, which takes the lowest free numbers: the ones the child's pipes had
+    read_end, write_end = os.pipe()
+    try:
+        # When the next call replaces the stopped child (and it is closed at the end)
+        assert child.call(0, timeout_seconds=30) > 0
+        child.close()
+
+        # Then the pipe opened in between is still open
+        assert os.write(write_end, b"still open") == len(b"still open")
+    finally:
+        child.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
 def sleep_then_record_pid(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()

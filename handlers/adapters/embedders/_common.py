@@ -6,7 +6,7 @@ import math
 import random
 from typing import TYPE_CHECKING
 
-from handlers.errors import ConfigError, PermanentError
+from handlers.errors import ConfigError, ErrorCode, PermanentError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,7 +44,7 @@ def require_text(texts: Sequence[str]) -> None:
     """Reject empty inputs before they reach a provider, whose 400 would read as a configuration error."""
     for position, text in enumerate(texts):
         if not text.strip():
-            raise PermanentError(f"cannot embed an empty text (input {position})", code="empty_text")
+            raise PermanentError(f"cannot embed an empty text (input {position})", code=ErrorCode.EMPTY_TEXT)
 
 
 def unit_vector(values: Sequence[float], dimension: int, source: str) -> list[float]:
@@ -63,5 +63,7 @@ def unit_vector(values: Sequence[float], dimension: int, source: str) -> list[fl
     norm = math.sqrt(math.fsum(value * value for value in values))
     if norm == 0.0 or not math.isfinite(norm):
         # A zero or non-finite vector has no direction: pgvector's cosine distance would be NaN.
-        raise PermanentError(f"{source} returned a vector without a direction (norm {norm})", code="embedding_invalid")
+        raise PermanentError(
+            f"{source} returned a vector without a direction (norm {norm})", code=ErrorCode.EMBEDDING_INVALID
+        )
     return [value / norm for value in values]

@@ -29,7 +29,7 @@ from handlers.adapters.embedders._common import (
     require_text,
     unit_vector,
 )
-from handlers.errors import ConfigError, FileQueueError, TransientError
+from handlers.errors import ConfigError, ErrorCode, FileQueueError, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -125,7 +125,9 @@ class BedrockEmbedder(EmbedderIdentity):
         """The project error for a botocore failure, and whether another attempt may succeed."""
         region = self._client.meta.region_name
         if not isinstance(error, ClientError):
-            return TransientError(f"Bedrock in {region} unreachable: {error}", code="embedding_unavailable"), True
+            return TransientError(
+                f"Bedrock in {region} unreachable: {error}", code=ErrorCode.EMBEDDING_UNAVAILABLE
+            ), True
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", "")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -133,7 +135,9 @@ class BedrockEmbedder(EmbedderIdentity):
             hint = _CONFIG_HINTS[code]
             return ConfigError(f"Bedrock refused {self._model} in {region} ({code}: {message}); {hint}"), False
         retryable = code in _RETRYABLE_CODES or status >= 500
-        failure = TransientError(f"Bedrock {code or status} for {self._model}: {message}", code="embedding_unavailable")
+        failure = TransientError(
+            f"Bedrock {code or status} for {self._model}: {message}", code=ErrorCode.EMBEDDING_UNAVAILABLE
+        )
         return failure, retryable
 
 

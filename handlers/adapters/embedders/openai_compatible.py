@@ -24,7 +24,7 @@ from handlers.adapters.embedders._common import (
     require_text,
     unit_vector,
 )
-from handlers.errors import ConfigError, TransientError
+from handlers.errors import ConfigError, ErrorCode, TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -210,7 +210,7 @@ def _parse_vectors(raw: bytes, count: int, url: str) -> list[list[float]]:
 
 
 def _unavailable(message: str) -> TransientError:
-    return TransientError(message, code="embedding_unavailable")
+    return TransientError(message, code=ErrorCode.EMBEDDING_UNAVAILABLE)
 
 
 def _not_embeddings(url: str, reason: str) -> ConfigError:
