@@ -20,14 +20,12 @@ import pytest
 from handlers.batch import prepare_database, reset_deps
 from handlers.devstack import REGION, MotoServer, aws_environment, create_ingest_resources, start_postgres
 from handlers.settings import get_settings
+from tests.paths import SAMPLE_EVENTS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from handlers.devstack import IngestResources
-
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO_ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -116,5 +114,5 @@ def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
 
 
 def load_event(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((REPO_ROOT / "events" / name).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads((SAMPLE_EVENTS / name).read_text(encoding="utf-8"))
     return data

@@ -11,13 +11,12 @@ import psycopg
 from handlers.batch import handle_batch
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
-from tests.conftest import FIXTURES
+from tests.paths import PDF_FIXTURES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 BUCKET = "graph-bucket"
-PDF = FIXTURES / "pdf"
 
 
 class Uploads:
@@ -58,7 +57,7 @@ class Uploads:
 
 
 def pdf(name: str) -> bytes:
-    return (PDF / name).read_bytes()
+    return (PDF_FIXTURES / name).read_bytes()
 
 
 def rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:

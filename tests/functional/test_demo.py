@@ -10,8 +10,8 @@ import time
 import boto3
 import psycopg
 
-from tests.conftest import REPO_ROOT
 from tests.functional.cli_process import running_dev
+from tests.paths import REPO_ROOT
 
 
 def test_demo_processes_every_file_and_prints_the_summary():

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import boto3
 import psycopg
 
-from tests.conftest import REPO_ROOT
 from tests.functional.cli_process import clean_environment, running_dev, wait_for
+from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,14 +17,13 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from handlers.batch import handle_batch
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, s3_test_event, sns_wrap, sqs_event
-from tests.conftest import FIXTURES
 from tests.faults import PostgresProxy, RawBody, on_get_object, s3_error_response
+from tests.paths import PDF_FIXTURES
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 BUCKET = "handler-bucket"
-PDF = FIXTURES / "pdf"
 
 
 @pytest.fixture
@@ -214,7 +213,7 @@ def test_a8_same_message_twice_in_one_batch_gives_one_document(s3, bucket, handl
     ],
 )
 def test_bad_pdfs_are_recorded_failed_with_a_specific_reason(s3, bucket, handler_env, fixture, code):
-    assert _invoke(_event(_put(s3, f"uploads/{fixture}", (PDF / fixture).read_bytes()))) == []
+    assert _invoke(_event(_put(s3, f"uploads/{fixture}", (PDF_FIXTURES / fixture).read_bytes()))) == []
     doc = _document(handler_env, f"uploads/{fixture}")
     assert doc is not None
     assert (doc["status"], doc["error_code"]) == ("failed", code)
@@ -223,8 +222,8 @@ def test_bad_pdfs_are_recorded_failed_with_a_specific_reason(s3, bucket, handler
 
 
 def test_mislabelled_pdf_is_read_as_pdf_and_empty_password_pdf_is_opened(s3, bucket, handler_env):
-    tracemonkey = (PDF / "pdfjs-tracemonkey-14-pages-two-column.pdf").read_bytes()
-    empty_password = (PDF / "pypdf-enc-r6-aes256-empty-password.pdf").read_bytes()
+    tracemonkey = (PDF_FIXTURES / "pdfjs-tracemonkey-14-pages-two-column.pdf").read_bytes()
+    empty_password = (PDF_FIXTURES / "pypdf-enc-r6-aes256-empty-password.pdf").read_bytes()
     event = _event(
         _put(s3, "uploads/paper.txt", tracemonkey, ContentType="text/plain"),
         _put(s3, "uploads/empty-password.pdf", empty_password),

@@ -9,15 +9,14 @@ import psycopg
 import pytest
 
 from handlers.cli import main
-from tests.conftest import REPO_ROOT
+from tests.paths import SAMPLE_EVENTS
 
-EVENTS = REPO_ROOT / "events"
 BUCKET = "filequeue-demo"
 KEY = "uploads/getting-started.md"
 
 
 def _invoke(name: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    assert main(["invoke", "--event", str(EVENTS / name)]) == 0
+    assert main(["invoke", "--event", str(SAMPLE_EVENTS / name)]) == 0
     response: dict[str, Any] = json.loads(capsys.readouterr().out)
     return response
 
@@ -65,7 +64,7 @@ def test_envelopes_through_the_cli(s3, handler_env, capsys, name):
 
 
 def test_malformed_body_is_reported_as_a_failure(handler_env, capsys):
-    event = json.loads((EVENTS / "malformed-body.json").read_text())
+    event = json.loads((SAMPLE_EVENTS / "malformed-body.json").read_text())
     assert _invoke("malformed-body.json", capsys) == {
         "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
     }

@@ -26,9 +26,9 @@ from handlers.batch import handle_batch, reset_deps
 from handlers.settings import get_settings
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.poll_loop import LoopOptions, PollLoop
-from tests.conftest import FIXTURES
 from tests.faults import PostgresProxy
 from tests.functional.worker_app import WorkerProcess, drain, queue_counts, wait_until
+from tests.paths import PDF_FIXTURES
 
 if TYPE_CHECKING:
     from handlers.devstack import IngestResources
@@ -61,7 +61,7 @@ def upload_pdfs(s3: Any, ingest: IngestResources, names: list[str]) -> list[str]
     keys = []
     for index, name in enumerate(names):
         key = f"{ingest.prefix}{index:02d}-{name}"
-        s3.put_object(Bucket=ingest.bucket, Key=key, Body=(FIXTURES / "pdf" / name).read_bytes())
+        s3.put_object(Bucket=ingest.bucket, Key=key, Body=(PDF_FIXTURES / name).read_bytes())
         keys.append(key)
     return keys
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.infrastructure.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 
 def test_the_cdk_cli_synthesizes_non_interactively_without_a_node_end_of_life_banner_in_ci(tmp_path: Path) -> None:
