@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from handlers.batch import handle_batch
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
 from tests.paths import PDF_FIXTURES
+from tests.rows import rows
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -58,11 +57,6 @@ class Uploads:
 
 def pdf(name: str) -> bytes:
     return (PDF_FIXTURES / name).read_bytes()
-
-
-def rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def document_edges(url: str, relation: str) -> set[tuple[str, str]]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import shlex
 
-import psycopg
 import pytest
 
 from handlers.cli import main
 from tests.paths import REPO_ROOT, SAMPLE_EVENTS
+from tests.rows import rows
 
 UPLOAD_ROW = re.compile(r"^\| (?P<events>(?:`[^`]+\.json`(?:, )?)+) \| `aws s3 cp (?P<command>[^`]+)` \|$")
 
@@ -47,8 +47,5 @@ def test_after_its_upload_the_event_stores_the_document(upload, s3, handler_env,
     s3.put_object(Bucket="filequeue-demo", Key=key, Body=(REPO_ROOT / source).read_bytes())
     assert main(["invoke", "--event", str(SAMPLE_EVENTS / event)]) == 0
     assert capsys.readouterr().out.strip() == '{"batchItemFailures": []}'
-    with psycopg.connect(handler_env) as conn:
-        row = conn.execute(
-            "SELECT status FROM documents WHERE bucket = 'filequeue-demo' AND key = %s", (key,)
-        ).fetchone()
-    assert row == ("ready",), f"{event} after uploading {source} to {key}"
+    stored = rows(handler_env, "SELECT status FROM documents WHERE bucket = 'filequeue-demo' AND key = %s", key)
+    assert stored == [("ready",)], f"{event} after uploading {source} to {key}"

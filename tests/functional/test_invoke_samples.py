@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import psycopg
 import pytest
 
 from handlers.cli import main
 from tests.paths import SAMPLE_EVENTS
+from tests.rows import rows
 
 BUCKET = "filequeue-demo"
 KEY = "uploads/getting-started.md"
@@ -22,11 +22,11 @@ def _invoke(name: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
 
 
 def _state(url: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(
-            "SELECT d.key, d.sequencer, c.id, c.text FROM documents d JOIN chunks c ON c.document_id = d.id"
-            " ORDER BY c.ordinal"
-        ).fetchall()
+    return rows(
+        url,
+        "SELECT d.key, d.sequencer, c.id, c.text FROM documents d JOIN chunks c ON c.document_id = d.id"
+        " ORDER BY c.ordinal",
+    )
 
 
 def test_put_again_newer_put_and_delete_through_the_cli(s3, handler_env, capsys):

@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +28,7 @@ from handlers.worker.poll_loop import LoopOptions, PollLoop
 from tests.faults import PostgresProxy
 from tests.functional.worker_app import WorkerProcess, drain, queue_counts, wait_until
 from tests.paths import PDF_FIXTURES
+from tests.rows import rows
 
 if TYPE_CHECKING:
     from handlers.devstack import IngestResources
@@ -46,11 +46,6 @@ TEXT_PDFS = [
     "pdfjs-issue16221-hello-world.pdf",
 ]
 CORRUPT_PDF = "pdfjs-bug1020226-severely-corrupt.pdf"
-
-
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query).fetchall()
 
 
 def document_count(url: str) -> int:
