@@ -1,6 +1,6 @@
 """The handler end to end on the embedded stack: moto S3 through real boto3 calls, real PostgreSQL.
 
-Case names (A1, B4, ...) refer to the fault table of RELIABILITY.md §5.2.
+Case ids in test names (A1, B4, ...) are the fault cases listed, with what must happen, in docs/faults.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The worker end to end: real S3 notifications in moto -> queue -> the worker -> the real handler -> PostgreSQL.
 
-Cases of RELIABILITY §5.2 where the database matters: C2 and C4 with the real pipeline (nothing lost,
-nothing duplicated), D4 (concurrent batches through the real handler never mix their answers), and
+Fault cases where the database matters: a stop during a batch (C2) and a killed worker (C4) with the real
+pipeline (nothing lost, nothing duplicated), concurrent batches through the real handler that never mix
+their answers (D4), and
 the DLQ rules (a persistent transient failure dead-letters after 3 receives with nothing written; a
 permanent failure never does).
 """

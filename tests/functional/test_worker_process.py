@@ -1,4 +1,6 @@
-"""Real worker processes and real signals against moto's server (RELIABILITY C2, C3, C4, D5, and §4.4).
+"""Real worker processes and real signals against moto's server: SIGTERM during a batch (C2) or a long poll
+(C3), SIGKILL (C4), scale-down of one of two pods (D5), and the Kubernetes shutdown order (stop receiving,
+finish the batch within the grace period, release the rest).
 
 The worker runs the real entry point (`handlers.worker.supervisor.serve`) with a journaling
 handler (tests/functional/worker_app.py), so every case is about the runtime, not the pipeline.

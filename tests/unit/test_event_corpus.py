@@ -279,7 +279,8 @@ CASES: dict[str, Case] = {
             accepted(removed(LS_BUCKET, "test-key", version="version-id")),
         ),
     ),
-    # Real captures (S3 -> EventBridge, S3 -> SNS -> Lambda, S3 -> ... -> SQS) from powertools PR #4069.
+    # Real captures (S3 -> EventBridge, S3 -> SNS -> Lambda, S3 -> ... -> SQS) from Powertools' pull request
+    # https://github.com/aws-powertools/powertools-lambda-python/pull/4069.
     "powertools-eventbridge-s3-object-created.json": payload(
         accepted(created("example-bucket", "IMG_m7fzo3.jpg", sequencer="006408CAD69598B05E"))
     ),
