@@ -6,7 +6,6 @@ the right to create databases). Each test that needs the database gets a databas
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -20,7 +19,6 @@ import pytest
 from handlers.batch import prepare_database, reset_deps
 from handlers.devstack import REGION, MotoServer, aws_environment, create_ingest_resources, start_postgres
 from handlers.settings import get_settings
-from tests.paths import SAMPLE_EVENTS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -111,8 +109,3 @@ def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
     yield database_url
     get_settings.cache_clear()
     reset_deps()
-
-
-def load_event(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((SAMPLE_EVENTS / name).read_text(encoding="utf-8"))
-    return data
