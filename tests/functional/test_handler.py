@@ -237,6 +237,7 @@ def test_object_over_the_size_limit_is_refused_before_download(s3, bucket, handl
     assert (doc["status"], doc["error_code"]) == ("failed", "too_large")
 
 
+@pytest.mark.slow
 def test_b1_s3_throttling_fails_only_that_record(s3, bucket, handler_env, boto_session):
     puts = [_put(s3, f"uploads/f{i}.txt", f"file {i} body".encode()) for i in range(10)]
     hook = on_get_object(

@@ -212,6 +212,7 @@ def test_dlq_list_decodes_each_message_and_leaves_it_visible(s3, sqs, ingest, ha
     assert _visible(sqs, ingest.dlq_url) == 3, "listing made every message visible again"
 
 
+@pytest.mark.slow
 def test_dlq_list_shows_the_reason_the_handler_kept_for_a_transient_failure(
     s3, sqs, aws_env, database_url, monkeypatch
 ):

@@ -137,6 +137,7 @@ def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothin
     assert shutdown["released"] <= visible  # the rest were never received
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_then_a_new_worker_stores_every_document_exactly_once(s3, sqs, ingest, handler_env, started):
     # Given ten uploads and a worker with a 6 s lease (C4)
     keys = upload_pdfs(s3, ingest, TEXT_PDFS)
@@ -223,6 +224,7 @@ def test_two_batches_in_work_at_once_get_only_their_own_failures(s3, sqs, ingest
     assert queue_counts(sqs, ingest.queue_url) == (0, 2)
 
 
+@pytest.mark.slow
 def test_a_database_outage_dead_letters_after_three_receives_with_nothing_written(
     s3, sqs, ingest, handler_env, monkeypatch
 ):
