@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_cdk import Duration
@@ -13,6 +14,8 @@ from constructs import Construct
 from cdk.acknowledge import acknowledge
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from aws_cdk import aws_lambda as lambda_
     from aws_cdk import aws_sqs as sqs
 
@@ -34,6 +37,74 @@ BATCH_ITEM_FAILURE_PATTERN = logs.FilterPattern.any(
 )
 # Alarm when the slowest invocation of a period used this share of the function timeout.
 DURATION_ALARM_SHARE = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmSpec:
+    """One alarm: on which of its group's metrics, when it fires, and what it tells the operator."""
+
+    construct_id: str
+    metric: str
+    description: str
+    # A fixed threshold, or one computed from the deployment's configuration.
+    threshold: float | Callable[[FileQueueConfig], float] = 0
+    comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+    periods: int = 1
+
+    def threshold_for(self, config: FileQueueConfig) -> float:
+        return self.threshold(config) if callable(self.threshold) else self.threshold
+
+
+QUEUE_ALARMS = (
+    AlarmSpec(
+        "DeadLetters",
+        "dead_letters",
+        "Messages reached the dead-letter queue: a file failed maxReceiveCount times. "
+        "Inspect them, fix the cause, then redrive.",
+    ),
+    AlarmSpec(
+        "OldestMessage",
+        "oldest_message",
+        "The oldest message has waited too long: consumers are stuck, failing or too few "
+        "(messages are lost when they outlive the queue's retention).",
+        threshold=lambda config: config.oldest_message_alarm_seconds,
+        periods=5,
+    ),
+)
+FUNCTION_ALARMS = (
+    AlarmSpec(
+        "FunctionErrors",
+        "errors",
+        "The consumer function failed whole invocations (crash, timeout or out of memory); "
+        "every message of those batches is retried.",
+    ),
+    AlarmSpec(
+        "FunctionThrottles",
+        "throttles",
+        "The consumer function was throttled; throttled polls use up receives and can dead-letter healthy messages.",
+    ),
+    AlarmSpec(
+        "FunctionDurationNearTimeout",
+        "duration",
+        f"An invocation used more than {DURATION_ALARM_SHARE:.0%} of the function timeout: records are "
+        "being deferred for lack of time, or the next slow file will hit the timeout and fail its batch.",
+        threshold=lambda config: DURATION_ALARM_SHARE * config.function_timeout_seconds * 1000,
+    ),
+    AlarmSpec(
+        "LambdaBatchItemFailures",
+        "failures",
+        "The Lambda consumer reported records as failed (transient errors, deferred records or bodies "
+        "that are no S3 event); SQS redelivers them until maxReceiveCount.",
+    ),
+)
+WORKER_ALARMS = (
+    AlarmSpec(
+        "WorkerBatchItemFailures",
+        "failures",
+        "The EKS workers reported records as failed (transient errors, deferred records or bodies that "
+        "are no S3 event); SQS redelivers them until maxReceiveCount.",
+    ),
+)
 
 
 class AlarmsConstruct(Construct):
@@ -59,21 +130,7 @@ class AlarmsConstruct(Construct):
         oldest_message = queue.metric_approximate_age_of_oldest_message(
             period=QUEUE_PERIOD, statistic=cloudwatch.Stats.MAXIMUM
         )
-        self._alarm(
-            "DeadLetters",
-            "Messages reached the dead-letter queue: a file failed maxReceiveCount times. "
-            "Inspect them, fix the cause, then redrive.",
-            dead_letters,
-            threshold=0,
-        )
-        self._alarm(
-            "OldestMessage",
-            "The oldest message has waited too long: consumers are stuck, failing or too few "
-            "(messages are lost when they outlive the queue's retention).",
-            oldest_message,
-            threshold=config.oldest_message_alarm_seconds,
-            evaluation_periods=5,
-        )
+        self._add_alarms(config, QUEUE_ALARMS, {"dead_letters": dead_letters, "oldest_message": oldest_message})
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
@@ -89,7 +146,7 @@ class AlarmsConstruct(Construct):
         if function is not None and function_log_group is not None:
             self._function_alarms(config, function, function_log_group)
         if config.worker_log_group_name is not None:
-            self._worker_alarms(config.worker_log_group_name)
+            self._worker_alarms(config, config.worker_log_group_name)
         if self.topic is not None:
             action = cloudwatch_actions.SnsAction(self.topic)
             for alarm in self.alarms:
@@ -101,48 +158,19 @@ class AlarmsConstruct(Construct):
         throttles = function.metric_throttles(period=FUNCTION_PERIOD, statistic=cloudwatch.Stats.SUM)
         duration = function.metric_duration(period=FUNCTION_PERIOD, statistic=cloudwatch.Stats.MAXIMUM)
         failures = self._batch_item_failures("Lambda", log_group)
-        self._alarm(
-            "FunctionErrors",
-            "The consumer function failed whole invocations (crash, timeout or out of memory); "
-            "every message of those batches is retried.",
-            errors,
-            threshold=0,
-        )
-        self._alarm(
-            "FunctionThrottles",
-            "The consumer function was throttled; throttled polls use up receives and can "
-            "dead-letter healthy messages.",
-            throttles,
-            threshold=0,
-        )
-        self._alarm(
-            "FunctionDurationNearTimeout",
-            f"An invocation used more than {DURATION_ALARM_SHARE:.0%} of the function timeout: records are "
-            "being deferred for lack of time, or the next slow file will hit the timeout and fail its batch.",
-            duration,
-            threshold=DURATION_ALARM_SHARE * config.function_timeout_seconds * 1000,
-        )
-        self._alarm(
-            "LambdaBatchItemFailures",
-            "The Lambda consumer reported records as failed (transient errors, deferred records or bodies "
-            "that are no S3 event); SQS redelivers them until maxReceiveCount.",
-            failures,
-            threshold=0,
+        self._add_alarms(
+            config,
+            FUNCTION_ALARMS,
+            {"errors": errors, "throttles": throttles, "duration": duration, "failures": failures},
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Lambda consumer", left=[errors, throttles, failures], right=[duration])
         )
 
-    def _worker_alarms(self, log_group_name: str) -> None:
+    def _worker_alarms(self, config: FileQueueConfig, log_group_name: str) -> None:
         log_group = logs.LogGroup.from_log_group_name(self, "WorkerLogGroup", log_group_name)
         failures = self._batch_item_failures("Worker", log_group)
-        self._alarm(
-            "WorkerBatchItemFailures",
-            "The EKS workers reported records as failed (transient errors, deferred records or bodies that "
-            "are no S3 event); SQS redelivers them until maxReceiveCount.",
-            failures,
-            threshold=0,
-        )
+        self._add_alarms(config, WORKER_ALARMS, {"failures": failures})
         self.dashboard.add_widgets(cloudwatch.GraphWidget(title="EKS workers", left=[failures]))
 
     def _batch_item_failures(self, runtime: str, log_group: logs.ILogGroup) -> cloudwatch.IMetric:
@@ -157,27 +185,22 @@ class AlarmsConstruct(Construct):
         )
         return metric_filter.metric(period=FUNCTION_PERIOD, statistic=cloudwatch.Stats.SUM)
 
-    def _alarm(
-        self,
-        construct_id: str,
-        description: str,
-        metric: cloudwatch.IMetric,
-        *,
-        threshold: float,
-        evaluation_periods: int = 1,
+    def _add_alarms(
+        self, config: FileQueueConfig, specs: tuple[AlarmSpec, ...], metrics: Mapping[str, cloudwatch.IMetric]
     ) -> None:
-        self.alarms.append(
-            cloudwatch.Alarm(
-                self,
-                construct_id,
-                alarm_description=description,
-                metric=metric,
-                threshold=threshold,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=evaluation_periods,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        for spec in specs:
+            self.alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    spec.construct_id,
+                    alarm_description=spec.description,
+                    metric=metrics[spec.metric],
+                    threshold=spec.threshold_for(config),
+                    comparison_operator=spec.comparison,
+                    evaluation_periods=spec.periods,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
             )
-        )
 
     def _topic(self, config: FileQueueConfig) -> sns.Topic:
         topic = sns.Topic(self, "Topic", display_name="File queue alarms", enforce_ssl=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import urllib.request
 import warnings
 from contextlib import contextmanager
@@ -217,8 +216,3 @@ def local_settings_environment(database_url: str, endpoint_url: str, queue_url: 
     if queue_url:
         environment["FILEQUEUE_QUEUE_URL"] = queue_url
     return environment
-
-
-def apply_environment(values: dict[str, str]) -> None:
-    """Export `values` into this process's environment (for the CLI commands that start the stack)."""
-    os.environ.update(values)

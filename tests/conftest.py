@@ -6,7 +6,6 @@ the right to create databases). Each test that needs the database gets a databas
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,9 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from handlers.devstack import IngestResources
-
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO_ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -113,8 +109,3 @@ def handler_env(database_url: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
     yield database_url
     get_settings.cache_clear()
     reset_deps()
-
-
-def load_event(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((REPO_ROOT / "events" / name).read_text(encoding="utf-8"))
-    return data

@@ -23,6 +23,13 @@ class WorkerMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._count_messages(registry)
+        self._measure_batches(registry)
+        self._count_records(registry)
+        outcome_metrics.install(self)
+
+    def _count_messages(self, registry: CollectorRegistry | None) -> None:
+        """What happened to each message the loop received: handled, failed, deleted, released, lost."""
         self.received = Counter(
             "filequeue_messages_received", "Messages returned by ReceiveMessage (every copy).", registry=registry
         )
@@ -51,6 +58,9 @@ class WorkerMetrics:
             "Receipt handles SQS no longer accepted (MessageNotInflight / ReceiptHandleIsInvalid).",
             registry=registry,
         )
+
+    def _measure_batches(self, registry: CollectorRegistry | None) -> None:
+        """SQS call failures, batch durations and the messages in work right now."""
         self.sqs_errors = Counter(
             "filequeue_sqs_errors", "Failed SQS calls, by operation.", ["operation"], registry=registry
         )
@@ -66,6 +76,9 @@ class WorkerMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+
+    def _count_records(self, registry: CollectorRegistry | None) -> None:
+        """The handler's per-record outcomes and throughput (documents, chunks, bytes)."""
         self.records = Counter(
             "filequeue_records",
             "Object events and records handled, by outcome (stored, unchanged, skipped, deleted, ignored, failed,"
@@ -82,7 +95,6 @@ class WorkerMetrics:
         self.bytes_processed = Counter(
             "filequeue_bytes_processed", "Bytes of the objects downloaded and extracted.", registry=registry
         )
-        outcome_metrics.install(self)
 
     def record(self, outcome: str, error_code: str | None, *, chunks: int, size: int) -> None:
         self.records.labels(outcome=outcome, error_code=error_code or outcome_metrics.NO_ERROR).inc()

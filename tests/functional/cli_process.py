@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tests.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping

@@ -6,18 +6,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from handlers.batch import handle_batch
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
-from tests.conftest import FIXTURES
+from tests.paths import PDF_FIXTURES
+from tests.rows import rows
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 BUCKET = "graph-bucket"
-PDF = FIXTURES / "pdf"
 
 
 class Uploads:
@@ -58,12 +56,7 @@ class Uploads:
 
 
 def pdf(name: str) -> bytes:
-    return (PDF / name).read_bytes()
-
-
-def rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
+    return (PDF_FIXTURES / name).read_bytes()
 
 
 def document_edges(url: str, relation: str) -> set[tuple[str, str]]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from handlers.batch import handle_batch
 from handlers.worker.records import QueueIdentity, build_record
+from tests.rows import rows
 
 
 def drain(sqs: Any, queue_url: str) -> dict[str, int]:
@@ -37,7 +38,4 @@ def drain(sqs: Any, queue_url: str) -> dict[str, int]:
 
 def documents(url: str) -> dict[str, tuple[str, str | None]]:
     """key -> (status, etag) of every stored document."""
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        return {key: (status, etag) for key, status, etag in conn.execute("SELECT key, status, etag FROM documents")}
+    return {key: (status, etag) for key, status, etag in rows(url, "SELECT key, status, etag FROM documents")}

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from handlers.devstack import aws_environment
-from tests.conftest import REPO_ROOT
 from tests.functional.cli_process import SUBCOMMANDS, clean_environment, run_cli
+from tests.paths import REPO_ROOT
 
 BAD_URL = "host=db port=5432 password=s3cret oops"
 DATABASE_COMMANDS = [

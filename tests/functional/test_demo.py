@@ -9,11 +9,13 @@ import time
 
 import boto3
 import psycopg
+import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.functional.cli_process import running_dev
+from tests.paths import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_demo_processes_every_file_and_prints_the_summary():
     result = subprocess.run(
         [sys.executable, "-m", "handlers.cli", "demo", "--processes", "2"],
@@ -39,6 +41,7 @@ def test_demo_processes_every_file_and_prints_the_summary():
     assert "uploads/tracemonkey.pdf" in out.split("filequeue search", 1)[1]
 
 
+@pytest.mark.slow
 def test_dev_stack_takes_an_upload_from_another_client_and_stops_on_ctrl_c(dev_dir):
     with running_dev(dev_dir / "data", env={"FILEQUEUE_HEALTH_PORT": "0"}) as dev:
         exports = dev.exports

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import boto3
 import psycopg
+import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.functional.cli_process import clean_environment, running_dev, wait_for
+from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,6 +75,7 @@ class Walkthrough:
             return [row[0] for row in conn.execute("SELECT text FROM chunks ORDER BY id")]
 
 
+@pytest.mark.slow
 def test_readme_walkthrough_does_what_its_comments_say(dev_dir, tmp_path):
     commands = _walkthrough_commands()
     with running_dev(dev_dir / "data", env={"FILEQUEUE_HEALTH_PORT": "0"}) as dev:
@@ -130,6 +132,7 @@ def test_readme_walkthrough_does_what_its_comments_say(dev_dir, tmp_path):
             check(walk.run(line))
 
 
+@pytest.mark.slow
 def test_dev_stops_on_sigterm_and_sighup_and_starts_again_on_the_same_data(dev_dir):
     data_dir = dev_dir / "data"
     for stop_signal in (signal.SIGTERM, signal.SIGHUP):

@@ -5,20 +5,19 @@ from __future__ import annotations
 import re
 import shlex
 
-import psycopg
 import pytest
 
 from handlers.cli import main
-from tests.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT, SAMPLE_EVENTS
+from tests.rows import rows
 
-EVENTS = REPO_ROOT / "events"
 UPLOAD_ROW = re.compile(r"^\| (?P<events>(?:`[^`]+\.json`(?:, )?)+) \| `aws s3 cp (?P<command>[^`]+)` \|$")
 
 
 def _uploads() -> list[tuple[str, str, str]]:
     """(event file, local file, key) for every event the README says needs an upload."""
     found: list[tuple[str, str, str]] = []
-    for line in (EVENTS / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in (SAMPLE_EVENTS / "README.md").read_text(encoding="utf-8").splitlines():
         if match := UPLOAD_ROW.match(line):
             source, target = shlex.split(match["command"])
             key = target.removeprefix("s3://filequeue-demo/")
@@ -46,10 +45,7 @@ def test_after_its_upload_the_event_stores_the_document(upload, s3, handler_env,
     event, source, key = upload
     s3.create_bucket(Bucket="filequeue-demo")
     s3.put_object(Bucket="filequeue-demo", Key=key, Body=(REPO_ROOT / source).read_bytes())
-    assert main(["invoke", "--event", str(EVENTS / event)]) == 0
+    assert main(["invoke", "--event", str(SAMPLE_EVENTS / event)]) == 0
     assert capsys.readouterr().out.strip() == '{"batchItemFailures": []}'
-    with psycopg.connect(handler_env) as conn:
-        row = conn.execute(
-            "SELECT status FROM documents WHERE bucket = 'filequeue-demo' AND key = %s", (key,)
-        ).fetchone()
-    assert row == ("ready",), f"{event} after uploading {source} to {key}"
+    stored = rows(handler_env, "SELECT status FROM documents WHERE bucket = 'filequeue-demo' AND key = %s", key)
+    assert stored == [("ready",)], f"{event} after uploading {source} to {key}"

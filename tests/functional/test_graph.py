@@ -17,7 +17,8 @@ from pgvector.psycopg import register_vector
 
 from handlers.adapters.graph import find_document, link_similar, neighbours
 from handlers.cli import main
-from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, markdown, pdf, rows
+from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, markdown, pdf
+from tests.rows import rows
 
 # Three PDFs with the same one-page text, "pdf encryption test": one plain, two encrypted with an
 # empty user password (the extractor opens those).

@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-import psycopg
 import pytest
 
 from handlers.batch import handle_batch
@@ -19,6 +18,7 @@ from handlers.errors import ConfigError
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
+from tests.rows import document, rows
 
 BUCKET = "hostile-bucket"
 
@@ -40,19 +40,14 @@ def invoke(notifications: list[dict[str, Any]], seconds: float = 120) -> tuple[d
     return event, [str(failure["itemIdentifier"]) for failure in response["batchItemFailures"]]
 
 
-def document(url: str, key: str) -> dict[str, Any] | None:
-    with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-        return cursor.execute("SELECT * FROM documents WHERE key = %s", (key,)).fetchone()
-
-
 def chunk_texts(url: str, key: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT chunks.text FROM chunks JOIN documents ON documents.id = chunks.document_id"
-            " WHERE documents.key = %s ORDER BY chunks.ordinal",
-            (key,),
-        ).fetchall()
-    return [text for (text,) in rows]
+    found = rows(
+        url,
+        "SELECT chunks.text FROM chunks JOIN documents ON documents.id = chunks.document_id"
+        " WHERE documents.key = %s ORDER BY chunks.ordinal",
+        key,
+    )
+    return [text for (text,) in found]
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

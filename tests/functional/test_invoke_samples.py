@@ -5,29 +5,28 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import psycopg
 import pytest
 
 from handlers.cli import main
-from tests.conftest import REPO_ROOT
+from tests.paths import SAMPLE_EVENTS
+from tests.rows import rows
 
-EVENTS = REPO_ROOT / "events"
 BUCKET = "filequeue-demo"
 KEY = "uploads/getting-started.md"
 
 
 def _invoke(name: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    assert main(["invoke", "--event", str(EVENTS / name)]) == 0
+    assert main(["invoke", "--event", str(SAMPLE_EVENTS / name)]) == 0
     response: dict[str, Any] = json.loads(capsys.readouterr().out)
     return response
 
 
 def _state(url: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(
-            "SELECT d.key, d.sequencer, c.id, c.text FROM documents d JOIN chunks c ON c.document_id = d.id"
-            " ORDER BY c.ordinal"
-        ).fetchall()
+    return rows(
+        url,
+        "SELECT d.key, d.sequencer, c.id, c.text FROM documents d JOIN chunks c ON c.document_id = d.id"
+        " ORDER BY c.ordinal",
+    )
 
 
 def test_put_again_newer_put_and_delete_through_the_cli(s3, handler_env, capsys):
@@ -65,7 +64,7 @@ def test_envelopes_through_the_cli(s3, handler_env, capsys, name):
 
 
 def test_malformed_body_is_reported_as_a_failure(handler_env, capsys):
-    event = json.loads((EVENTS / "malformed-body.json").read_text())
+    event = json.loads((SAMPLE_EVENTS / "malformed-body.json").read_text())
     assert _invoke("malformed-body.json", capsys) == {
         "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
     }

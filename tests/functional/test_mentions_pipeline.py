@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from handlers import batch, service
-from tests.functional.ingest_helpers import Uploads, document_edges, rows
+from tests.functional.ingest_helpers import Uploads, document_edges
+from tests.rows import rows
 
 MANY_WORDS = ("# Long\n\n" + "word " * 20_000 + "\nSee b.md.\n").encode()
 

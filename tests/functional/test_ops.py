@@ -23,6 +23,7 @@ from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import message_body, s3_notification, sqs_event
 from handlers.settings import get_settings
 from tests.functional.ops_helpers import documents, drain
+from tests.rows import rows
 
 
 class CrashAfter:
@@ -147,9 +148,7 @@ def test_reconcile_killed_halfway_and_run_again_ends_in_the_same_store(s3, sqs, 
     outcome = drain(sqs, ingest.queue_url)
     assert outcome == {"handled": 40, "failed": 0}, "ten events were sent twice, and the copies are harmless"
     assert _store_state(handler_env) == _bucket_state(s3, plain_bucket)
-    with psycopg.connect(handler_env) as conn:
-        chunk_rows = conn.execute("SELECT count(*) FROM chunks").fetchone()
-    assert chunk_rows == (30,)
+    assert rows(handler_env, "SELECT count(*) FROM chunks") == [(30,)]
 
 
 def test_an_upload_after_reconcile_listed_wins_over_its_delete(s3, sqs, ingest, handler_env, plain_bucket):
@@ -213,6 +212,7 @@ def test_dlq_list_decodes_each_message_and_leaves_it_visible(s3, sqs, ingest, ha
     assert _visible(sqs, ingest.dlq_url) == 3, "listing made every message visible again"
 
 
+@pytest.mark.slow
 def test_dlq_list_shows_the_reason_the_handler_kept_for_a_transient_failure(
     s3, sqs, aws_env, database_url, monkeypatch
 ):
@@ -269,9 +269,8 @@ def test_redrive_killed_between_send_and_delete_duplicates_and_never_loses(s3, s
     assert (report.method, report.moved, report.not_found) == (dlq.RECEIVE_SEND_DELETE, [message_id], [])
     assert _depth(sqs, ingest.dlq_url) == 0
     assert drain(sqs, ingest.queue_url) == {"handled": 2, "failed": 0}
-    with psycopg.connect(handler_env) as conn:
-        rows = conn.execute("SELECT key, chunk_count FROM documents").fetchall()
-    assert rows == [("uploads/redriven.md", 1)], "the duplicate is skipped by the handler's fencing"
+    stored = rows(handler_env, "SELECT key, chunk_count FROM documents")
+    assert stored == [("uploads/redriven.md", 1)], "the duplicate is skipped by the handler's fencing"
 
 
 def test_redrive_all_falls_back_where_there_is_no_move_task_and_dry_run_moves_nothing(sqs, ingest, caplog):

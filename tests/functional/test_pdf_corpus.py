@@ -12,7 +12,6 @@ import importlib.util
 import json
 import re
 import unicodedata
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import pytest
@@ -21,9 +20,9 @@ from handlers.adapters.sandbox import extract_file
 from handlers.errors import PermanentError
 from handlers.model import ExtractedText, ExtractLimits
 from handlers.settings import Settings
+from tests.paths import PDF_FIXTURES
 
-PDF_DIR = Path(__file__).parent.parent / "fixtures" / "pdf"
-EXPECTED: dict[str, dict[str, Any]] = json.loads((PDF_DIR / "EXPECTED.json").read_text(encoding="utf-8"))
+EXPECTED: dict[str, dict[str, Any]] = json.loads((PDF_FIXTURES / "EXPECTED.json").read_text(encoding="utf-8"))
 SETTINGS = Settings()
 LIMITS = ExtractLimits(max_pages=SETTINGS.max_pdf_pages, max_chars=SETTINGS.max_text_chars)
 TIMEOUT_SECONDS = 60.0
@@ -50,7 +49,7 @@ def expectation(name: str) -> dict[str, Any]:
 
 def extract(name: str) -> ExtractedText:
     return extract_file(
-        str(PDF_DIR / name),
+        str(PDF_FIXTURES / name),
         key=name,
         declared_content_type="application/pdf",
         limits=LIMITS,
@@ -60,7 +59,7 @@ def extract(name: str) -> ExtractedText:
 
 
 def test_every_corpus_pdf_has_an_expectation():
-    assert sorted(path.name for path in PDF_DIR.glob("*.pdf")) == sorted(EXPECTED)
+    assert sorted(path.name for path in PDF_FIXTURES.glob("*.pdf")) == sorted(EXPECTED)
     assert len(EXPECTED) == 118
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import psycopg
-
 from handlers.batch import get_deps, handle_batch, reset_deps
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
 from tests.faults import PostgresProxy
+from tests.rows import rows
 
 BUCKET = "retry-bucket"
 
@@ -46,7 +45,6 @@ def test_a_dropped_database_connection_is_retried_within_the_delivery(s3, handle
     # Then the record was retried in place and stored: no failure reported, no receive spent
     assert response["batchItemFailures"] == []
     assert not armed[0]
-    with psycopg.connect(handler_env) as conn:
-        assert conn.execute("SELECT status FROM documents WHERE key = 'uploads/a.txt'").fetchall() == [("ready",)]
+    assert rows(handler_env, "SELECT status FROM documents WHERE key = 'uploads/a.txt'") == [("ready",)]
     retried = [r for r in caplog.records if r.getMessage() == "record retried"]
     assert [r.error_code for r in retried] == ["db_unavailable"]

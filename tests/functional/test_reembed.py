@@ -24,7 +24,8 @@ from handlers.errors import ConfigError
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
-from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, markdown, pdf, rows
+from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, markdown, pdf
+from tests.rows import rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

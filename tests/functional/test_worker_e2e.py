@@ -1,7 +1,8 @@
 """The worker end to end: real S3 notifications in moto -> queue -> the worker -> the real handler -> PostgreSQL.
 
-Cases of RELIABILITY §5.2 where the database matters: C2 and C4 with the real pipeline (nothing lost,
-nothing duplicated), D4 (concurrent batches through the real handler never mix their answers), and
+Fault cases where the database matters: a stop during a batch (C2) and a killed worker (C4) with the real
+pipeline (nothing lost, nothing duplicated), concurrent batches through the real handler that never mix
+their answers (D4), and
 the DLQ rules (a persistent transient failure dead-letters after 3 receives with nothing written; a
 permanent failure never does).
 """
@@ -18,7 +19,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -26,9 +26,10 @@ from handlers.batch import handle_batch, reset_deps
 from handlers.settings import get_settings
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.poll_loop import LoopOptions, PollLoop
-from tests.conftest import FIXTURES
 from tests.faults import PostgresProxy
 from tests.functional.worker_app import WorkerProcess, drain, queue_counts, wait_until
+from tests.paths import PDF_FIXTURES
+from tests.rows import rows
 
 if TYPE_CHECKING:
     from handlers.devstack import IngestResources
@@ -48,11 +49,6 @@ TEXT_PDFS = [
 CORRUPT_PDF = "pdfjs-bug1020226-severely-corrupt.pdf"
 
 
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query).fetchall()
-
-
 def document_count(url: str) -> int:
     return int(rows(url, "SELECT count(*) FROM documents")[0][0])
 
@@ -61,7 +57,7 @@ def upload_pdfs(s3: Any, ingest: IngestResources, names: list[str]) -> list[str]
     keys = []
     for index, name in enumerate(names):
         key = f"{ingest.prefix}{index:02d}-{name}"
-        s3.put_object(Bucket=ingest.bucket, Key=key, Body=(FIXTURES / "pdf" / name).read_bytes())
+        s3.put_object(Bucket=ingest.bucket, Key=key, Body=(PDF_FIXTURES / name).read_bytes())
         keys.append(key)
     return keys
 
@@ -141,6 +137,7 @@ def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothin
     assert shutdown["released"] <= visible  # the rest were never received
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_then_a_new_worker_stores_every_document_exactly_once(s3, sqs, ingest, handler_env, started):
     # Given ten uploads and a worker with a 6 s lease (C4)
     keys = upload_pdfs(s3, ingest, TEXT_PDFS)
@@ -227,6 +224,7 @@ def test_two_batches_in_work_at_once_get_only_their_own_failures(s3, sqs, ingest
     assert queue_counts(sqs, ingest.queue_url) == (0, 2)
 
 
+@pytest.mark.slow
 def test_a_database_outage_dead_letters_after_three_receives_with_nothing_written(
     s3, sqs, ingest, handler_env, monkeypatch
 ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from handlers.worker.health import HealthServer, LivenessBoard, ReadinessProbe
+from handlers.worker.health import HealthServer, ReadinessProbe
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.shutdown import StopSignal
 from tests.functional.worker_app import get, new_queue
@@ -42,18 +42,6 @@ def test_readiness_fails_when_sqs_does_not_answer(sqs):
 
     assert not ok
     assert reason == f"sqs: FILEQUEUE_QUEUE_URL names a queue that does not exist: {queue_url}"
-
-
-def test_liveness_fails_when_any_loop_is_past_its_alive_until_time():
-    now = [100.0]
-    slots = [150.0, 120.0]
-    board = LivenessBoard(slots, clock=lambda: now[0])
-
-    assert board.probe() == (True, "ok")
-    now[0] = 130.0
-    ok, reason = board.probe()
-    assert not ok
-    assert "[1]" in reason
 
 
 def test_the_server_answers_each_endpoint_with_the_right_status():

@@ -1,8 +1,10 @@
 """The poll loop in this process against moto's server (real boto3 calls), with injected handlers.
 
-Cases from RELIABILITY §5.2: A8, A9, B2, B5, B6 (network), B7, C5, C6, C7, and the in-process half
-of C2/C3. Subprocess and signal cases are in test_worker_process.py; stubbed SQS errors that moto
-cannot produce are in test_worker_stubbed.py.
+Fault cases: a message received twice in one receive (A8), handler answers Lambda rejects (A9), every
+record failing (B2), a lost delete (B5), receive network errors (B6), a lease lost during work (B7), a
+poison message (C5), work longer than the lease (C6), a BaseException in the handler (C7), and the
+in-process half of a stop during a batch or a long poll (C2/C3). Subprocess and signal cases are in
+test_worker_process.py; SQS errors that moto cannot produce are stubbed in tests/unit/test_worker_stubbed.py.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def test_the_handler_is_never_called_with_an_empty_batch(sqs, harness):
 
 
 def test_a_message_received_twice_in_one_receive_is_handled_once_and_both_handles_deleted(sqs, harness):
-    # Given the same message id with two receipt handles in one receive (aws-sdk-ruby #2913)
+    # Given the same message id with two receipt handles in one receive (https://github.com/aws/aws-sdk-ruby/issues/2913)
     queue_url, _ = new_queue(sqs)
     send_bodies(sqs, queue_url, [{"n": 1}])
     first = receive(sqs, queue_url)[0]

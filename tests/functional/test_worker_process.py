@@ -1,4 +1,6 @@
-"""Real worker processes and real signals against moto's server (RELIABILITY C2, C3, C4, D5, and §4.4).
+"""Real worker processes and real signals against moto's server: SIGTERM during a batch (C2) or a long poll
+(C3), SIGKILL (C4), scale-down of one of two pods (D5), and the Kubernetes shutdown order (stop receiving,
+finish the batch within the grace period, release the rest).
 
 The worker runs the real entry point (`handlers.worker.supervisor.serve`) with a journaling
 handler (tests/functional/worker_app.py), so every case is about the runtime, not the pipeline.
@@ -130,6 +132,7 @@ def test_sigterm_during_the_long_poll_releases_what_the_poll_returns(sqs, worker
     assert {record["reason"] for record in released} == {"shutdown"}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_deletes_nothing_and_the_messages_come_back(sqs, worker_env, workers, tmp_path):
     # Given a worker whose lease is 4 s (kept alive by its heartbeat) working through 0.5 s records (C4)
     queue_url, _ = new_queue(sqs, visibility_timeout=120)
@@ -158,6 +161,7 @@ def test_sigkill_mid_batch_deletes_nothing_and_the_messages_come_back(sqs, worke
     assert ids
 
 
+@pytest.mark.slow
 def test_scale_down_of_one_of_two_pods_loses_nothing_and_dead_letters_nothing(sqs, worker_env, workers, tmp_path):
     # Given two worker "pods" sharing 40 messages (D5)
     queue_url, dlq_url = new_queue(sqs, visibility_timeout=60, max_receive_count=3)
@@ -192,6 +196,7 @@ def metric(text: str, name: str) -> float:
     return sum(values)
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_queue_restart_a_crashed_child_and_serve_aggregate_metrics(
     sqs, worker_env, workers, tmp_path
 ):

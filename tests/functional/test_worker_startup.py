@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.functional.worker_app import REPO_ROOT, new_queue, queue_counts, send_bodies
+from tests.functional.worker_app import new_queue, queue_counts, send_bodies
+from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -24,10 +24,10 @@ import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from tests.paths import REPO_ROOT
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def journal_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.paths import REPO_ROOT
+
 # jsii starts its Node process on the first aws_cdk import; these keep its banners off stderr.
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
 
     from cdk.file_queue_stack import FileQueueStack
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 OIDC_ISSUER = "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF0123456789ABCDEF"
@@ -72,16 +73,19 @@ class Synthesized:
 
     @property
     def template_json(self) -> dict[str, Any]:
+        """A copy of the template document, for the tests that change it before checking it."""
         return dict(self.template.to_json())
 
     @property
     def validation_report(self) -> dict[str, Any]:
-        return json.loads((self.assembly_dir / "validation-report.json").read_text())  # type: ignore[no-any-return]
+        report: dict[str, Any] = json.loads((self.assembly_dir / "validation-report.json").read_text())
+        return report
 
 
 def cdk_json_context() -> dict[str, Any]:
     """The feature flags `cdk synth` passes in from cdk.json, so the tests see the same template."""
-    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]  # type: ignore[no-any-return]
+    context: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    return context
 
 
 def _synthesize(extra_context: dict[str, Any], outdir: Path) -> Synthesized:
@@ -113,4 +117,5 @@ def eks_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 @pytest.fixture(params=["default", "full"])
 def any_synth(request: pytest.FixtureRequest) -> Synthesized:
     """Both variants, for invariants that must hold whatever the context."""
-    return request.getfixturevalue(f"{request.param}_synth")  # type: ignore[no-any-return]
+    synth: Synthesized = request.getfixturevalue(f"{request.param}_synth")
+    return synth

@@ -9,11 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aws_cdk.assertions import Template
+
 from cdk.k8s_params import PARAMS_FROM_OUTPUTS
 from handlers.errors import ConfigError
 from handlers.settings import Settings, env_names
 from handlers.worker.startup import check_limits
-from tests.infrastructure.template_queries import as_list, flatten, logical_id_by_prefix, resources
+from tests.infrastructure.template_queries import (
+    as_list,
+    flatten,
+    logical_id_by_prefix,
+    outputs,
+    resources,
+    statements_of_role,
+)
 
 RUNTIME_ENV_PREFIXES = ("AWS_", "POWERTOOLS_")
 # What the worker needs after its batch deadline: delete the successes and release the rest.
@@ -29,6 +38,10 @@ class Sides:
     manifests: list[dict[str, Any]]
     params: dict[str, str]
     expected_worker_environment: dict[str, str]
+
+    def stack(self) -> Template:
+        """The template document as a queryable Template; built per call, as the tests change the document."""
+        return Template.from_json(self.template)
 
 
 def contract_problems(sides: Sides) -> list[str]:
@@ -58,14 +71,15 @@ def _pod(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return pod
 
 
-def _worker_role(template: dict[str, Any]) -> str:
+def _worker_role(template: Template) -> str:
     return logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaWorkerRole")
 
 
 def _identity_problems(sides: Sides) -> list[str]:
     account = one(sides.manifests, "ServiceAccount")["metadata"]
     subject = f"system:serviceaccount:{account.get('namespace')}:{account['name']}"
-    trust = sides.template["Resources"][_worker_role(sides.template)]["Properties"]["AssumeRolePolicyDocument"]
+    stack = sides.stack()
+    trust = resources(stack, "AWS::IAM::Role")[_worker_role(stack)]["Properties"]["AssumeRolePolicyDocument"]
     trusted = [
         value
         for statement in trust["Statement"]
@@ -88,7 +102,7 @@ def _environment_problems(sides: Sides) -> list[str]:
         for name in sorted(data)
         if name not in known and not name.startswith(RUNTIME_ENV_PREFIXES)
     ]
-    for function in resources(sides.template, "AWS::Lambda::Function").values():
+    for function in resources(sides.stack(), "AWS::Lambda::Function").values():
         variables = function["Properties"].get("Environment", {}).get("Variables", {})
         problems.extend(
             f"the Lambda function sets {name}, which is no setting"
@@ -104,14 +118,14 @@ def _environment_problems(sides: Sides) -> list[str]:
 
 
 def _permission_problems(sides: Sides) -> list[str]:
-    template = sides.template
+    template = sides.stack()
     problems = _runtime_permission_problems(
         "worker", config_map(sides.manifests), _statements(template, _worker_role(template)), template
     )
     for role_id in resources(template, "AWS::IAM::Role"):
         if role_id.startswith("LambdaConsumerRole"):
             function_id = logical_id_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
-            function = template["Resources"][function_id]
+            function = resources(template, "AWS::Lambda::Function")[function_id]
             literal = {
                 name: value if isinstance(value, str) else flatten(value)
                 for name, value in function["Properties"]["Environment"]["Variables"].items()
@@ -121,7 +135,7 @@ def _permission_problems(sides: Sides) -> list[str]:
 
 
 def _runtime_permission_problems(
-    runtime: str, environment: dict[str, str], statements: list[dict[str, Any]], template: dict[str, Any]
+    runtime: str, environment: dict[str, str], statements: list[dict[str, Any]], template: Template
 ) -> list[str]:
     """Each setting that makes the handler call AWS has its permission on that runtime's role."""
     try:
@@ -154,27 +168,25 @@ def _runtime_permission_problems(
         model = f"foundation-model/{settings.resolved_embedding_model}"
         if not any(action == "bedrock:InvokeModel" and resource.endswith(model) for action, resource in grants):
             problems.append(f"the {runtime} role may not invoke {model}")
-    secret_default = template["Parameters"][DATABASE_PARAMETER].get("Default")
+    secret_default = template.find_parameters(DATABASE_PARAMETER)[DATABASE_PARAMETER].get("Default")
     if runtime == "worker" and settings.database_secret_arn != secret_default:
         problems.append(f"the worker reads secret {settings.database_secret_arn}, the stack grants {secret_default}")
     return problems
 
 
-def _statements(template: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+def _statements(template: Template, role_id: str) -> list[dict[str, Any]]:
     """Every statement that applies to a role: inline, attached policies and its managed policies."""
-    role = template["Resources"][role_id]["Properties"]
-    statements = [s for policy in role.get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
-    for policy in resources(template, "AWS::IAM::Policy").values():
-        if {"Ref": role_id} in policy["Properties"].get("Roles", []):
-            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
-    for arn in role.get("ManagedPolicyArns", []):
-        if isinstance(arn, dict) and "Ref" in arn and arn["Ref"] in template["Resources"]:
-            statements.extend(template["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"]["Statement"])
+    statements = statements_of_role(template, role_id)
+    managed = resources(template, "AWS::IAM::ManagedPolicy")
+    for arn in resources(template, "AWS::IAM::Role")[role_id]["Properties"].get("ManagedPolicyArns", []):
+        if isinstance(arn, dict) and arn.get("Ref") in managed:
+            statements.extend(managed[arn["Ref"]]["Properties"]["PolicyDocument"]["Statement"])
     return statements
 
 
 def _output_problems(sides: Sides) -> list[str]:
-    outputs = sides.template["Outputs"]
+    stack = sides.stack()
+    stack_outputs = outputs(stack)
     problems = [
         f"params.env has {name}, which no stack output feeds"
         for name in sides.params
@@ -183,13 +195,13 @@ def _output_problems(sides: Sides) -> list[str]:
     problems.extend(
         f"params.env {name} comes from output {output}, which the stack does not have"
         for name, output in PARAMS_FROM_OUTPUTS.items()
-        if output not in outputs
+        if output not in stack_outputs
     )
     problems.extend(f"params.env lacks {name}" for name in PARAMS_FROM_OUTPUTS if name not in sides.params)
-    queue_id = logical_id_by_prefix(sides.template, "AWS::SQS::Queue", "IngestQueue")
-    if outputs.get(PARAMS_FROM_OUTPUTS["QUEUE_URL"], {}).get("Value") != {"Ref": queue_id}:
+    queue_id = logical_id_by_prefix(stack, "AWS::SQS::Queue", "IngestQueue")
+    if stack_outputs.get(PARAMS_FROM_OUTPUTS["QUEUE_URL"], {}).get("Value") != {"Ref": queue_id}:
         problems.append("the queue URL output is not the queue's URL")
-    if outputs.get(PARAMS_FROM_OUTPUTS["AWS_REGION"], {}).get("Value") != {"Ref": "AWS::Region"}:
+    if stack_outputs.get(PARAMS_FROM_OUTPUTS["AWS_REGION"], {}).get("Value") != {"Ref": "AWS::Region"}:
         problems.append("the region output is not the stack's region")
     data = config_map(sides.manifests)
     trigger = one(sides.manifests, "ScaledObject")["spec"]["triggers"][0]["metadata"]

@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-K8S = REPO_ROOT / "container" / "k8s"
+from tests.paths import CONTAINER
+
+K8S = CONTAINER / "k8s"
 
 
 def kubectl() -> str:

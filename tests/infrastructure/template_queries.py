@@ -1,60 +1,82 @@
-"""Small readers over a synthesized CloudFormation template (a plain dict)."""
+"""Queries over a synthesized stack through `aws_cdk.assertions.Template`, returning plain values to assert on."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aws_cdk.assertions import Match
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from aws_cdk.assertions import Template
 
 IAM_POLICY_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
 
 
-def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
-    return {
-        logical_id: resource
-        for logical_id, resource in template["Resources"].items()
-        if resource["Type"] == resource_type
-    }
+def resources(
+    template: Template, resource_type: str, properties: Mapping[str, Any] | None = None
+) -> dict[str, Mapping[str, Any]]:
+    """Resources of `resource_type` by logical id; with `properties`, only those whose properties contain them."""
+    pattern = None if properties is None else {"Properties": Match.object_like(dict(properties))}
+    return dict(template.find_resources(resource_type, pattern))
 
 
-def only_resource(template: dict[str, Any], resource_type: str) -> tuple[str, dict[str, Any]]:
-    found = resources(template, resource_type)
+def only_resource(
+    template: Template, resource_type: str, properties: Mapping[str, Any] | None = None
+) -> tuple[str, Mapping[str, Any]]:
+    found = resources(template, resource_type, properties)
     assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
     return next(iter(found.items()))
 
 
-def logical_id_by_prefix(template: dict[str, Any], resource_type: str, prefix: str) -> str:
+def logical_id_by_prefix(template: Template, resource_type: str, prefix: str) -> str:
     matches = [logical_id for logical_id in resources(template, resource_type) if logical_id.startswith(prefix)]
     assert len(matches) == 1, f"expected one {resource_type} named {prefix}*, found {matches}"
     return matches[0]
+
+
+def resource_by_prefix(template: Template, resource_type: str, prefix: str) -> Mapping[str, Any]:
+    """The one resource of `resource_type` whose logical id starts with `prefix` (CDK appends a hash)."""
+    return resources(template, resource_type)[logical_id_by_prefix(template, resource_type, prefix)]
+
+
+def properties_by_prefix(template: Template, resource_type: str, prefix: str) -> dict[str, Any]:
+    properties: dict[str, Any] = resource_by_prefix(template, resource_type, prefix)["Properties"]
+    return properties
+
+
+def outputs(template: Template) -> dict[str, Mapping[str, Any]]:
+    return dict(template.find_outputs("*"))
 
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def identity_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+def identity_statements(template: Template) -> list[dict[str, Any]]:
     """Every statement of every identity policy: policies, managed policies and roles' inline policies."""
     statements: list[dict[str, Any]] = []
-    for resource in template["Resources"].values():
-        properties = resource.get("Properties", {})
-        if resource["Type"] in IAM_POLICY_TYPES:
-            statements.extend(properties["PolicyDocument"]["Statement"])
-        elif resource["Type"] == "AWS::IAM::Role":
-            for policy in properties.get("Policies", []):
-                statements.extend(policy["PolicyDocument"]["Statement"])
+    for resource_type in IAM_POLICY_TYPES:
+        for policy in resources(template, resource_type).values():
+            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    for role in resources(template, "AWS::IAM::Role").values():
+        for policy in role["Properties"].get("Policies", []):
+            statements.extend(policy["PolicyDocument"]["Statement"])
     return statements
 
 
-def statements_of_role(template: dict[str, Any], role_logical_id: str) -> list[dict[str, Any]]:
+def statements_of_role(template: Template, role_logical_id: str) -> list[dict[str, Any]]:
     """Inline statements of one role plus those of the AWS::IAM::Policy resources attached to it."""
-    role = template["Resources"][role_logical_id]
+    role = resources(template, "AWS::IAM::Role")[role_logical_id]
     statements = [
         statement
         for policy in role["Properties"].get("Policies", [])
         for statement in policy["PolicyDocument"]["Statement"]
     ]
-    for policy in resources(template, "AWS::IAM::Policy").values():
-        if {"Ref": role_logical_id} in policy["Properties"].get("Roles", []):
-            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    attached = resources(template, "AWS::IAM::Policy", {"Roles": Match.array_with([{"Ref": role_logical_id}])})
+    for policy in attached.values():
+        statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
     return statements
 
 
@@ -74,5 +96,6 @@ def flatten(value: Any) -> str:
     raise AssertionError(f"cannot flatten {value!r}")
 
 
-def env_of(function: dict[str, Any]) -> dict[str, Any]:
-    return function["Properties"]["Environment"]["Variables"]  # type: ignore[no-any-return]
+def env_of(function: Mapping[str, Any]) -> dict[str, Any]:
+    variables: dict[str, Any] = function["Properties"]["Environment"]["Variables"]
+    return variables

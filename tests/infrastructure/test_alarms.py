@@ -3,47 +3,52 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from aws_cdk.assertions import Capture, Match
+
 from handlers.batch import record_handler
-from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource, resources
+from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource, resource_by_prefix, resources
 
 if TYPE_CHECKING:
+    from aws_cdk.assertions import Template
+
     from tests.infrastructure.conftest import Synthesized
 
-
-def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        logical_id: alarm["Properties"] for logical_id, alarm in resources(template, "AWS::CloudWatch::Alarm").items()
-    }
+ALARM = "AWS::CloudWatch::Alarm"
 
 
-def _alarm_on(template: dict[str, Any], namespace: str, metric: str) -> dict[str, Any]:
-    (alarm,) = [
-        alarm
-        for alarm in _alarms(template).values()
-        if alarm["Namespace"] == namespace and alarm["MetricName"] == metric
-    ]
-    return alarm
+def _alarm_on(template: Template, namespace: str, metric: str) -> dict[str, Any]:
+    """The properties of the one alarm watching `metric` in `namespace`."""
+    _, alarm = only_resource(template, ALARM, {"Namespace": namespace, "MetricName": metric})
+    properties: dict[str, Any] = alarm["Properties"]
+    return properties
 
 
-def _queue_dimension(template: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+def _queue_dimension(template: Template, prefix: str) -> list[dict[str, Any]]:
     queue_id = logical_id_by_prefix(template, "AWS::SQS::Queue", prefix)
     return [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
 
 
 def test_any_message_in_the_dead_letter_queue_raises_an_alarm(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
-    alarm = _alarm_on(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    template = any_synth.template
 
-    assert alarm["Dimensions"] == _queue_dimension(template, "IngestDeadLetterQueue")
-    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
-    assert alarm["Statistic"] == "Maximum"
+    template.has_resource_properties(
+        ALARM,
+        {
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": _queue_dimension(template, "IngestDeadLetterQueue"),
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+            "Statistic": "Maximum",
+        },
+    )
 
 
 def test_an_old_message_in_the_queue_raises_an_alarm(default_synth: Synthesized, full_synth: Synthesized) -> None:
-    default_alarm = _alarm_on(default_synth.template_json, "AWS/SQS", "ApproximateAgeOfOldestMessage")
-    full_alarm = _alarm_on(full_synth.template_json, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+    default_alarm = _alarm_on(default_synth.template, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+    full_alarm = _alarm_on(full_synth.template, "AWS/SQS", "ApproximateAgeOfOldestMessage")
 
-    assert default_alarm["Dimensions"] == _queue_dimension(default_synth.template_json, "IngestQueue")
+    assert default_alarm["Dimensions"] == _queue_dimension(default_synth.template, "IngestQueue")
     assert (default_alarm["ComparisonOperator"], default_alarm["Threshold"]) == ("GreaterThanThreshold", 3600)
     assert full_alarm["Threshold"] == 900
     # Well before the queue's one-day retention drops the message.
@@ -51,78 +56,95 @@ def test_an_old_message_in_the_queue_raises_an_alarm(default_synth: Synthesized,
 
 
 def test_lambda_errors_and_throttles_raise_alarms(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     function_id = logical_id_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
 
     for metric in ("Errors", "Throttles"):
-        alarm = _alarm_on(template, "AWS/Lambda", metric)
-        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
-        assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["Statistic"]) == (
-            "GreaterThanThreshold",
-            0,
-            "Sum",
+        template.has_resource_properties(
+            ALARM,
+            {
+                "Namespace": "AWS/Lambda",
+                "MetricName": metric,
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function_id}}],
+                "ComparisonOperator": "GreaterThanThreshold",
+                "Threshold": 0,
+                "Statistic": "Sum",
+            },
         )
 
 
 def test_alarms_have_no_actions_without_a_topic(default_synth: Synthesized) -> None:
-    template = default_synth.template_json
+    template = default_synth.template
 
-    assert resources(template, "AWS::SNS::Topic") == {}
-    assert all("AlarmActions" not in alarm for alarm in _alarms(template).values())
+    template.resource_count_is("AWS::SNS::Topic", 0)
+    assert resources(template, ALARM, {"AlarmActions": Match.any_value()}) == {}
 
 
 def test_alarm_topic_receives_every_alarm_and_mails_the_given_address(full_synth: Synthesized) -> None:
-    template = full_synth.template_json
+    template = full_synth.template
     topic_id, _ = only_resource(template, "AWS::SNS::Topic")
-    _, subscription = only_resource(template, "AWS::SNS::Subscription")
 
-    assert subscription["Properties"]["Protocol"] == "email"
-    assert subscription["Properties"]["Endpoint"] == "ops@example.com"
-    alarms = _alarms(template)
-    assert len(alarms) == 6
-    for alarm in alarms.values():
-        assert alarm["AlarmActions"] == [{"Ref": topic_id}]
-        assert alarm["OKActions"] == [{"Ref": topic_id}]
-    assert template["Outputs"]["alarmTopicArn"]["Value"] == {"Ref": topic_id}
+    template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
+    template.resource_count_is(ALARM, 6)
+    notified = {"AlarmActions": [{"Ref": topic_id}], "OKActions": [{"Ref": topic_id}]}
+    assert len(resources(template, ALARM, notified)) == 6
+    template.has_output("alarmTopicArn", {"Value": {"Ref": topic_id}})
 
 
 def test_alarm_topic_refuses_plain_http(full_synth: Synthesized) -> None:
-    _, policy = only_resource(full_synth.template_json, "AWS::SNS::TopicPolicy")
-
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert any(
-        statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        for statement in statements
+    full_synth.template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
     )
 
 
-def _metric_filters(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        logical_id: resource["Properties"]
-        for logical_id, resource in resources(template, "AWS::Logs::MetricFilter").items()
-    }
-
-
 def test_lambda_duration_near_the_timeout_raises_an_alarm(default_synth: Synthesized, full_synth: Synthesized) -> None:
-    default_alarm = _alarm_on(default_synth.template_json, "AWS/Lambda", "Duration")
-    full_alarm = _alarm_on(full_synth.template_json, "AWS/Lambda", "Duration")
-
     # 80 % of the 300 s default and of the configured 120 s, in milliseconds
-    assert (default_alarm["Threshold"], full_alarm["Threshold"]) == (240_000, 96_000)
-    assert default_alarm["Statistic"] == "Maximum"
+    for synth, threshold in ((default_synth, 240_000), (full_synth, 96_000)):
+        synth.template.has_resource_properties(
+            ALARM,
+            {"Namespace": "AWS/Lambda", "MetricName": "Duration", "Threshold": threshold, "Statistic": "Maximum"},
+        )
+
+
+def _failure_metric(template: Template, log_group_name: object) -> tuple[str, str]:
+    """Namespace and name of the metric the one metric filter on `log_group_name` counts into."""
+    namespace, name = Capture(), Capture()
+    template.resource_count_is("AWS::Logs::MetricFilter", 1)
+    template.has_resource_properties(
+        "AWS::Logs::MetricFilter",
+        {
+            "LogGroupName": log_group_name,
+            "MetricTransformations": [{"MetricNamespace": namespace, "MetricName": name, "MetricValue": "1"}],
+        },
+    )
+    return namespace.as_string(), name.as_string()
 
 
 def test_partial_batch_failures_of_the_lambda_are_counted_from_its_logs_and_raise_an_alarm(
     default_synth: Synthesized,
 ) -> None:
-    template = default_synth.template_json
-    (metric_filter,) = _metric_filters(template).values()
+    template = default_synth.template
     log_group_id = logical_id_by_prefix(template, "AWS::Logs::LogGroup", "LambdaConsumerLogGroup")
 
-    assert metric_filter["LogGroupName"] == {"Ref": log_group_id}
-    (transformation,) = metric_filter["MetricTransformations"]
-    alarm = _alarm_on(template, transformation["MetricNamespace"], transformation["MetricName"])
-    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["Statistic"]) == ("GreaterThanThreshold", 0, "Sum")
+    namespace, metric = _failure_metric(template, {"Ref": log_group_id})
+
+    template.has_resource_properties(
+        ALARM,
+        {
+            "Namespace": namespace,
+            "MetricName": metric,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+            "Statistic": "Sum",
+        },
+    )
 
 
 def test_the_failure_pattern_matches_the_log_lines_the_handler_writes() -> None:
@@ -141,19 +163,26 @@ def test_the_failure_pattern_matches_the_log_lines_the_handler_writes() -> None:
 
 
 def test_workers_partial_batch_failures_raise_an_alarm_from_their_log_group(eks_synth: Synthesized) -> None:
-    template = eks_synth.template_json
-    (metric_filter,) = _metric_filters(template).values()
+    template = eks_synth.template
 
-    assert metric_filter["LogGroupName"] == "/aws/containerinsights/filequeue/application"
-    (transformation,) = metric_filter["MetricTransformations"]
-    _alarm_on(template, transformation["MetricNamespace"], transformation["MetricName"])
+    namespace, metric = _failure_metric(template, "/aws/containerinsights/filequeue/application")
+
+    _alarm_on(template, namespace, metric)
     # no Lambda, so no Lambda alarms
-    assert not [alarm for alarm in _alarms(template).values() if alarm["Namespace"] == "AWS/Lambda"]
+    assert resources(template, ALARM, {"Namespace": "AWS/Lambda"}) == {}
 
 
 def test_a_dashboard_shows_the_queue_the_dlq_and_each_runtime(full_synth: Synthesized) -> None:
-    _, dashboard = only_resource(full_synth.template_json, "AWS::CloudWatch::Dashboard")
+    _, dashboard = only_resource(full_synth.template, "AWS::CloudWatch::Dashboard")
 
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     for title in ("Queue", "Dead letters", "Lambda consumer"):
         assert title in body
+
+
+def test_every_row_of_the_alarm_tables_is_one_alarm_with_its_description_and_periods(full_synth: Synthesized) -> None:
+    from cdk.alarms_construct import FUNCTION_ALARMS, QUEUE_ALARMS
+
+    for spec in (*QUEUE_ALARMS, *FUNCTION_ALARMS):
+        properties = resource_by_prefix(full_synth.template, ALARM, f"Alarms{spec.construct_id}")["Properties"]
+        assert (properties["AlarmDescription"], properties["EvaluationPeriods"]) == (spec.description, spec.periods)

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.infrastructure.conftest import REPO_ROOT
+import pytest
+
+from tests.paths import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_the_cdk_cli_synthesizes_non_interactively_without_a_node_end_of_life_banner_in_ci(tmp_path: Path) -> None:
     npx = shutil.which("npx")
     assert npx, "npx (Node.js) is needed for the CDK CLI"

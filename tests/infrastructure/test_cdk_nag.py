@@ -9,7 +9,7 @@ from aws_cdk import App, Stack, Validations
 from aws_cdk import aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks
 
-from tests.infrastructure.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from tests.infrastructure.conftest import Synthesized

@@ -15,16 +15,20 @@ from tests.infrastructure.template_queries import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from aws_cdk.assertions import Template
+
     from tests.infrastructure.conftest import Synthesized
 
 
-def _function(template: dict[str, Any], prefix: str) -> tuple[str, dict[str, Any]]:
+def _function(template: Template, prefix: str) -> tuple[str, Mapping[str, Any]]:
     function_id = logical_id_by_prefix(template, "AWS::Lambda::Function", prefix)
-    return function_id, template["Resources"][function_id]
+    return function_id, resources(template, "AWS::Lambda::Function")[function_id]
 
 
 def test_a_schedule_invokes_the_compaction_function(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     function_id, _ = _function(template, "CompactionFunction")
     [rule] = resources(template, "AWS::Events::Rule").values()
     assert rule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
@@ -34,14 +38,13 @@ def test_a_schedule_invokes_the_compaction_function(any_synth: Synthesized) -> N
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
     permissions = [
         permission["Properties"]
-        for permission in resources(template, "AWS::Lambda::Permission").values()
-        if permission["Properties"]["Principal"] == "events.amazonaws.com"
+        for permission in resources(template, "AWS::Lambda::Permission", {"Principal": "events.amazonaws.com"}).values()
     ]
     assert [flatten(permission["FunctionName"]) for permission in permissions] == [f"<{function_id}.Arn>"]
 
 
 def test_the_compaction_runs_the_consumer_image_with_its_own_command(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     _, compaction = _function(template, "CompactionFunction")
     _, consumer = _function(template, "LambdaConsumerFunction")
     assert compaction["Properties"]["Code"] == consumer["Properties"]["Code"]
@@ -57,24 +60,25 @@ def test_the_compaction_runs_the_consumer_image_with_its_own_command(any_synth: 
 
 
 def test_the_compaction_reaches_the_database_through_the_consumers_network(full_synth: Synthesized) -> None:
-    template = full_synth.template_json
+    template = full_synth.template
     _, compaction = _function(template, "CompactionFunction")
     _, consumer = _function(template, "LambdaConsumerFunction")
     assert compaction["Properties"]["VpcConfig"] == consumer["Properties"]["VpcConfig"]
 
 
 def test_without_a_vpc_the_compaction_has_none(default_synth: Synthesized) -> None:
-    _, compaction = _function(default_synth.template_json, "CompactionFunction")
+    _, compaction = _function(default_synth.template, "CompactionFunction")
     assert "VpcConfig" not in compaction["Properties"]
 
 
 def test_the_compaction_may_only_read_the_database_secret_and_write_its_logs(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "CompactionRole")
     actions = {action for statement in statements_of_role(template, role_id) for action in as_list(statement["Action"])}
     assert actions == {"secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents"}
     consumer_policy_id = logical_id_by_prefix(template, "AWS::IAM::ManagedPolicy", "IngestConsumerPolicy")
-    attached = [flatten(arn) for arn in template["Resources"][role_id]["Properties"].get("ManagedPolicyArns", [])]
+    role = resources(template, "AWS::IAM::Role")[role_id]
+    attached = [flatten(arn) for arn in role["Properties"].get("ManagedPolicyArns", [])]
     assert f"<{consumer_policy_id}>" not in attached  # no access to the queue or the bucket
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from tests.fixtures.lambda_runtime_api import FakeRuntimeApi
+from tests.paths import CONTAINER, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO_ROOT / "container" / "Dockerfile"
+DOCKERFILE = CONTAINER / "Dockerfile"
 LAMBDA_HANDLER = "handlers.lambda_entry.lambda_handler"
 
 
@@ -97,7 +97,7 @@ def test_the_default_command_is_the_worker_and_the_lambda_client_is_installed():
     stage = final_stage()
     assert json.loads(next(rest for keyword, rest in reversed(stage) if keyword == "CMD")) == ["filequeue", "worker"]
     assert not any(keyword == "ENTRYPOINT" for keyword, _ in stage)  # Lambda overrides the entrypoint
-    locked = _locked(REPO_ROOT / "container" / "requirements.lock")
+    locked = _locked(CONTAINER / "requirements.lock")
     assert "awslambdaric" in locked
     assert "prometheus-client" in locked
 
@@ -116,8 +116,8 @@ def test_the_image_lock_pins_every_runtime_dependency_with_hashes_at_the_test_en
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     runtime = [*project["dependencies"], *project["optional-dependencies"]["worker"]]
     runtime += project["optional-dependencies"]["lambda"]
-    lock_text = (REPO_ROOT / "container" / "requirements.lock").read_text()
-    locked = _locked(REPO_ROOT / "container" / "requirements.lock")
+    lock_text = (CONTAINER / "requirements.lock").read_text()
+    locked = _locked(CONTAINER / "requirements.lock")
     constraints = _locked(REPO_ROOT / "constraints.txt")
 
     assert {_requirement_name(requirement) for requirement in runtime} <= set(locked)
@@ -145,7 +145,7 @@ def test_the_image_locks_resolve_to_wheels_whose_hashes_match_for_the_images_pyt
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed"]
     command += ["--require-hashes", "--no-deps", "--only-binary=:all:", "--python-version", "3.12"]
     command += [argument for platform in platforms for argument in ("--platform", platform)]
-    command += ["--target", str(tmp_path), "-r", str(REPO_ROOT / "container" / lock)]
+    command += ["--target", str(tmp_path), "-r", str(CONTAINER / lock)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 

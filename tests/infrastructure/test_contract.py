@@ -20,7 +20,7 @@ from cdk.k8s_params import PARAMS_FROM_OUTPUTS, main, params_env
 from cdk.runtime_environment import worker_environment
 from tests.infrastructure.contract import Sides, config_map, contract_problems, one
 from tests.infrastructure.manifests import K8S, params, render, rendered
-from tests.infrastructure.template_queries import logical_id_by_prefix, resources
+from tests.infrastructure.template_queries import logical_id_by_prefix, outputs, resources
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -101,7 +101,7 @@ def _rename_an_output(sides: Sides) -> None:
 
 
 def _trust_another_service_account(sides: Sides) -> None:
-    role_id = logical_id_by_prefix(sides.template, "AWS::IAM::Role", "IrsaWorkerRole")
+    role_id = logical_id_by_prefix(sides.stack(), "AWS::IAM::Role", "IrsaWorkerRole")
     (statement,) = sides.template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     conditions = statement["Condition"]["StringEquals"]
     for key in conditions:
@@ -111,16 +111,16 @@ def _trust_another_service_account(sides: Sides) -> None:
 
 def _drop_a_worker_grant(sid: str) -> Callable[[Sides], None]:
     def mutate(sides: Sides) -> None:
-        for policy in resources(sides.template, "AWS::IAM::Policy").values():
-            document = policy["Properties"]["PolicyDocument"]
+        for policy_id in resources(sides.stack(), "AWS::IAM::Policy"):
+            document = sides.template["Resources"][policy_id]["Properties"]["PolicyDocument"]
             document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != sid]
 
     return mutate
 
 
 def _drop_list_bucket(sides: Sides) -> None:
-    for policy in resources(sides.template, "AWS::IAM::ManagedPolicy").values():
-        document = policy["Properties"]["PolicyDocument"]
+    for policy_id in resources(sides.stack(), "AWS::IAM::ManagedPolicy"):
+        document = sides.template["Resources"][policy_id]["Properties"]["PolicyDocument"]
         document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != "ListUploads"]
 
 
@@ -172,7 +172,7 @@ def test_params_env_is_built_from_the_deployed_stacks_outputs(
     eks_synth: Synthesized, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given describe-stacks output for every output of the synthesized stack
-    described = [{"OutputKey": key, "OutputValue": f"value-of-{key}"} for key in eks_synth.template_json["Outputs"]]
+    described = [{"OutputKey": key, "OutputValue": f"value-of-{key}"} for key in outputs(eks_synth.template)]
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(described)))
 
     # When params.env is generated
@@ -187,7 +187,7 @@ def test_params_env_is_built_from_the_deployed_stacks_outputs(
 def test_params_env_from_a_lambda_only_stack_names_the_missing_outputs(
     default_synth: Synthesized, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    described = [{"OutputKey": key, "OutputValue": "x"} for key in default_synth.template_json["Outputs"]]
+    described = [{"OutputKey": key, "OutputValue": "x"} for key in outputs(default_synth.template)]
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(described)))
 
     assert main() == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from aws_cdk.assertions import Match
+
 from tests.infrastructure.conftest import FULL_CONTEXT, OIDC_ISSUER, REGION
 from tests.infrastructure.template_queries import (
     as_list,
@@ -17,6 +19,10 @@ from tests.infrastructure.template_queries import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from aws_cdk.assertions import Template
+
     from tests.infrastructure.conftest import Synthesized
 
 CONSUMER_QUEUE_ACTIONS = {
@@ -30,27 +36,31 @@ CONSUMER_QUEUE_ACTIONS = {
 OBJECTS_UNDER_PREFIX = re.compile(r"^<IngestUploadsBucket\w+\.Arn>/[A-Za-z0-9_-]+/\*$")
 
 
-def _consumer_policy(template: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def _consumer_policy(template: Template) -> tuple[str, list[dict[str, Any]]]:
     policy_id, policy = only_resource(template, "AWS::IAM::ManagedPolicy")
     return policy_id, policy["Properties"]["PolicyDocument"]["Statement"]
 
 
-def _trust_statement(template: dict[str, Any], role_id: str) -> dict[str, Any]:
-    statements = template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert len(statements) == 1
-    return statements[0]  # type: ignore[no-any-return]
+def _trust_statement(template: Template, role_id: str) -> dict[str, Any]:
+    statement: dict[str, Any]
+    (statement,) = _role(template, role_id)["AssumeRolePolicyDocument"]["Statement"]
+    return statement
 
 
-def _web_identity_roles(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        role_id: role
-        for role_id, role in resources(template, "AWS::IAM::Role").items()
-        if _trust_statement(template, role_id)["Action"] == "sts:AssumeRoleWithWebIdentity"
+def _role(template: Template, role_id: str) -> dict[str, Any]:
+    properties: dict[str, Any] = resources(template, "AWS::IAM::Role")[role_id]["Properties"]
+    return properties
+
+
+def _web_identity_roles(template: Template) -> dict[str, Mapping[str, Any]]:
+    trusting_web_identities = {
+        "AssumeRolePolicyDocument": {"Statement": [Match.object_like({"Action": "sts:AssumeRoleWithWebIdentity"})]}
     }
+    return resources(template, "AWS::IAM::Role", trusting_web_identities)
 
 
 def test_default_consumer_policy_grants_exactly_what_a_consumer_needs(default_synth: Synthesized) -> None:
-    template = default_synth.template_json
+    template = default_synth.template
     queue_id = logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestQueue")
     _, statements = _consumer_policy(template)
 
@@ -66,7 +76,7 @@ def test_default_consumer_policy_grants_exactly_what_a_consumer_needs(default_sy
 
 def test_listing_is_granted_only_under_the_uploads_prefix(any_synth: Synthesized) -> None:
     # Without s3:ListBucket S3 answers 403 for a deleted key, and the handler could not record it as missing.
-    _, statements = _consumer_policy(any_synth.template_json)
+    _, statements = _consumer_policy(any_synth.template)
     prefix = "uploads/" if any_synth.stack.config.uploads_prefix == "uploads/" else "incoming/"
 
     (listing,) = [statement for statement in statements if "s3:ListBucket" in as_list(statement["Action"])]
@@ -76,7 +86,7 @@ def test_listing_is_granted_only_under_the_uploads_prefix(any_synth: Synthesized
 
 
 def test_consumer_policy_reads_only_the_configured_prefix(full_synth: Synthesized) -> None:
-    _, statements = _consumer_policy(full_synth.template_json)
+    _, statements = _consumer_policy(full_synth.template)
 
     object_resources = [flatten(s["Resource"]) for s in statements if "s3:GetObject" in as_list(s["Action"])]
     assert len(object_resources) == 1
@@ -85,7 +95,7 @@ def test_consumer_policy_reads_only_the_configured_prefix(full_synth: Synthesize
 
 def test_no_s3_or_sqs_grant_has_a_wildcard_resource(any_synth: Synthesized) -> None:
     offending = []
-    for statement in identity_statements(any_synth.template_json):
+    for statement in identity_statements(any_synth.template):
         actions = as_list(statement["Action"])
         if statement["Effect"] != "Allow" or not any(
             action == "*" or action.startswith(("s3:", "sqs:")) for action in actions
@@ -100,22 +110,22 @@ def test_no_s3_or_sqs_grant_has_a_wildcard_resource(any_synth: Synthesized) -> N
 
 def test_no_grant_uses_an_action_wildcard_on_s3_or_sqs(any_synth: Synthesized) -> None:
     actions = {
-        action for statement in identity_statements(any_synth.template_json) for action in as_list(statement["Action"])
+        action for statement in identity_statements(any_synth.template) for action in as_list(statement["Action"])
     }
 
     assert not {action for action in actions if action == "*" or re.match(r"^(s3|sqs):.*\*", action)}
 
 
 def test_lambda_role_gets_the_consumer_policy_and_no_aws_managed_policy_by_default(default_synth: Synthesized) -> None:
-    template = default_synth.template_json
+    template = default_synth.template
     policy_id, _ = _consumer_policy(template)
     role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")
 
-    assert template["Resources"][role_id]["Properties"]["ManagedPolicyArns"] == [{"Ref": policy_id}]
+    assert _role(template, role_id)["ManagedPolicyArns"] == [{"Ref": policy_id}]
 
 
 def test_lambda_role_reads_only_the_database_secret(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")
 
     secret_grants = [
@@ -129,11 +139,11 @@ def test_lambda_role_reads_only_the_database_secret(any_synth: Synthesized) -> N
 
 
 def test_default_stack_has_no_irsa_roles(default_synth: Synthesized) -> None:
-    assert _web_identity_roles(default_synth.template_json) == {}
+    assert _web_identity_roles(default_synth.template) == {}
 
 
 def test_worker_role_trusts_only_its_service_account_tokens_for_sts(full_synth: Synthesized) -> None:
-    template = full_synth.template_json
+    template = full_synth.template
     role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaWorkerRole")
 
     assert _trust_statement(template, role_id) == {
@@ -151,12 +161,12 @@ def test_worker_role_trusts_only_its_service_account_tokens_for_sts(full_synth: 
 
 def test_worker_role_gets_what_its_settings_need_as_the_lambda_role_does(full_synth: Synthesized) -> None:
     # Both runtimes read the database secret and embed with Bedrock here: both roles get both grants.
-    template = full_synth.template_json
+    template = full_synth.template
     policy_id, _ = _consumer_policy(template)
     worker_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaWorkerRole")
     lambda_id = logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")
 
-    assert template["Resources"][worker_id]["Properties"]["ManagedPolicyArns"] == [{"Ref": policy_id}]
+    assert _role(template, worker_id)["ManagedPolicyArns"] == [{"Ref": policy_id}]
 
     def settings_grants(role_id: str) -> set[tuple[str, str]]:
         return {
@@ -178,7 +188,7 @@ def test_worker_role_gets_what_its_settings_need_as_the_lambda_role_does(full_sy
 
 
 def test_keda_operator_role_may_only_read_queue_attributes(full_synth: Synthesized) -> None:
-    template = full_synth.template_json
+    template = full_synth.template
     queue_id = logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestQueue")
     role_id = logical_id_by_prefix(template, "AWS::IAM::Role", "IrsaKedaOperatorRole")
 
@@ -188,7 +198,7 @@ def test_keda_operator_role_may_only_read_queue_attributes(full_synth: Synthesiz
             f"{OIDC_ISSUER}:aud": "sts.amazonaws.com",
         }
     }
-    assert "ManagedPolicyArns" not in template["Resources"][role_id]["Properties"]
+    assert "ManagedPolicyArns" not in _role(template, role_id)
     grants = [
         (statement["Effect"], statement["Action"], statement["Resource"])
         for statement in statements_of_role(template, role_id)

@@ -10,41 +10,44 @@ from tests.infrastructure.template_queries import (
     flatten,
     logical_id_by_prefix,
     only_resource,
+    properties_by_prefix,
     resources,
 )
 
 if TYPE_CHECKING:
+    from aws_cdk.assertions import Template
+
     from tests.infrastructure.conftest import Synthesized
 
 S3_NOTIFICATION_MAX_BYTES = 64 * 1024
 
 
-def _uploads_bucket_id(template: dict[str, Any]) -> str:
+def _uploads_bucket_id(template: Template) -> str:
     return logical_id_by_prefix(template, "AWS::S3::Bucket", "IngestUploadsBucket")
 
 
-def _queue_ids(template: dict[str, Any]) -> tuple[str, str]:
+def _queue_ids(template: Template) -> tuple[str, str]:
     return (
         logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestQueue"),
         logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestDeadLetterQueue"),
     )
 
 
-def _queue(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"][_queue_ids(template)[0]]["Properties"]  # type: ignore[no-any-return]
+def _queue(template: Template) -> dict[str, Any]:
+    return properties_by_prefix(template, "AWS::SQS::Queue", "IngestQueue")
 
 
-def _dead_letter_queue(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"][_queue_ids(template)[1]]["Properties"]  # type: ignore[no-any-return]
+def _dead_letter_queue(template: Template) -> dict[str, Any]:
+    return properties_by_prefix(template, "AWS::SQS::Queue", "IngestDeadLetterQueue")
 
 
-def _event_source_mapping(template: dict[str, Any]) -> dict[str, Any]:
-    return only_resource(template, "AWS::Lambda::EventSourceMapping")[1]["Properties"]  # type: ignore[no-any-return]
+def _event_source_mapping(template: Template) -> dict[str, Any]:
+    properties: dict[str, Any] = only_resource(template, "AWS::Lambda::EventSourceMapping")[1]["Properties"]
+    return properties
 
 
-def _consumer_function(template: dict[str, Any]) -> dict[str, Any]:
-    function_id = logical_id_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
-    return template["Resources"][function_id]["Properties"]  # type: ignore[no-any-return]
+def _consumer_function(template: Template) -> dict[str, Any]:
+    return properties_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
 
 
 def _denies_insecure_transport(statements: list[dict[str, Any]]) -> bool:
@@ -55,8 +58,8 @@ def _denies_insecure_transport(statements: list[dict[str, Any]]) -> bool:
 
 
 def test_uploads_bucket_is_versioned_private_encrypted_and_logged(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
-    bucket = template["Resources"][_uploads_bucket_id(template)]["Properties"]
+    template = any_synth.template
+    bucket = properties_by_prefix(template, "AWS::S3::Bucket", "IngestUploadsBucket")
 
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     assert bucket["PublicAccessBlockConfiguration"] == {
@@ -71,8 +74,8 @@ def test_uploads_bucket_is_versioned_private_encrypted_and_logged(any_synth: Syn
 
 
 def test_uploads_bucket_expires_noncurrent_versions(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
-    rules = template["Resources"][_uploads_bucket_id(template)]["Properties"]["LifecycleConfiguration"]["Rules"]
+    template = any_synth.template
+    rules = properties_by_prefix(template, "AWS::S3::Bucket", "IngestUploadsBucket")["LifecycleConfiguration"]["Rules"]
 
     noncurrent = [rule for rule in rules if "NoncurrentVersionExpiration" in rule]
     assert len(noncurrent) == 1
@@ -81,7 +84,7 @@ def test_uploads_bucket_expires_noncurrent_versions(any_synth: Synthesized) -> N
 
 
 def test_every_bucket_policy_denies_insecure_transport(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     buckets = resources(template, "AWS::S3::Bucket")
     policies = resources(template, "AWS::S3::BucketPolicy").values()
 
@@ -94,7 +97,7 @@ def test_every_bucket_policy_denies_insecure_transport(any_synth: Synthesized) -
 
 
 def test_default_notifications_cover_created_and_removed_under_uploads(default_synth: Synthesized) -> None:
-    template = default_synth.template_json
+    template = default_synth.template
     queue_id, _ = _queue_ids(template)
     _, notifications = only_resource(template, "Custom::S3BucketNotifications")
 
@@ -110,7 +113,7 @@ def test_default_notifications_cover_created_and_removed_under_uploads(default_s
 
 
 def test_notification_prefix_follows_context(full_synth: Synthesized) -> None:
-    _, notifications = only_resource(full_synth.template_json, "Custom::S3BucketNotifications")
+    _, notifications = only_resource(full_synth.template, "Custom::S3BucketNotifications")
 
     prefixes = {
         rule["Value"]
@@ -121,7 +124,7 @@ def test_notification_prefix_follows_context(full_synth: Synthesized) -> None:
 
 
 def test_queue_policy_lets_only_this_bucket_of_this_account_send(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     queue_id, _ = _queue_ids(template)
     policy = next(
         policy
@@ -148,11 +151,10 @@ def test_queue_policy_lets_only_this_bucket_of_this_account_send(any_synth: Synt
 
 
 def test_both_queues_are_encrypted_and_refuse_plain_http(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     queue_ids = set(_queue_ids(template))
 
-    for queue_id in queue_ids:
-        assert template["Resources"][queue_id]["Properties"]["SqsManagedSseEnabled"] is True
+    assert set(resources(template, "AWS::SQS::Queue", {"SqsManagedSseEnabled": True})) == queue_ids
     protected = {
         flatten(queue_ref)
         for policy in resources(template, "AWS::SQS::QueuePolicy").values()
@@ -163,22 +165,22 @@ def test_both_queues_are_encrypted_and_refuse_plain_http(any_synth: Synthesized)
 
 
 def test_visibility_timeout_covers_six_function_timeouts_plus_the_batching_window(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     function_timeout = _consumer_function(template)["Timeout"]
     batching_window = _event_source_mapping(template)["MaximumBatchingWindowInSeconds"]
 
     assert _queue(template)["VisibilityTimeout"] >= 6 * function_timeout + batching_window
 
 
-def test_default_function_timeout_and_visibility_follow_the_seed(default_synth: Synthesized) -> None:
-    template = default_synth.template_json
+def test_default_function_timeout_and_visibility_follow_the_defaults(default_synth: Synthesized) -> None:
+    template = default_synth.template
 
     assert _consumer_function(template)["Timeout"] == 300
     assert _queue(template)["VisibilityTimeout"] == 6 * 300 + 5
 
 
 def test_configured_timeout_and_window_move_the_visibility_timeout(full_synth: Synthesized) -> None:
-    template = full_synth.template_json
+    template = full_synth.template
 
     assert _consumer_function(template)["Timeout"] == 120
     assert _event_source_mapping(template)["MaximumBatchingWindowInSeconds"] == 10
@@ -186,14 +188,14 @@ def test_configured_timeout_and_window_move_the_visibility_timeout(full_synth: S
 
 
 def test_queue_keeps_messages_one_day_and_accepts_every_s3_notification(any_synth: Synthesized) -> None:
-    queue = _queue(any_synth.template_json)
+    queue = _queue(any_synth.template)
 
     assert queue["MessageRetentionPeriod"] == 24 * 60 * 60
     assert queue["MaximumMessageSize"] >= S3_NOTIFICATION_MAX_BYTES
 
 
 def test_dead_letter_queue_outlives_the_source_queue(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
 
     assert _dead_letter_queue(template)["MessageRetentionPeriod"] > _queue(template)["MessageRetentionPeriod"]
     assert _dead_letter_queue(template)["MessageRetentionPeriod"] == 14 * 24 * 60 * 60
@@ -202,7 +204,7 @@ def test_dead_letter_queue_outlives_the_source_queue(any_synth: Synthesized) -> 
 def test_default_redrive_after_one_delivery_and_three_retries_is_flagged_below_the_recommended_five(
     default_synth: Synthesized,
 ) -> None:
-    template = default_synth.template_json
+    template = default_synth.template
     _, dead_letter_queue_id = _queue_ids(template)
 
     assert _queue(template)["RedrivePolicy"] == {
@@ -218,9 +220,9 @@ def test_default_redrive_after_one_delivery_and_three_retries_is_flagged_below_t
 def test_the_dead_letter_queue_survives_stack_deletion_and_takes_redrives_only_from_its_queue(
     any_synth: Synthesized,
 ) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     _, dead_letter_queue_id = _queue_ids(template)
-    dead_letter_queue = template["Resources"][dead_letter_queue_id]
+    dead_letter_queue = resources(template, "AWS::SQS::Queue")[dead_letter_queue_id]
 
     assert (dead_letter_queue["DeletionPolicy"], dead_letter_queue["UpdateReplacePolicy"]) == ("Retain", "Retain")
     allow = dead_letter_queue["Properties"]["RedriveAllowPolicy"]
@@ -230,13 +232,13 @@ def test_the_dead_letter_queue_survives_stack_deletion_and_takes_redrives_only_f
 
 
 def test_configured_receive_count_of_five_is_not_flagged(full_synth: Synthesized) -> None:
-    assert _queue(full_synth.template_json)["RedrivePolicy"]["maxReceiveCount"] == 5
+    assert _queue(full_synth.template)["RedrivePolicy"]["maxReceiveCount"] == 5
     infos = Annotations.from_stack(full_synth.stack).find_info("*", Match.string_like_regexp("maxReceiveCount"))
     assert infos == []
 
 
 def test_every_queue_except_the_dead_letter_queue_redrives(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     queue_id, _ = _queue_ids(template)
 
     redriving = {

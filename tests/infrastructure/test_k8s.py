@@ -19,9 +19,10 @@ import yaml
 from handlers.budget import extract_memory_mb
 from handlers.settings import Settings, env_names
 from tests.infrastructure import contract
-from tests.infrastructure.manifests import K8S, REPO_ROOT, params, render, rendered
+from tests.infrastructure.manifests import K8S, params, render, rendered
+from tests.paths import CONTAINER, FIXTURES
 
-KEDA_SCHEMAS = REPO_ROOT / "tests" / "fixtures" / "schemas" / "keda"
+KEDA_SCHEMAS = FIXTURES / "schemas" / "keda"
 KUBERNETES_VERSION = "1.31"
 SPOT_NOTICE_SECONDS = 120
 ACK_RESERVE_SECONDS = 2.0  # handlers.worker.poll_loop.LoopOptions.ack_reserve_seconds
@@ -135,7 +136,7 @@ def test_the_pod_runs_non_root_read_only_without_capabilities_with_tmp_writable(
 
 
 def test_the_pod_user_is_the_images_user():
-    dockerfile = (REPO_ROOT / "container" / "Dockerfile").read_text()
+    dockerfile = (CONTAINER / "Dockerfile").read_text()
     image_user = re.findall(r"^USER (\d+)", dockerfile, flags=re.MULTILINE)[-1]
     assert one("Deployment")["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(image_user)
 
@@ -303,7 +304,7 @@ def test_keda_authenticates_with_aws_pod_identity_and_a_role_of_its_own():
 
 def test_the_image_and_command_are_the_containers():
     assert container()["image"] == params()["IMAGE"]
-    cmd = re.findall(r"^CMD (.+)$", (REPO_ROOT / "container" / "Dockerfile").read_text(), flags=re.MULTILINE)[-1]
+    cmd = re.findall(r"^CMD (.+)$", (CONTAINER / "Dockerfile").read_text(), flags=re.MULTILINE)[-1]
     assert container()["command"] == json.loads(cmd)
 
 

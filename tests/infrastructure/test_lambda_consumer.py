@@ -15,38 +15,44 @@ from tests.infrastructure.template_queries import (
     flatten,
     logical_id_by_prefix,
     only_resource,
+    resource_by_prefix,
+    resources,
     statements_of_role,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
+
+    from aws_cdk.assertions import Template
 
     from tests.infrastructure.conftest import Synthesized
 
 RUNTIME_ENV_PREFIXES = ("POWERTOOLS_", "AWS_")
 
 
-def _function(template: dict[str, Any]) -> dict[str, Any]:
-    function_id = logical_id_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
-    return template["Resources"][function_id]  # type: ignore[no-any-return]
+def _function(template: Template) -> Mapping[str, Any]:
+    return resource_by_prefix(template, "AWS::Lambda::Function", "LambdaConsumerFunction")
 
 
-def _event_source_mapping(template: dict[str, Any]) -> dict[str, Any]:
-    return only_resource(template, "AWS::Lambda::EventSourceMapping")[1]["Properties"]  # type: ignore[no-any-return]
+def _event_source_mapping(template: Template) -> dict[str, Any]:
+    properties: dict[str, Any] = only_resource(template, "AWS::Lambda::EventSourceMapping")[1]["Properties"]
+    return properties
 
 
-def _role_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+def _role_statements(template: Template) -> list[dict[str, Any]]:
     return statements_of_role(template, logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole"))
 
 
 def _image_asset(assembly_dir: Path) -> dict[str, Any]:
     manifest = json.loads((assembly_dir / "FileQueue.assets.json").read_text())
+    asset: dict[str, Any]
     (asset,) = manifest["dockerImages"].values()
-    return asset  # type: ignore[no-any-return]
+    return asset
 
 
 def test_function_runs_the_project_image_through_the_runtime_interface_client(any_synth: Synthesized) -> None:
-    properties = _function(any_synth.template_json)["Properties"]
+    properties = _function(any_synth.template)["Properties"]
 
     assert properties["PackageType"] == "Image"
     assert properties["ImageConfig"] == {
@@ -78,7 +84,7 @@ def test_image_is_staged_from_the_container_dockerfile_without_building_it(any_s
 
 
 def test_event_source_reports_partial_batch_failures(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     mapping = _event_source_mapping(template)
     queue_id = logical_id_by_prefix(template, "AWS::SQS::Queue", "IngestQueue")
 
@@ -93,25 +99,25 @@ def test_event_source_reports_partial_batch_failures(any_synth: Synthesized) -> 
 def test_default_event_source_batches_for_five_seconds_with_at_most_five_concurrent_invocations(
     default_synth: Synthesized,
 ) -> None:
-    mapping = _event_source_mapping(default_synth.template_json)
+    mapping = _event_source_mapping(default_synth.template)
 
     assert mapping["MaximumBatchingWindowInSeconds"] == 5
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 5}
 
 
 def test_maximum_concurrency_follows_context(full_synth: Synthesized) -> None:
-    assert _event_source_mapping(full_synth.template_json)["ScalingConfig"] == {"MaximumConcurrency": 8}
+    assert _event_source_mapping(full_synth.template)["ScalingConfig"] == {"MaximumConcurrency": 8}
 
 
 def test_every_environment_variable_is_one_the_settings_read(any_synth: Synthesized) -> None:
-    names = set(env_of(_function(any_synth.template_json)))
+    names = set(env_of(_function(any_synth.template)))
 
     unknown = {name for name in names - set(env_names()) if not name.startswith(RUNTIME_ENV_PREFIXES)}
     assert unknown == set()
 
 
 def test_default_environment(default_synth: Synthesized) -> None:
-    environment = env_of(_function(default_synth.template_json))
+    environment = env_of(_function(default_synth.template))
 
     assert environment == {
         "FILEQUEUE_DATABASE_SECRET_ARN": {"Ref": "DatabaseCredentialsArn"},
@@ -129,7 +135,7 @@ def test_default_environment(default_synth: Synthesized) -> None:
 
 
 def test_environment_is_accepted_by_the_settings_object(any_synth: Synthesized) -> None:
-    environment = env_of(_function(any_synth.template_json))
+    environment = env_of(_function(any_synth.template))
     literal = {name: value if isinstance(value, str) else flatten(value) for name, value in environment.items()}
 
     settings = Settings.from_env(literal)
@@ -140,8 +146,8 @@ def test_environment_is_accepted_by_the_settings_object(any_synth: Synthesized) 
 def test_database_secret_arn_is_a_parameter_defaulting_to_the_context_value(
     default_synth: Synthesized, full_synth: Synthesized
 ) -> None:
-    default_parameter = default_synth.template_json["Parameters"]["DatabaseCredentialsArn"]
-    full_parameter = full_synth.template_json["Parameters"]["DatabaseCredentialsArn"]
+    default_parameter = default_synth.template.find_parameters("DatabaseCredentialsArn")["DatabaseCredentialsArn"]
+    full_parameter = full_synth.template.find_parameters("DatabaseCredentialsArn")["DatabaseCredentialsArn"]
 
     assert "Default" not in default_parameter
     assert full_parameter["Default"] == FULL_CONTEXT["dbSecretArn"]
@@ -149,7 +155,7 @@ def test_database_secret_arn_is_a_parameter_defaulting_to_the_context_value(
 
 
 def test_bedrock_embedder_may_invoke_only_its_foundation_model(full_synth: Synthesized) -> None:
-    template = full_synth.template_json
+    template = full_synth.template
     environment = env_of(_function(template))
 
     bedrock = [s for s in _role_statements(template) if any(a.startswith("bedrock:") for a in as_list(s["Action"]))]
@@ -164,15 +170,15 @@ def test_bedrock_embedder_may_invoke_only_its_foundation_model(full_synth: Synth
 
 
 def test_hashing_embedder_gets_no_bedrock_access(default_synth: Synthesized) -> None:
-    actions = {a for s in _role_statements(default_synth.template_json) for a in as_list(s["Action"])}
+    actions = {a for s in _role_statements(default_synth.template) for a in as_list(s["Action"])}
 
     assert not {action for action in actions if action.startswith("bedrock:")}
 
 
 def test_vpc_placement_uses_the_given_subnets_and_security_groups(full_synth: Synthesized) -> None:
-    template = full_synth.template_json
+    template = full_synth.template
     properties = _function(template)["Properties"]
-    role = template["Resources"][logical_id_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")]
+    role = resource_by_prefix(template, "AWS::IAM::Role", "LambdaConsumerRole")
 
     assert properties["VpcConfig"] == {
         "SubnetIds": FULL_CONTEXT["subnetIds"].split(","),
@@ -183,11 +189,11 @@ def test_vpc_placement_uses_the_given_subnets_and_security_groups(full_synth: Sy
 
 
 def test_default_function_runs_outside_any_vpc(default_synth: Synthesized) -> None:
-    assert "VpcConfig" not in _function(default_synth.template_json)["Properties"]
+    assert "VpcConfig" not in _function(default_synth.template)["Properties"]
 
 
 def test_logs_go_to_a_retained_log_group_the_role_may_write(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     log_group_id, log_group = only_resource(template, "AWS::Logs::LogGroup")
 
     assert _function(template)["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
@@ -199,10 +205,10 @@ def test_logs_go_to_a_retained_log_group_the_role_may_write(any_synth: Synthesiz
 
 
 def test_tracing_is_active_and_its_wildcard_grant_stands_alone(any_synth: Synthesized) -> None:
-    template = any_synth.template_json
+    template = any_synth.template
     function = _function(template)
     tracing_policy_id = logical_id_by_prefix(template, "AWS::IAM::Policy", "LambdaConsumerTracingPolicy")
-    tracing_policy = template["Resources"][tracing_policy_id]["Properties"]
+    tracing_policy = resources(template, "AWS::IAM::Policy")[tracing_policy_id]["Properties"]
 
     assert function["Properties"]["TracingConfig"] == {"Mode": "Active"}
     assert tracing_policy["PolicyDocument"]["Statement"] == [
@@ -220,14 +226,14 @@ def test_tracing_is_active_and_its_wildcard_grant_stands_alone(any_synth: Synthe
 
 @pytest.mark.parametrize("name", ["FILEQUEUE_DATABASE_URL", "FILEQUEUE_OPENAI_API_KEY"])
 def test_no_credential_travels_as_a_plain_environment_variable(any_synth: Synthesized, name: str) -> None:
-    assert name not in env_of(_function(any_synth.template_json))
+    assert name not in env_of(_function(any_synth.template))
 
 
 def test_the_function_runs_the_very_image_reference_the_workers_are_given(full_synth: Synthesized) -> None:
     # The workers' params.env IMAGE comes from the `image` output: one build, one reference for both runtimes.
-    template = full_synth.template_json
+    template = full_synth.template
 
     image_uri = _function(template)["Properties"]["Code"]["ImageUri"]
 
-    assert image_uri == template["Outputs"]["image"]["Value"]
+    template.has_output("image", {"Value": image_uri})
     assert flatten(image_uri).endswith(f":{full_synth.stack.image.asset_hash}")

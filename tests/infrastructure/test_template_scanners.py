@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from cdk.acknowledge import SCANNER_ACKNOWLEDGMENTS
-from tests.infrastructure.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from tests.infrastructure.conftest import Synthesized

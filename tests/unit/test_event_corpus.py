@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,11 +16,10 @@ import pytest
 from handlers.errors import MalformedEventError
 from handlers.model import EventKind
 from handlers.stages.events import parse_notifications
+from tests.paths import EVENT_FIXTURES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 
 
 class Delivery(Enum):
@@ -281,7 +279,8 @@ CASES: dict[str, Case] = {
             accepted(removed(LS_BUCKET, "test-key", version="version-id")),
         ),
     ),
-    # Real captures (S3 -> EventBridge, S3 -> SNS -> Lambda, S3 -> ... -> SQS) from powertools PR #4069.
+    # Real captures (S3 -> EventBridge, S3 -> SNS -> Lambda, S3 -> ... -> SQS) from Powertools' pull request
+    # https://github.com/aws-powertools/powertools-lambda-python/pull/4069.
     "powertools-eventbridge-s3-object-created.json": payload(
         accepted(created("example-bucket", "IMG_m7fzo3.jpg", sequencer="006408CAD69598B05E"))
     ),
@@ -354,14 +353,14 @@ CASES: dict[str, Case] = {
 
 
 def test_every_fixture_has_an_expected_outcome() -> None:
-    assert sorted(path.name for path in EVENTS.glob("*.json")) == sorted(CASES)
+    assert sorted(path.name for path in EVENT_FIXTURES.glob("*.json")) == sorted(CASES)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_corpus_event_parses_to_its_expected_outcome(name: str) -> None:
     case = CASES[name]
     # utf-8-sig: one sample file starts with a BOM, which belongs to the file, not to any message body.
-    text = (EVENTS / name).read_text(encoding="utf-8-sig")
+    text = (EVENT_FIXTURES / name).read_text(encoding="utf-8-sig")
 
     outcomes = [outcome_of(body) for body in message_bodies(text, case.delivery)]
 

@@ -1,4 +1,5 @@
-"""parse_notifications and compare_sequencers: every rule, and RELIABILITY.md cases A1, A3-A6.
+"""parse_notifications and compare_sequencers: every rule, and the fault cases of S3 test events (A1),
+bodies of the wrong shape (A3), URL-encoded keys (A4), folder markers (A5) and events without size (A6).
 
 Bodies are written out here by hand (not with handlers.sample_events) so the parser is checked
 against literal shapes; test_event_corpus.py checks it against real samples.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 from pypdf import PdfReader, PdfWriter
@@ -12,10 +11,10 @@ from pypdf import PdfReader, PdfWriter
 from handlers.errors import PermanentError
 from handlers.model import ExtractedText, ExtractLimits
 from handlers.stages.extract import detect_content_type, extract_text
+from tests.paths import PDF_FIXTURES
 
-PDF_DIR = Path(__file__).parent.parent / "fixtures" / "pdf"
-HELLO_PDF = PDF_DIR / "pdfjs-helloworld-bad.pdf"
-FOURTEEN_PAGES_PDF = PDF_DIR / "pdfjs-tracemonkey-14-pages-two-column.pdf"
+HELLO_PDF = PDF_FIXTURES / "pdfjs-helloworld-bad.pdf"
+FOURTEEN_PAGES_PDF = PDF_FIXTURES / "pdfjs-tracemonkey-14-pages-two-column.pdf"
 PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00"
 LIMITS = ExtractLimits()
 
@@ -308,18 +307,18 @@ def test_extract_pdf_over_max_chars_is_too_much_text():
 
 
 def test_extract_password_protected_pdf_is_encrypted_pdf():
-    error = error_of((PDF_DIR / "pypdf-enc-r4-aes128-user-password.pdf").read_bytes(), "secret.pdf")
+    error = error_of((PDF_FIXTURES / "pypdf-enc-r4-aes128-user-password.pdf").read_bytes(), "secret.pdf")
     assert error.code == "encrypted_pdf"
     assert str(error) == "PDF is encrypted with a password"
 
 
 def test_extract_pdf_with_empty_user_password_is_opened():
-    extracted = extract((PDF_DIR / "pdfminer-issue-625-polish-identity-cmap.pdf").read_bytes(), "invoice.pdf")
+    extracted = extract((PDF_FIXTURES / "pdfminer-issue-625-polish-identity-cmap.pdf").read_bytes(), "invoice.pdf")
     assert "Faktura nr FV 1/2021" in extracted.text
 
 
 def test_extract_image_only_pdf_has_no_text():
-    error = error_of((PDF_DIR / "sf-019-grayscale-image.pdf").read_bytes(), "scan.pdf")
+    error = error_of((PDF_FIXTURES / "sf-019-grayscale-image.pdf").read_bytes(), "scan.pdf")
     assert error.code == "no_text"
     assert "scanned or image-only" in str(error)
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 
 def test_importing_the_lambda_entry_loads_neither_pypdf_nor_psycopg():

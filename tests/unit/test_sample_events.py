@@ -12,7 +12,6 @@ import json
 import re
 import zlib
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -37,11 +36,11 @@ from handlers.sample_events import (
 )
 from handlers.stages.events import Notifications, parse_notifications
 from handlers.stages.sequencer import compare_sequencers
+from tests.paths import SAMPLE_EVENTS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 BUCKET = "filequeue-demo"
 MD_KEY = "uploads/getting-started.md"
@@ -213,7 +212,7 @@ README_ROW = re.compile(
 
 
 def readme_outcomes() -> dict[str, tuple[str, str]]:
-    rows = (README_ROW.match(line) for line in (EVENTS / "README.md").read_text(encoding="utf-8").splitlines())
+    rows = (README_ROW.match(line) for line in (SAMPLE_EVENTS / "README.md").read_text(encoding="utf-8").splitlines())
     return {row["file"]: (row["outcome"], row["detail"]) for row in rows if row}
 
 
@@ -233,7 +232,7 @@ def outcome_of(body: str) -> tuple[str, str]:
 
 
 def test_events_readme_recipes_and_files_name_the_same_samples() -> None:
-    files = sorted(path.name for path in EVENTS.glob("*.json"))
+    files = sorted(path.name for path in SAMPLE_EVENTS.glob("*.json"))
 
     assert files == sorted(RECIPES)
     assert files == sorted(readme_outcomes())
@@ -241,12 +240,12 @@ def test_events_readme_recipes_and_files_name_the_same_samples() -> None:
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_committed_sample_is_its_recipe_output(name: str) -> None:
-    assert (EVENTS / name).read_text(encoding="utf-8") == render(name)
+    assert (SAMPLE_EVENTS / name).read_text(encoding="utf-8") == render(name)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_sample_parses_to_the_outcome_its_readme_states(name: str) -> None:
-    event = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    event = json.loads((SAMPLE_EVENTS / name).read_text(encoding="utf-8"))
 
     (record,) = event["Records"]
 
@@ -255,13 +254,13 @@ def test_sample_parses_to_the_outcome_its_readme_states(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_sample_is_a_valid_lambda_sqs_event(name: str) -> None:
-    event = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    event = json.loads((SAMPLE_EVENTS / name).read_text(encoding="utf-8"))
 
     SqsModel.model_validate(event)
 
 
 def sample_sequencer(name: str) -> str:
-    body = json.loads((EVENTS / name).read_text(encoding="utf-8"))["Records"][0]["body"]
+    body = json.loads((SAMPLE_EVENTS / name).read_text(encoding="utf-8"))["Records"][0]["body"]
     sequencer = parse_notifications(body).refs[0].sequencer
     assert sequencer is not None
     return sequencer
@@ -461,4 +460,4 @@ def test_ids_have_the_shapes_aws_uses() -> None:
 
 if __name__ == "__main__":
     for sample in RECIPES:
-        (EVENTS / sample).write_text(render(sample), encoding="utf-8")
+        (SAMPLE_EVENTS / sample).write_text(render(sample), encoding="utf-8")

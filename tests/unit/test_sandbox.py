@@ -18,12 +18,11 @@ import pytest
 from handlers.adapters.sandbox import BoundedChild, extract_file
 from handlers.errors import PermanentError, TransientError
 from handlers.model import ExtractLimits
-from tests.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-REPOSITORY = Path(__file__).parent.parent.parent
 GENEROUS_MEMORY_MB = 4096
 
 
@@ -166,7 +165,7 @@ def test_a_bounded_call_child_runs_no_atexit_handler_and_repeats_no_output():
         """
     )
     completed = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=60
     )
     assert completed.stdout == "pending output;3\natexit ran\n"
 
@@ -346,7 +345,7 @@ def test_the_extraction_child_dies_with_its_parent(tmp_path):
         child.call(Path({str(pid_file)!r}), timeout_seconds=600)
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPOSITORY)
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 60
         while not pid_file.exists() or not pid_file.read_text():

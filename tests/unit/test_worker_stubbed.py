@@ -1,5 +1,5 @@
 """What moto cannot produce, with botocore's Stubber: per-entry `Failed[]` results, stale receipt
-handles, throttling and credential errors on receive (RELIABILITY §1.8 "moto is more lenient")."""
+handles, throttling and credential errors on receive (moto accepts any old receipt handle and never fails an entry)."""
 
 from __future__ import annotations
 
