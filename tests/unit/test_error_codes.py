@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from handlers.errors import PERMANENT_CODES, ErrorCode, FileQueueError
-from tests.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 SEMANTICS = REPO_ROOT / "docs" / "semantics.md"
