@@ -1,6 +1,6 @@
 """Turn one SQS message body into the S3 object events it carries (pure: no logging, no clients).
 
-Bodies understood (RELIABILITY.md §2):
+Bodies understood (every way S3 can deliver an event to an SQS queue):
 
 - an S3 notification `{"Records": [...]}`: S3 -> SQS, or S3 -> SNS -> SQS with raw message delivery;
 - an SNS envelope `{"Type": "Notification", "Message": "<JSON string>"}`: SNS -> SQS without raw
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -156,7 +157,7 @@ def _parse_s3_record(record: Any, where: str, path: str) -> ObjectRef | str:
         etag=_optional_str(s3_object.get("eTag"), where, f"{path}.s3.object.eTag"),
         size=_size(s3_object.get("size"), where, f"{path}.s3.object.size"),
         sequencer=_sequencer(s3_object.get("sequencer")),
-        event_time=_optional_str(record.get("eventTime"), where, f"{path}.eventTime"),
+        event_time=_event_time(record.get("eventTime"), where, f"{path}.eventTime"),
     )
 
 
@@ -187,7 +188,7 @@ def _parse_eventbridge_event(event: dict[str, Any], where: str) -> Notifications
         etag=_optional_str(s3_object.get("etag"), where, "detail.object.etag"),
         size=_size(s3_object.get("size"), where, "detail.object.size"),
         sequencer=_sequencer(s3_object.get("sequencer")),
-        event_time=_optional_str(event.get("time"), where, "event.time"),
+        event_time=_event_time(event.get("time"), where, "event.time"),
     )
     return Notifications(refs=(ref,))
 
@@ -266,6 +267,20 @@ def _size(value: Any, where: str, path: str) -> int | None:
             f"{where}: {path} must be a non-negative integer, got {value!r}", code="invalid_record"
         )
     return value
+
+
+def _event_time(value: Any, where: str, path: str) -> datetime | None:
+    # S3 writes ISO 8601 in UTC ("2024-05-01T12:00:00.000Z"); a time without an offset is taken as UTC.
+    # A placeholder that is no time at all (emulator snapshots write "date") cannot order events, so it
+    # counts as missing, like a placeholder sequencer.
+    text = _optional_str(value, where, path)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _sequencer(value: Any) -> str | None:
