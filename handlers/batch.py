@@ -22,6 +22,8 @@ from handlers.stages.events import NO_RECORDS, parse_notifications
 from handlers.wiring import get_deps, get_repository
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -63,9 +65,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         _report_failure(record, error, where)
         raise
     except Exception as error:
-        logger.exception(
+        _log_record(
+            logger.exception,
             "record failed: unexpected error",
-            extra={
+            {
                 **where,
                 "outcome": "retry",
                 "error_code": ErrorCode.UNEXPECTED,
@@ -90,16 +93,17 @@ def _name_object(where: dict[str, object], ref: ObjectRef) -> None:
 def _acknowledge_ignored(notifications: Notifications, where: dict[str, object]) -> None:
     for reason in notifications.ignored:
         log = logger.warning if reason == NO_RECORDS else logger.info
-        log(f"ignored {reason}", extra={**where, "outcome": "ignored"})
+        _log_record(log, f"ignored {reason}", {**where, "outcome": "ignored"})
         record_outcome("ignored")
 
 
 def _log_outcome(outcome: Outcome, where: dict[str, object]) -> None:
     record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=outcome.ref.size)
     log = logger.error if outcome.status == "failed" else logger.info
-    log(
+    _log_record(
+        log,
         f"{outcome.status} {outcome.ref.uri}",
-        extra={
+        {
             **where,
             "outcome": outcome.status,
             "detail": outcome.detail,
@@ -112,22 +116,28 @@ def _log_outcome(outcome: Outcome, where: dict[str, object]) -> None:
 def _report_failure(record: SQSRecord, error: FileQueueError, where: dict[str, object]) -> None:
     """Log and count a failed record once; the caller re-raises, so the record is reported as failed."""
     if error.code == ErrorCode.RELEASED:
-        logger.info("not started: released by the runtime", extra={**where, "outcome": "released"})
+        _log_record(logger.info, "not started: released by the runtime", {**where, "outcome": "released"})
     elif isinstance(error, MalformedEventError):
         # The body itself is at fault: it goes to the DLQ for review after its receives.
         _fail_malformed("malformed event", error, where)
     else:
-        logger.error(
+        _log_record(
+            logger.error,
             f"record failed: {error.code}; retried",
-            extra={**where, "outcome": "retry", "error_code": error.code, "error": str(error)},
+            {**where, "outcome": "retry", "error_code": error.code, "error": str(error)},
         )
         record_outcome("retry", error.code)
         _remember_failure(record.message_id, where["receive_count"], error)
 
 
 def _fail_malformed(message: str, error: MalformedEventError, where: dict[str, object]) -> None:
-    logger.error(message, extra={**where, "outcome": "failed", "error_code": error.code, "error": str(error)})
+    _log_record(logger.error, message, {**where, "outcome": "failed", "error_code": error.code, "error": str(error)})
     record_outcome("failed", error.code)
+
+
+def _log_record(log: Callable[..., None], message: str, fields: dict[str, object]) -> None:
+    """Write one record's outcome line: all of them come from here, so their `location` names this function."""
+    log(message, extra=fields)
 
 
 def _remember_failure(message_id: str, receive_count: object, error: FileQueueError) -> None:

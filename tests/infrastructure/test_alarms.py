@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from handlers.batch import record_handler
+from handlers import batch
 from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource, resources
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def test_the_failure_pattern_matches_the_log_lines_the_handler_writes() -> None:
 
     from cdk.alarms_construct import BATCH_ITEM_FAILURE_PATTERN
 
-    source = getsource(record_handler)
+    source = getsource(batch)
     pattern = BATCH_ITEM_FAILURE_PATTERN.log_pattern_string
     for message in ("malformed event", "malformed record"):
         assert f'"{message}"' in source
