@@ -38,10 +38,10 @@ from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.postgres import PostgresRepository, open_pool
 from handlers.adapters.search import search_chunks
 from handlers.devstack import start_postgres
-from handlers.model import ChunkingOptions, EventKind, ExtractLimits, FetchedObject, ObjectRef
+from handlers.model import ChunkingOptions, DocumentLinks, EventKind, ExtractLimits, FetchedObject, ObjectRef
 from handlers.stages.chunking import chunk_document
 from handlers.stages.extract import extract_text
-from handlers.stages.mentions import find_mentions
+from handlers.stages.mentions import document_names, find_mentions
 
 if TYPE_CHECKING:
     from handlers.ports import Embedder
@@ -88,11 +88,12 @@ def ingest(url: str, embedder: Embedder, files: dict[str, bytes]) -> float:
             extracted = extract_text(data, key=key, declared_content_type=None, limits=ExtractLimits())
             chunks = chunk_document(extracted, ChunkingOptions())
             mentions = find_mentions(extracted.text, bucket=BUCKET, key=key, links=extracted.links)
+            links = DocumentLinks(names=document_names(BUCKET, key), mentions=mentions)
             started = time.perf_counter()
             vectors = embedder.embed([chunk.text for chunk in chunks])
             embedding_seconds += time.perf_counter() - started
             fetched = FetchedObject(ref, key, len(data), hashlib.sha256(data).hexdigest(), None, None, None)
-            repository.store_document(fetched, extracted, chunks, vectors, embedder.model, mentions=mentions)
+            repository.store_document(fetched, extracted, chunks, vectors, embedder.model, links=links)
     finally:
         repository.close()
     return embedding_seconds

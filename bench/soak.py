@@ -313,8 +313,8 @@ def _install_s3_faults() -> None:
 
 def worker_main() -> int:
     """The worker the soak runs: the real supervisor and handler, S3 faults installed in each process."""
-    from handlers.batch import check_ready
     from handlers.settings import get_settings
+    from handlers.wiring import check_ready
     from handlers.worker.supervisor import serve
 
     return serve(get_settings(), faulty_handle_batch, check_ready)
@@ -379,7 +379,6 @@ def verify(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from handlers.batch import prepare_database
     from handlers.devstack import (
         MotoServer,
         aws_client,
@@ -388,6 +387,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         start_postgres,
     )
     from handlers.settings import Settings
+    from handlers.wiring import prepare_database
     from tests.faults import PostgresProxy
 
     rng = random.Random(args.seed)  # noqa: S311 - a reproducible plan, not cryptography

@@ -114,7 +114,7 @@ class FileQueue:
 
     def __init__(self, settings: Settings) -> None:
         from handlers.adapters.embedders import build_embedder
-        from handlers.batch import prepare_database
+        from handlers.wiring import prepare_database
 
         settings.require_database()
         self._settings = settings

@@ -1,193 +1,53 @@
 """The handler both runtimes call: an SQS batch in, a partial batch response out.
 
-Adapters are built once per process, on first use, and reused across warm invocations. Each call
-gets its own `BatchProcessor`, so batches handled concurrently by the poll loop never share state.
+Adapters come from `handlers.wiring` (built once per process, reused across warm invocations). Each
+call gets its own `BatchProcessor`, so batches handled concurrently by the poll loop never share state.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-from handlers.errors import ConfigError, FileQueueError, MalformedEventError, TransientError
-from handlers.model import ChunkingOptions, ExtractLimits
+from handlers.errors import ConfigError, ErrorCode, FileQueueError, MalformedEventError, TransientError
 from handlers.outcome_metrics import record_outcome
-from handlers.service import Deps, process_ref
+from handlers.service import process_ref
 from handlers.settings import Settings, get_settings
 from handlers.stages.events import NO_RECORDS, parse_notifications
+from handlers.wiring import get_deps, get_repository
 
 if TYPE_CHECKING:
-    import psycopg
+    from collections.abc import Callable
+
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from handlers.adapters.postgres import PostgresRepository
-    from handlers.model import ExtractedText, FetchedObject, ObjectRef, Outcome
+    from handlers.model import ObjectRef, Outcome
     from handlers.runtime_context import DeadlineContext
+    from handlers.stages.events import Notifications
 
 logger = Logger(service="filequeue")
 
-RELEASED = "released"
-"""Error code of a record the runtime handed back to the queue before it started."""
 RECORD_ATTEMPTS = 5
 RETRY_PAUSE_SECONDS = 0.25
 RETRY_PAUSE_CAP_SECONDS = 2.0
 # Retrying at once cannot help these: the time is up, the message is no longer ours, the database is down.
-_NOT_RETRIED = frozenset({"deadline", RELEASED, "db_recently_unavailable"})
-
-# A failed cold start (database down, bad secret) is retried at most this often, so the other
-# records of the batch fail fast instead of each waiting out its own connect timeout.
-_DEPS_RETRY_SECONDS = 5.0
-
-
-class _DepsCache:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._deps: Deps | None = None
-        self._repository: PostgresRepository | None = None
-        self._failure: FileQueueError | None = None
-        self._failed_at = 0.0
-
-    def get(self) -> tuple[Deps, PostgresRepository]:
-        with self._lock:
-            if self._deps is not None and self._repository is not None:
-                return self._deps, self._repository
-            if self._failure is not None and time.monotonic() - self._failed_at < _DEPS_RETRY_SECONDS:
-                raise self._failure
-            try:
-                self._deps, self._repository = build_deps(get_settings())
-            except FileQueueError as error:
-                self._failure, self._failed_at = error, time.monotonic()
-                raise
-            return self._deps, self._repository
-
-    def reset(self) -> None:
-        with self._lock:
-            if self._repository is not None:
-                self._repository.close()
-            self._deps = self._repository = self._failure = None
-
-
-_cache = _DepsCache()
-
-
-def get_deps() -> Deps:
-    return _cache.get()[0]
-
-
-def reset_deps() -> None:
-    """Forget the built adapters (tests and `filequeue` commands that change settings use this)."""
-    _cache.reset()
-
-
-def check_ready() -> None:
-    """Raise if the database does not answer (used by the worker's /readyz)."""
-    _cache.get()[1].ping()
-
-
-def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
-    from handlers.adapters.embedders import build_embedder
-    from handlers.adapters.postgres import PostgresRepository, open_pool
-    from handlers.adapters.s3 import S3ObjectStore, build_s3_client
-    from handlers.adapters.sandbox import extract_file
-
-    settings.require_database()
-    limits = ExtractLimits(
-        max_pages=settings.max_pdf_pages,
-        max_chars=settings.max_text_chars,
-        max_decompressed_bytes=settings.max_decompressed_bytes,
-    )
-
-    def extract(fetched: FetchedObject, work_deadline: float) -> ExtractedText:
-        return extract_file(
-            fetched.path,
-            key=fetched.ref.key,
-            declared_content_type=fetched.content_type,
-            limits=limits,
-            timeout_seconds=min(settings.extract_timeout_seconds, work_deadline - time.monotonic()),
-            file_limit_seconds=settings.extract_timeout_seconds,
-            memory_mb=settings.extract_memory_mb,
-        )
-
-    embedder = build_embedder(settings)
-    url, applied = prepare_database(settings, embedder.model, embedder.dimension, apply=settings.auto_migrate)
-    if applied:
-        logger.info("migrations applied", extra={"migrations": applied})
-    repository = PostgresRepository(
-        open_pool(url, max_size=settings.db_pool_max_size, timeout=settings.db_connect_timeout_seconds),
-        similar_top_k=settings.similar_top_k,
-        similar_threshold=settings.similar_threshold,
-        vector_index=settings.vector_index,
-    )
-    deps = Deps(
-        store=S3ObjectStore(build_s3_client(), settings.max_object_bytes),
-        embedder=embedder,
-        repository=repository,
-        extract=extract,
-        chunking=ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap),
-        analysis_timeout_seconds=settings.extract_timeout_seconds,
-    )
-    return deps, repository
-
-
-def prepare_database(settings: Settings, model: str, dimension: int, *, apply: bool) -> tuple[str, list[str]]:
-    """Resolve the URL, apply (or check) migrations, and check the store was built for this embedder.
-
-    Returns the URL and the names of the migrations applied.
-    """
-    import psycopg
-
-    from handlers.adapters.migrate import (
-        StoreConfig,
-        check_store_config,
-        migrate,
-        pending_migrations,
-        read_store_config,
-    )
-    from handlers.adapters.postgres import resolve_database_url
-    from handlers.adapters.secrets import fetch_secret
-
-    url = resolve_database_url(settings.database_url, settings.database_secret_arn, fetch_secret)
-    applied: list[str] = []
-    wanted = StoreConfig(model, dimension)
-    try:
-        with _connect(url, settings.db_connect_timeout_seconds) as conn:
-            if apply:
-                applied = migrate(conn, wanted)
-            elif pending := pending_migrations(conn):
-                raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate`")
-            check_store_config(read_store_config(conn), wanted)
-    except psycopg.OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
-    return url, applied
-
-
-def _connect(url: str, timeout_seconds: float) -> psycopg.Connection[Any]:
-    import psycopg
-
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_seconds)))
-    except psycopg.ProgrammingError as exc:  # libpq could not parse it (its message never repeats a password)
-        raise ConfigError(f"FILEQUEUE_DATABASE_URL is not a valid PostgreSQL URL or connection string: {exc}") from None
+_NOT_RETRIED = frozenset({ErrorCode.DEADLINE, ErrorCode.RELEASED, ErrorCode.DB_RECENTLY_UNAVAILABLE})
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
-    """Process one SQS record; its outcome, or its failure at ERROR, is logged and counted here once."""
-    if not isinstance(record.raw_event.get("attributes"), dict):
-        error = MalformedEventError("the SQS record has no attributes object", code="malformed_record")
-        logger.error(
-            "malformed record",
-            extra={"message_id": record.message_id, "outcome": "failed", "error_code": error.code, "error": str(error)},
-        )
-        record_outcome("failed", error.code)
-        raise error
+    """Process one SQS record; its outcome, or its failure at ERROR, is logged and counted here once.
+
+    An unexpected exception is logged with its traceback before it propagates: Powertools reports the
+    record as failed but logs it only at DEBUG.
+    """
+    _require_attributes(record)
     where: dict[str, object] = {
         "message_id": record.message_id,
         "receive_count": record.attributes.approximate_receive_count,
@@ -195,69 +55,99 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     try:
         notifications = parse_notifications(record.body)
         if notifications.refs:  # so that a record refused before it starts still names its object
-            first = notifications.refs[0]
-            where.update(bucket=first.bucket, key=first.key, event_name=first.event_name)
+            _name_object(where, notifications.refs[0])
         work_deadline = _start_record(record, lambda_context, where)
-        for reason in notifications.ignored:
-            log = logger.warning if reason == NO_RECORDS else logger.info
-            log(f"ignored {reason}", extra={**where, "outcome": "ignored"})
-            record_outcome("ignored")
+        _acknowledge_ignored(notifications, where)
         for ref in notifications.refs:
-            where.update(bucket=ref.bucket, key=ref.key, event_name=ref.event_name)
-            outcome = _process_with_retries(ref, work_deadline, where)
-            record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=ref.size)
-            log = logger.error if outcome.status == "failed" else logger.info
-            log(
-                f"{outcome.status} {ref.uri}",
-                extra={
-                    **where,
-                    "outcome": outcome.status,
-                    "detail": outcome.detail,
-                    "chunks": outcome.chunks,
-                    "error_code": outcome.error_code,
-                },
-            )
+            _name_object(where, ref)
+            _log_outcome(_process_with_retries(ref, work_deadline, where), where)
     except FileQueueError as error:
-        if error.code == RELEASED:
-            logger.info("not started: released by the runtime", extra={**where, "outcome": "released"})
-            raise
-        if isinstance(error, MalformedEventError):
-            # The body itself is at fault: it goes to the DLQ for review after its receives.
-            logger.error(
-                "malformed event",
-                extra={**where, "outcome": "failed", "error_code": error.code, "error": str(error)},
-            )
-            record_outcome("failed", error.code)
-            raise
-        logger.error(
-            f"record failed: {error.code}; retried",
-            extra={**where, "outcome": "retry", "error_code": error.code, "error": str(error)},
-        )
-        record_outcome("retry", error.code)
-        _remember_failure(record.message_id, where["receive_count"], error)
+        _report_failure(record, error, where)
         raise
     except Exception as error:
-        logger.exception(
+        _log_record(
+            logger.exception,
             "record failed: unexpected error",
-            extra={
+            {
                 **where,
                 "outcome": "retry",
-                "error_code": "unexpected",
+                "error_code": ErrorCode.UNEXPECTED,
                 "error": f"{type(error).__name__}: {error}",
             },
         )
-        record_outcome("retry", "unexpected")
+        record_outcome("retry", ErrorCode.UNEXPECTED)
         raise
+
+
+def _require_attributes(record: SQSRecord) -> None:
+    if not isinstance(record.raw_event.get("attributes"), dict):
+        error = MalformedEventError("the SQS record has no attributes object", code=ErrorCode.MALFORMED_RECORD)
+        _fail_malformed("malformed record", error, {"message_id": record.message_id})
+        raise error
+
+
+def _name_object(where: dict[str, object], ref: ObjectRef) -> None:
+    where.update(bucket=ref.bucket, key=ref.key, event_name=ref.event_name)
+
+
+def _acknowledge_ignored(notifications: Notifications, where: dict[str, object]) -> None:
+    for reason in notifications.ignored:
+        log = logger.warning if reason == NO_RECORDS else logger.info
+        _log_record(log, f"ignored {reason}", {**where, "outcome": "ignored"})
+        record_outcome("ignored")
+
+
+def _log_outcome(outcome: Outcome, where: dict[str, object]) -> None:
+    record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=outcome.ref.size)
+    log = logger.error if outcome.status == "failed" else logger.info
+    _log_record(
+        log,
+        f"{outcome.status} {outcome.ref.uri}",
+        {
+            **where,
+            "outcome": outcome.status,
+            "detail": outcome.detail,
+            "chunks": outcome.chunks,
+            "error_code": outcome.error_code,
+        },
+    )
+
+
+def _report_failure(record: SQSRecord, error: FileQueueError, where: dict[str, object]) -> None:
+    """Log and count a failed record once; the caller re-raises, so the record is reported as failed."""
+    if error.code == ErrorCode.RELEASED:
+        _log_record(logger.info, "not started: released by the runtime", {**where, "outcome": "released"})
+    elif isinstance(error, MalformedEventError):
+        # The body itself is at fault: it goes to the DLQ for review after its receives.
+        _fail_malformed("malformed event", error, where)
+    else:
+        _log_record(
+            logger.error,
+            f"record failed: {error.code}; retried",
+            {**where, "outcome": "retry", "error_code": error.code, "error": str(error)},
+        )
+        record_outcome("retry", error.code)
+        _remember_failure(record.message_id, where["receive_count"], error)
+
+
+def _fail_malformed(message: str, error: MalformedEventError, where: dict[str, object]) -> None:
+    _log_record(logger.error, message, {**where, "outcome": "failed", "error_code": error.code, "error": str(error)})
+    record_outcome("failed", error.code)
+
+
+def _log_record(log: Callable[..., None], message: str, fields: dict[str, object]) -> None:
+    """Write one record's outcome line: all of them come from here, so their `location` names this function."""
+    log(message, extra=fields)
 
 
 def _remember_failure(message_id: str, receive_count: object, error: FileQueueError) -> None:
     """Keep the reason with the message id (SQS keeps the id in the DLQ) for `filequeue dlq list`."""
     import psycopg
 
-    if error.code == "db_unavailable":
+    if error.code == ErrorCode.DB_UNAVAILABLE:
         return  # nowhere to keep it: the log line above is the record
     try:
-        _cache.get()[1].note_message_failure(message_id, int(str(receive_count or 0)), error.code, str(error))
+        get_repository().note_message_failure(message_id, int(str(receive_count or 0)), error.code, str(error))
     except (FileQueueError, psycopg.Error) as unkept:
         logger.warning("failure reason not kept", extra={"message_id": message_id, "error": str(unkept)})
 
@@ -270,10 +160,10 @@ def _start_record(record: SQSRecord, lambda_context: LambdaContext | None, where
     remaining_ms = lambda_context.get_remaining_time_in_millis()
     where["remaining_ms"] = remaining_ms
     if remaining_ms < settings.deadline_margin_seconds * 1000:
-        raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code="deadline")
+        raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code=ErrorCode.DEADLINE)
     claim = getattr(lambda_context, "claim_record", None)
     if claim is not None and not claim(record.message_id):
-        raise TransientError("released before it started; another delivery will process it", code=RELEASED)
+        raise TransientError("released before it started; another delivery will process it", code=ErrorCode.RELEASED)
     remaining_seconds = remaining_ms / 1000
     return time.monotonic() + settings.time_budget(remaining_seconds).work_seconds(remaining_seconds)
 

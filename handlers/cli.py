@@ -105,8 +105,8 @@ def register_migrate(commands: Subcommands) -> None:
 
 def run_migrate(args: argparse.Namespace) -> int:
     from handlers.adapters.embedders import build_embedder
-    from handlers.batch import prepare_database
     from handlers.ops.db import database_url
+    from handlers.wiring import prepare_database
 
     settings = get_settings()
     settings.require_database()
@@ -198,9 +198,10 @@ def register_invoke(commands: Subcommands) -> None:
 
 
 def run_invoke(args: argparse.Namespace) -> int:
-    from handlers.batch import get_deps, handle_batch, logger
+    from handlers.batch import handle_batch, logger
     from handlers.ops.db import database_url
     from handlers.runtime_context import DeadlineContext
+    from handlers.wiring import get_deps
 
     event = _sqs_event(_read_event(args.event), args.event)
     if not event["Records"]:

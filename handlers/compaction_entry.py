@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.batch import logger
+from aws_lambda_powertools import Logger
+
+logger = Logger(service="filequeue")
 
 
 @logger.inject_lambda_context(clear_state=True)

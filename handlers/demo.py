@@ -190,7 +190,7 @@ def count_outcomes(log_lines: Iterable[str]) -> dict[str, int]:
             entry = json.loads(line)
         except ValueError:
             continue
-        if str(entry.get("location", "")).startswith("record_handler") and "outcome" in entry:
+        if str(entry.get("location", "")).startswith("_log_record") and "outcome" in entry:
             outcomes[str(entry["outcome"])] += 1
     return dict(sorted(outcomes.items()))
 

@@ -59,9 +59,9 @@ class ErrorCode(StrEnum):
 class FileQueueError(Exception):
     """Base of every error the project raises on purpose. `code` is stable and machine-readable."""
 
-    code: str = ErrorCode.ERROR
+    code: ErrorCode = ErrorCode.ERROR
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code

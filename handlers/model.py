@@ -1,9 +1,13 @@
-"""Frozen values passed between the stages (layer 1 of DESIGN.md)."""
+"""Frozen values passed between the stages: the innermost layer, importing nothing of the project."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 class EventKind(StrEnum):
@@ -13,7 +17,7 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ObjectRef:
-    """One S3 object event, with its key already `unquote_plus`-decoded."""
+    """One S3 object event, with its key already `unquote_plus`-decoded and its time parsed (timezone-aware)."""
 
     bucket: str
     key: str
@@ -23,7 +27,7 @@ class ObjectRef:
     etag: str | None = None
     size: int | None = None
     sequencer: str | None = None
-    event_time: str | None = None
+    event_time: datetime | None = None
 
     @property
     def uri(self) -> str:
@@ -90,6 +94,14 @@ class Mentions:
 
     uris: frozenset[str] = frozenset()
     names: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLinks:
+    """How a document joins the graph: the names it goes by (`document_names`) and what it mentions."""
+
+    names: Mentions
+    mentions: Mentions
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""What the core needs from the world (layer 3). Adapters implement these Protocols."""
+"""What the core needs from the world. Adapters implement these Protocols; the core imports only these."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from handlers.model import Chunk, ExtractedText, FetchedObject, Mentions, ObjectRef
+    from handlers.model import Chunk, DocumentLinks, ExtractedText, FetchedObject, ObjectRef
 
 
 class ObjectStore(Protocol):
@@ -48,11 +48,11 @@ class Repository(Protocol):
         vectors: Sequence[Sequence[float]],
         embedding_model: str,
         *,
-        mentions: Mentions,
+        links: DocumentLinks,
     ) -> str | None:
         """Replace the document and its chunks and edges in one transaction.
 
-        `mentions` were found before: the transaction only writes them and links what they resolve to.
+        `links` were found before: the transaction only writes them and links what they resolve to.
 
         The edges are the structure (`has_chunk`, `next`) and the graph: `similar` to the nearest
         stored documents and `references` to and from the documents it mentions or that mention it.

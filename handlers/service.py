@@ -1,5 +1,9 @@
 """Orchestration of one object event over the ports; the one place where failures are classified.
 
+`process_ref` is the whole pipeline, one call per step: (the batch layer has parsed the event) stale
+check, fetch, unchanged check, extract, chunk, embed, link, store, outcome. The stages are pure; the
+adapters behind the ports only fetch, embed and write what they are given.
+
 Permanent failures (the file itself is at fault) are recorded on the document row and the event is
 acknowledged. Everything else propagates: the batch layer reports it in `batchItemFailures` so SQS
 redelivers the message and, after the last receive, moves it to the DLQ.
@@ -13,15 +17,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from handlers.errors import PermanentError, TransientError
-from handlers.model import ChunkingOptions, EventKind, Outcome
+from handlers.errors import ErrorCode, PermanentError, TransientError
+from handlers.model import ChunkingOptions, DocumentLinks, EventKind, Outcome
 from handlers.stages.chunking import chunk_document
-from handlers.stages.mentions import find_mentions
+from handlers.stages.mentions import document_names, find_mentions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
-    from handlers.model import ExtractedText, FetchedObject, ObjectRef
+    from handlers.model import Chunk, ExtractedText, FetchedObject, ObjectRef
     from handlers.ports import Embedder, ObjectStore, Repository
 
 
@@ -41,51 +45,58 @@ class Deps:
 
 
 def process_ref(ref: ObjectRef, deps: Deps, work_deadline: float = math.inf) -> Outcome:
-    """Process one object event; extraction and embedding must end by `work_deadline` (monotonic clock).
+    """Process one object event; extraction, embedding and linking must end by `work_deadline` (monotonic clock).
 
     The time after `work_deadline` is kept for the database write, so a record never runs out the clock
     mid-write: work that cannot finish in time is retried (TransientError), not recorded against the file.
+    A PermanentError at any step is recorded on the document row instead of the document.
     """
     if ref.kind is EventKind.REMOVED:
-        reason = deps.repository.delete_document(ref)
-        return Outcome("skipped", ref, reason) if reason else Outcome("deleted", ref)
-    reason = deps.repository.should_process(ref)
-    if reason:
+        return _deleted(ref, deps.repository.delete_document(ref))
+    if reason := deps.repository.should_process(ref):
         return Outcome("skipped", ref, reason)
-    with tempfile.TemporaryDirectory(prefix="filequeue-", dir=deps.scratch_dir) as workdir:
-        try:
-            fetched = deps.store.fetch(ref, workdir)
-        except PermanentError as error:
-            return _record_failure(deps, ref, error, sha256=None)
-        if deps.repository.mark_unchanged(ref, fetched.sha256):
-            return Outcome("unchanged", ref, f"same content as stored (sha256 {fetched.sha256[:12]})")
-        try:
-            extracted = deps.extract(fetched, work_deadline)
-            chunks = chunk_document(extracted, deps.chunking)
-            if not chunks:
-                raise PermanentError("the file has no extractable text", code="no_text")
-            # Before the document's transaction, so that no lock is held while the text is read.
-            mentions = find_mentions(
-                extracted.text,
-                bucket=ref.bucket,
-                key=ref.key,
-                links=extracted.links,
-                check_budget=_time_budget(deps.analysis_timeout_seconds, work_deadline),
-            )
-        except PermanentError as error:
-            return _record_failure(deps, ref, error, sha256=fetched.sha256)
-    vectors = deps.embedder.embed([chunk.text for chunk in chunks])
-    if time.monotonic() > work_deadline:
-        raise TransientError("embedding ran into the time kept for the write; retried", code="deadline")
+    fetched: FetchedObject | None = None
     try:
-        reason = deps.repository.store_document(
-            fetched, extracted, chunks, vectors, deps.embedder.model, mentions=mentions
-        )
+        with tempfile.TemporaryDirectory(prefix="filequeue-", dir=deps.scratch_dir) as workdir:
+            fetched = deps.store.fetch(ref, workdir)
+            if deps.repository.mark_unchanged(ref, fetched.sha256):
+                return Outcome("unchanged", ref, f"same content as stored (sha256 {fetched.sha256[:12]})")
+            extracted = deps.extract(fetched, work_deadline)
+        chunks = _chunk(extracted, deps.chunking)
+        vectors = _embed(deps.embedder, chunks, work_deadline)
+        links = _link(ref, extracted, _time_budget(deps.analysis_timeout_seconds, work_deadline))
+        reason = deps.repository.store_document(fetched, extracted, chunks, vectors, deps.embedder.model, links=links)
     except PermanentError as error:
-        return _record_failure(deps, ref, error, sha256=fetched.sha256)
+        return _record_failure(deps, ref, error, sha256=fetched.sha256 if fetched else None)
     if reason:
         return Outcome("skipped", ref, reason)
     return Outcome("stored", ref, extracted.content_type, chunks=len(chunks))
+
+
+def _deleted(ref: ObjectRef, skip_reason: str | None) -> Outcome:
+    return Outcome("skipped", ref, skip_reason) if skip_reason else Outcome("deleted", ref)
+
+
+def _chunk(extracted: ExtractedText, options: ChunkingOptions) -> list[Chunk]:
+    chunks = chunk_document(extracted, options)
+    if not chunks:
+        raise PermanentError("the file has no extractable text", code=ErrorCode.NO_TEXT)
+    return chunks
+
+
+def _embed(embedder: Embedder, chunks: Sequence[Chunk], work_deadline: float) -> list[list[float]]:
+    vectors = embedder.embed([chunk.text for chunk in chunks])
+    if time.monotonic() > work_deadline:
+        raise TransientError("embedding ran into the time kept for the write; retried", code=ErrorCode.DEADLINE)
+    return vectors
+
+
+def _link(ref: ObjectRef, extracted: ExtractedText, check_budget: Callable[[], None]) -> DocumentLinks:
+    """The names the document goes by and what its text mentions, found before its transaction holds a lock."""
+    mentions = find_mentions(
+        extracted.text, bucket=ref.bucket, key=ref.key, links=extracted.links, check_budget=check_budget
+    )
+    return DocumentLinks(names=document_names(ref.bucket, ref.key), mentions=mentions)
 
 
 def _time_budget(seconds: float, work_deadline: float) -> Callable[[], None]:
@@ -95,10 +106,12 @@ def _time_budget(seconds: float, work_deadline: float) -> Callable[[], None]:
     def check() -> None:
         now = time.monotonic()
         if now > work_deadline:
-            raise TransientError("reading the links ran into the time kept for the write; retried", code="deadline")
+            raise TransientError(
+                "reading the links ran into the time kept for the write; retried", code=ErrorCode.DEADLINE
+            )
         if now > deadline:
             raise PermanentError(
-                f"reading the links of the text took longer than {seconds:g} s", code="extract_timeout"
+                f"reading the links of the text took longer than {seconds:g} s", code=ErrorCode.EXTRACT_TIMEOUT
             )
 
     return check

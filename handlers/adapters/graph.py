@@ -30,14 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from handlers.stages.mentions import document_names
+from handlers.adapters.locks import lock_file_name
+from handlers.adapters.rows import column
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
     import psycopg
 
-    from handlers.model import Mentions
+    from handlers.model import DocumentLinks, Mentions
 
 # Walk relations: `referenced_by` is a `references` edge followed backwards.
 RELATIONS = ("similar", "references", "referenced_by")
@@ -188,23 +189,16 @@ class DocumentRef:
 
 
 def link_document(
-    conn: psycopg.Connection[Any],
-    document_id: int,
-    *,
-    bucket: str,
-    key: str,
-    mentions: Mentions,
-    top_k: int,
-    threshold: float,
+    conn: psycopg.Connection[Any], document_id: int, *, links: DocumentLinks, top_k: int, threshold: float
 ) -> None:
     """Set the document vector and write the document's `similar` and `references` edges.
 
     Expects the document's chunks written and its previous edges, names and mentions removed.
-    `mentions` were found before the transaction began (`find_mentions`): here they are only written.
+    `links` were found before the transaction began: here they are only written and resolved.
     """
     update_document_vectors(conn, [document_id])
     link_similar(conn, document_id, top_k=top_k, threshold=threshold)
-    link_references(conn, document_id, names=document_names(bucket, key), mentions=mentions)
+    link_references(conn, document_id, names=links.names, mentions=links.mentions)
 
 
 def update_document_vectors(
@@ -257,7 +251,7 @@ def link_references(conn: psycopg.Connection[Any], document_id: int, *, names: M
     """
     own_names = sorted(names.names)
     for name in own_names:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"filequeue-name:{name}",))
+        lock_file_name(conn, name)
     rows = [("uri", name) for name in sorted(names.uris)] + [("name", name) for name in own_names]
     conn.execute(
         "INSERT INTO document_names (document_id, kind, name) SELECT %s, kind, name"
@@ -279,13 +273,11 @@ def resolve_name_mentions_again(conn: psycopg.Connection[Any], names: Collection
     """Resolve again every mention of these file names (after a document bearing one came or went)."""
     if not names:
         return
-    mentioners = [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT document_id FROM document_mentions WHERE kind = 'name' AND mention = ANY(%s::text[])",
-            (list(names),),
-        )
-    ]
+    mentioners = column(
+        conn,
+        "SELECT DISTINCT document_id FROM document_mentions WHERE kind = 'name' AND mention = ANY(%s::text[])",
+        (list(names),),
+    )
     if not mentioners:
         return
     conn.execute(
@@ -298,12 +290,7 @@ def resolve_name_mentions_again(conn: psycopg.Connection[Any], names: Collection
 
 def file_names_of(conn: psycopg.Connection[Any], document_id: int) -> list[str]:
     """The file names the document goes by (read before its names are removed)."""
-    return [
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM document_names WHERE document_id = %s AND kind = 'name'", (document_id,)
-        )
-    ]
+    return column(conn, "SELECT name FROM document_names WHERE document_id = %s AND kind = 'name'", (document_id,))
 
 
 def find_document(conn: psycopg.Connection[Any], given: str, bucket: str | None = None) -> DocumentRef:
@@ -311,25 +298,28 @@ def find_document(conn: psycopg.Connection[Any], given: str, bucket: str | None 
 
     Raises LookupError with a message that suggests full keys when there is none or several.
     """
+    from psycopg.rows import class_row
+
     if given.startswith("s3://"):
         bucket, _, given = given[len("s3://") :].partition("/")
-    rows = conn.execute(
-        "SELECT id, bucket, key, status, error_code, error FROM documents"
-        " WHERE key = %(given)s AND (%(bucket)s::text IS NULL OR bucket = %(bucket)s) ORDER BY bucket, key",
-        {"given": given, "bucket": bucket},
-    ).fetchall()
-    if not rows and "/" not in given:
-        rows = conn.execute(
+    with conn.cursor(row_factory=class_row(DocumentRef)) as cursor:
+        rows = cursor.execute(
             "SELECT id, bucket, key, status, error_code, error FROM documents"
-            " WHERE right(key, %(length)s) = %(suffix)s AND (%(bucket)s::text IS NULL OR bucket = %(bucket)s)"
-            " ORDER BY bucket, key LIMIT 20",
-            {"suffix": "/" + given, "length": len(given) + 1, "bucket": bucket},
+            " WHERE key = %(given)s AND (%(bucket)s::text IS NULL OR bucket = %(bucket)s) ORDER BY bucket, key",
+            {"given": given, "bucket": bucket},
         ).fetchall()
+        if not rows and "/" not in given:
+            rows = cursor.execute(
+                "SELECT id, bucket, key, status, error_code, error FROM documents"
+                " WHERE right(key, %(length)s) = %(suffix)s AND (%(bucket)s::text IS NULL OR bucket = %(bucket)s)"
+                " ORDER BY bucket, key LIMIT 20",
+                {"suffix": "/" + given, "length": len(given) + 1, "bucket": bucket},
+            ).fetchall()
     if len(rows) == 1:
-        return DocumentRef(*rows[0])
+        return rows[0]
     where = f" in bucket {bucket!r}" if bucket else ""
     if rows:
-        choices = ", ".join(f"s3://{row[1]}/{row[2]}" for row in rows)
+        choices = ", ".join(f"s3://{row.bucket}/{row.key}" for row in rows)
         raise LookupError(f"{given!r} names several documents{where}: {choices}; give one of them in full")
     suggestions = _similar_keys(conn, given)
     hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
@@ -341,15 +331,12 @@ def _similar_keys(conn: psycopg.Connection[Any], given: str, *, limit: int = 5) 
 
     base = given.rpartition("/")[2].casefold()
     stem = base.rpartition(".")[0] or base
-    keys = [
-        row[0]
-        for row in conn.execute(
-            "SELECT key FROM documents WHERE strpos(lower(key), %s) > 0 ORDER BY key LIMIT 200", (stem[:64],)
-        )
-    ]
+    keys = column(
+        conn, "SELECT key FROM documents WHERE strpos(lower(key), %s) > 0 ORDER BY key LIMIT 200", (stem[:64],)
+    )
     if keys:
         return keys[:limit]
-    recent = [row[0] for row in conn.execute("SELECT key FROM documents ORDER BY updated_at DESC LIMIT 2000")]
+    recent = column(conn, "SELECT key FROM documents ORDER BY updated_at DESC LIMIT 2000")
     return difflib.get_close_matches(given, recent, n=limit, cutoff=0.6)
 
 
@@ -362,8 +349,20 @@ def neighbours(
     unknown = set(relations) - set(RELATIONS)
     if unknown:
         raise ValueError(f"unknown relations {sorted(unknown)}; expected some of {RELATIONS}")
-    rows = conn.execute(_WALK, {"start": document_id, "hops": hops, "relations": list(relations)}).fetchall()
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(_WALK, {"start": document_id, "hops": hops, "relations": list(relations)}).fetchall()
     return [
-        Neighbour(bucket, key, status, hops, float(weight), tuple(path), tuple(via), bool(ambiguous))
-        for bucket, key, status, hops, weight, path, via, ambiguous in rows
+        Neighbour(
+            bucket=row["bucket"],
+            key=row["key"],
+            status=row["status"],
+            hops=row["hops"],
+            weight=float(row["weight"]),
+            relations=tuple(row["relations"]),
+            via=tuple(row["via"]),
+            ambiguous=bool(row["ambiguous"]),
+        )
+        for row in rows
     ]

@@ -13,11 +13,10 @@ import time
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError, PermanentError, TransientError
-from handlers.stages.sequencer import compare_sequencers
+from handlers.errors import ConfigError, ErrorCode, PermanentError, TransientError
+from handlers.stages.ordering import StoredState, delete_skip_reason, stale_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-    from handlers.model import Chunk, ExtractedText, FetchedObject, Mentions, ObjectRef
+    from handlers.model import Chunk, DocumentLinks, ExtractedText, FetchedObject, ObjectRef
 
 # After the database refused a connection, fail fast for a moment instead of making every
 # remaining record of the batch wait for its own connect timeout.
@@ -33,55 +32,15 @@ _FAIL_FAST_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class StoredState:
-    """What is stored for an identity: a live document row or a tombstone."""
+class _Locked:
+    """What is stored for the locked identity, and why the incoming event must not overwrite it (None: it may)."""
 
-    document_id: int | None
-    status: str
-    version_id: str | None
-    etag: str | None
-    sequencer: str | None
-    event_time: datetime | None
-    sha256: str | None
-    embedding_model: str | None
+    stored: StoredState | None
+    skip_reason: str | None
 
-
-def stale_reason(ref: ObjectRef, stored: StoredState | None) -> str | None:
-    """Why `ref` must not overwrite `stored` (None if it is newer or nothing is stored).
-
-    The S3 sequencer orders events for one key; without it (moto, some replays) an equal version id
-    or ETag means the same event, and an older event time means a stale one.
-    """
-    if stored is None:
-        return None
-    if ref.sequencer and stored.sequencer:
-        order = compare_sequencers(ref.sequencer, stored.sequencer)
-        if order < 0:
-            return f"stale sequencer {ref.sequencer} < stored {stored.sequencer}"
-        if order == 0:
-            return f"duplicate event sequencer={ref.sequencer}"
-        return None
-    if ref.version_id and ref.version_id == stored.version_id:
-        return f"duplicate event version_id={ref.version_id}"
-    incoming_time = _parse_time(ref.event_time)
-    if incoming_time and stored.event_time and incoming_time < stored.event_time:
-        return f"stale event time {ref.event_time} < stored {stored.event_time.isoformat()}"
-    if not ref.version_id and ref.etag and ref.etag == stored.etag and incoming_time == stored.event_time:
-        return f"duplicate event etag={ref.etag}"
-    return None
-
-
-def _other_version_deleted(ref: ObjectRef, stored: StoredState | None) -> str | None:
-    """A permanent delete of one version (not a delete marker) leaves the stored version in place."""
-    if (
-        ref.event_name == "ObjectRemoved:Delete"
-        and ref.version_id
-        and stored is not None
-        and stored.version_id
-        and stored.version_id != ref.version_id
-    ):
-        return f"deleted version {ref.version_id} is not the stored version {stored.version_id}"
-    return None
+    @property
+    def has_row(self) -> bool:
+        return self.stored is not None and self.stored.document_id is not None
 
 
 class PostgresRepository:
@@ -123,23 +82,7 @@ class PostgresRepository:
             # confirmed under the lock (a write that lands in between is fenced by store_document).
             if not _stored_with_content(conn, ref, sha256):
                 return False
-            return self._mark_unchanged_locked(conn, ref, sha256)
-
-    @staticmethod
-    def _mark_unchanged_locked(conn: psycopg.Connection[Any], ref: ObjectRef, sha256: str) -> bool:
-        with conn.transaction():
-            _lock(conn, ref)
-            stored = _load_state(conn, ref)
-            if stored is None or stored.document_id is None or stored.status != "ready" or stored.sha256 != sha256:
-                return False
-            if stale_reason(ref, stored) is not None:
-                return True
-            conn.execute(
-                "UPDATE documents SET version_id = %s, etag = %s, sequencer = %s, event_time = %s, updated_at = now()"
-                " WHERE id = %s",
-                (ref.version_id, ref.etag, ref.sequencer, _parse_time(ref.event_time), stored.document_id),
-            )
-            return True
+            return _confirm_unchanged(conn, ref, sha256)
 
     def store_document(
         self,
@@ -149,24 +92,18 @@ class PostgresRepository:
         vectors: Sequence[Sequence[float]],
         embedding_model: str,
         *,
-        mentions: Mentions,
+        links: DocumentLinks,
     ) -> str | None:
-        from pgvector import Vector
-        from psycopg import sql
-
         from handlers.adapters.graph import link_document
-        from handlers.adapters.migrate import StoreConfig, check_store_config, read_store_config
 
         ref = fetched.ref
-        with self._connection() as conn, conn.transaction():
-            _lock(conn, ref)
-            stored = _load_state(conn, ref)
-            reason = stale_reason(ref, stored)
-            if reason:
-                return reason
-            document_id = _upsert_document(
+        with self._connection() as conn, _locked(conn, ref) as held:
+            if held.skip_reason:
+                return held.skip_reason
+            document_id = _replace_document(
                 conn,
                 ref,
+                held,
                 status="ready",
                 sha256=fetched.sha256,
                 content_type=extracted.content_type,
@@ -176,84 +113,32 @@ class PostgresRepository:
                 chunk_count=len(chunks),
                 embedding_model=embedding_model,
             )
-            if stored is not None and stored.document_id is not None:
-                # A new row has a new id: nothing can refer to it yet, so there is nothing to clear.
-                _clear_content(conn, document_id)
-            if vectors:
-                # Under the document row's lock a `filequeue reembed` switch has either committed (and
-                # this worker, still on the old model, is refused) or waits for this transaction.
-                check_store_config(read_store_config(conn), StoreConfig(embedding_model, len(vectors[0])))
-            with conn.cursor().copy(
-                sql.SQL(
-                    "COPY {} (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
-                    " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
-                ).format(sql.Identifier(self._chunk_table))
-            ) as copy:
-                copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector"])
-                for chunk, vector in zip(chunks, vectors, strict=True):
-                    copy.write_row(
-                        (
-                            document_id,
-                            chunk.ordinal,
-                            chunk.page,
-                            chunk.char_start,
-                            chunk.char_end,
-                            chunk.text,
-                            embedding_model,
-                            len(vector),
-                            Vector(list(vector)),
-                        )
-                    )
+            self._write_chunks(conn, document_id, chunks, vectors, embedding_model)
             _write_structure_edges(conn, document_id)
-            link_document(
-                conn,
-                document_id,
-                bucket=ref.bucket,
-                key=ref.key,
-                mentions=mentions,
-                top_k=self._similar_top_k,
-                threshold=self._similar_threshold,
-            )
-            conn.execute("DELETE FROM tombstones WHERE bucket = %s AND key = %s", (ref.bucket, ref.key))
+            link_document(conn, document_id, links=links, top_k=self._similar_top_k, threshold=self._similar_threshold)
             return None
 
     def record_failure(self, ref: ObjectRef, code: str, message: str, sha256: str | None = None) -> str | None:
-        with self._connection() as conn, conn.transaction():
-            _lock(conn, ref)
-            stored = _load_state(conn, ref)
-            reason = stale_reason(ref, stored)
-            if reason:
-                return reason
-            document_id = _upsert_document(
-                conn,
-                ref,
-                status="failed",
-                sha256=sha256,
-                size=ref.size,
-                error_code=code,
-                error=message,
+        with self._connection() as conn, _locked(conn, ref) as held:
+            if held.skip_reason:
+                return held.skip_reason
+            _replace_document(
+                conn, ref, held, status="failed", sha256=sha256, size=ref.size, error_code=code, error=message
             )
-            if stored is not None and stored.document_id is not None:
-                # A new row has a new id: nothing can refer to it yet, so there is nothing to clear.
-                _clear_content(conn, document_id)
-            conn.execute("DELETE FROM tombstones WHERE bucket = %s AND key = %s", (ref.bucket, ref.key))
             return None
 
     def delete_document(self, ref: ObjectRef) -> str | None:
-        with self._connection() as conn, conn.transaction():
-            _lock(conn, ref)
-            stored = _load_state(conn, ref)
-            reason = stale_reason(ref, stored) or _other_version_deleted(ref, stored)
-            if reason:
-                return reason
-            if stored is not None and stored.document_id is not None:
-                _clear_content(conn, stored.document_id)
-                conn.execute("DELETE FROM documents WHERE id = %s", (stored.document_id,))
+        with self._connection() as conn, _locked(conn, ref, delete_skip_reason) as held:
+            if held.skip_reason:
+                return held.skip_reason
+            if held.stored is not None and held.stored.document_id is not None:
+                _clear_content(conn, held.stored.document_id)
+                conn.execute("DELETE FROM documents WHERE id = %s", (held.stored.document_id,))
             conn.execute(
                 "INSERT INTO tombstones (bucket, key, version_id, sequencer, event_time) VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (bucket, key) DO UPDATE SET version_id = EXCLUDED.version_id,"
                 " sequencer = EXCLUDED.sequencer, event_time = EXCLUDED.event_time, deleted_at = now()",
-                (ref.bucket, ref.key, ref.version_id, ref.sequencer, _parse_time(ref.event_time)),
+                (ref.bucket, ref.key, ref.version_id, ref.sequencer, ref.event_time),
             )
             return None
 
@@ -268,6 +153,46 @@ class PostgresRepository:
             )
             conn.execute("DELETE FROM message_failures WHERE last_failed_at < now() - interval '14 days'")
 
+    def _write_chunks(
+        self,
+        conn: psycopg.Connection[Any],
+        document_id: int,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Sequence[float]],
+        embedding_model: str,
+    ) -> None:
+        """COPY the chunks with their vectors into the area new chunks land in."""
+        from pgvector import Vector
+        from psycopg import sql
+
+        from handlers.adapters.migrate import StoreConfig, check_store_config, read_store_config
+
+        if vectors:
+            # Under the document row's lock a `filequeue reembed` switch has either committed (and
+            # this worker, still on the old model, is refused) or waits for this transaction.
+            check_store_config(read_store_config(conn), StoreConfig(embedding_model, len(vectors[0])))
+        with conn.cursor().copy(
+            sql.SQL(
+                "COPY {} (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
+                " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
+            ).format(sql.Identifier(self._chunk_table))
+        ) as copy:
+            copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector"])
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                copy.write_row(
+                    (
+                        document_id,
+                        chunk.ordinal,
+                        chunk.page,
+                        chunk.char_start,
+                        chunk.char_end,
+                        chunk.text,
+                        embedding_model,
+                        len(vector),
+                        Vector(list(vector)),
+                    )
+                )
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pool connection whose driver failures become TransientError (the record is retried)."""
@@ -276,20 +201,39 @@ class PostgresRepository:
 
         if time.monotonic() < self._unavailable_until:
             raise TransientError(
-                "database unavailable (a connection failed moments ago)", code="db_recently_unavailable"
+                "database unavailable (a connection failed moments ago)", code=ErrorCode.DB_RECENTLY_UNAVAILABLE
             )
         try:
             with self._pool.connection() as conn:
                 yield conn
         except psycopg_pool.PoolTimeout as exc:  # no connection could be made: fail fast for a while
             self._unavailable_until = time.monotonic() + _FAIL_FAST_SECONDS
-            raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
+            raise TransientError(f"database unavailable: {exc}", code=ErrorCode.DB_UNAVAILABLE) from exc
         except psycopg.OperationalError as exc:  # one connection broke; the pool replaces it
-            raise TransientError(f"database unavailable: {exc}", code="db_unavailable") from exc
+            raise TransientError(f"database unavailable: {exc}", code=ErrorCode.DB_UNAVAILABLE) from exc
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
-            raise TransientError(f"database conflict: {exc}", code="db_conflict") from exc
+            raise TransientError(f"database conflict: {exc}", code=ErrorCode.DB_CONFLICT) from exc
         except psycopg.DataError as exc:  # the values themselves are invalid: retrying cannot help
-            raise PermanentError(f"the database rejected the content: {exc}", code="content_rejected") from exc
+            raise PermanentError(f"the database rejected the content: {exc}", code=ErrorCode.CONTENT_REJECTED) from exc
+
+
+@contextmanager
+def _locked(
+    conn: psycopg.Connection[Any],
+    ref: ObjectRef,
+    skip_reason: Callable[[ObjectRef, StoredState | None], str | None] = stale_reason,
+) -> Iterator[_Locked]:
+    """A transaction holding the identity's lock, with what is stored and whether `ref` may overwrite it.
+
+    The lock serialises the writers of one document, and what is stored is read under it, so the
+    ordering check sees the last committed write; the transaction commits when the block ends.
+    """
+    from handlers.adapters.locks import lock_document
+
+    with conn.transaction():
+        lock_document(conn, ref.bucket, ref.key)
+        stored = _load_state(conn, ref)
+        yield _Locked(stored, skip_reason(ref, stored))
 
 
 def open_pool(conninfo: str, *, max_size: int, timeout: float) -> ConnectionPool[Any]:
@@ -370,17 +314,6 @@ def resolve_database_url(database_url: str | None, secret_arn: str | None, fetch
         ) from exc
 
 
-def iter_rows(conn: psycopg.Connection[Any], query: str, params: Sequence[object] = ()) -> Iterator[dict[str, Any]]:
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cursor:
-        yield from cursor.execute(query, params)
-
-
-def _lock(conn: psycopg.Connection[Any], ref: ObjectRef) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{ref.bucket}/{ref.key}",))
-
-
 def _stored_with_content(conn: psycopg.Connection[Any], ref: ObjectRef, sha256: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM documents WHERE bucket = %s AND key = %s AND status = 'ready' AND sha256 = %s",
@@ -389,29 +322,60 @@ def _stored_with_content(conn: psycopg.Connection[Any], ref: ObjectRef, sha256: 
     return row is not None
 
 
+def _confirm_unchanged(conn: psycopg.Connection[Any], ref: ObjectRef, sha256: str) -> bool:
+    """Under the lock: if the ready row still has these bytes, record the event's version on it."""
+    with _locked(conn, ref) as held:
+        stored = held.stored
+        if stored is None or stored.document_id is None or stored.status != "ready" or stored.sha256 != sha256:
+            return False
+        if held.skip_reason is None:
+            conn.execute(
+                "UPDATE documents SET version_id = %s, etag = %s, sequencer = %s, event_time = %s, updated_at = now()"
+                " WHERE id = %s",
+                (ref.version_id, ref.etag, ref.sequencer, ref.event_time, stored.document_id),
+            )
+        return True
+
+
+# A document row and a tombstone never exist together (a write removes the tombstone, a delete the
+# row), so one statement reads whichever there is.
+_LOAD_STATE = """
+SELECT id AS document_id, status, version_id, etag, sequencer, event_time, sha256, embedding_model
+FROM documents WHERE bucket = %(bucket)s AND key = %(key)s
+UNION ALL
+SELECT NULL, 'deleted', version_id, NULL, sequencer, event_time, NULL, NULL
+FROM tombstones WHERE bucket = %(bucket)s AND key = %(key)s
+LIMIT 1
+"""
+
+
 def _load_state(conn: psycopg.Connection[Any], ref: ObjectRef) -> StoredState | None:
-    row = conn.execute(
-        "SELECT id, status, version_id, etag, sequencer, event_time, sha256, embedding_model FROM documents"
-        " WHERE bucket = %s AND key = %s",
-        (ref.bucket, ref.key),
-    ).fetchone()
-    if row is not None:
-        return StoredState(*row)
-    tombstone = conn.execute(
-        "SELECT version_id, sequencer, event_time FROM tombstones WHERE bucket = %s AND key = %s",
-        (ref.bucket, ref.key),
-    ).fetchone()
-    if tombstone is not None:
-        return StoredState(None, "deleted", tombstone[0], None, tombstone[1], tombstone[2], None, None)
-    return None
+    from psycopg.rows import class_row
+
+    with conn.cursor(row_factory=class_row(StoredState)) as cursor:
+        return cursor.execute(_LOAD_STATE, {"bucket": ref.bucket, "key": ref.key}).fetchone()
 
 
-def _upsert_document(conn: psycopg.Connection[Any], ref: ObjectRef, **values: object) -> int:
+def _replace_document(conn: psycopg.Connection[Any], ref: ObjectRef, held: _Locked, **values: object) -> int:
+    """Write the document row for `ref` with `values`, its previous content and any tombstone removed."""
+    document_id = _upsert_document(conn, ref, values)
+    if held.has_row:
+        # A new row has a new id: nothing can refer to it yet, so there is nothing to clear.
+        _clear_content(conn, document_id)
+    conn.execute("DELETE FROM tombstones WHERE bucket = %s AND key = %s", (ref.bucket, ref.key))
+    return document_id
+
+
+def _upsert_document(conn: psycopg.Connection[Any], ref: ObjectRef, values: dict[str, object]) -> int:
+    """Insert or overwrite the row of (bucket, key): the event's identity and version, then `values`."""
+    from psycopg import sql
+    from psycopg.rows import scalar_row
+
     columns = {
         "version_id": ref.version_id,
         "etag": ref.etag,
         "sequencer": ref.sequencer,
-        "event_time": _parse_time(ref.event_time),
+        "event_time": ref.event_time,
         "sha256": None,
         "content_type": None,
         "size": None,
@@ -423,16 +387,18 @@ def _upsert_document(conn: psycopg.Connection[Any], ref: ObjectRef, **values: ob
         "chunk_count": 0,
         "embedding_model": None,
     } | values
-    names = ", ".join(columns)
-    placeholders = ", ".join(["%s"] * len(columns))
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in columns)
-    row = conn.execute(
-        f"INSERT INTO documents (bucket, key, {names}) VALUES (%s, %s, {placeholders})"  # noqa: S608
-        f" ON CONFLICT (bucket, key) DO UPDATE SET {updates}, updated_at = now() RETURNING id",
-        (ref.bucket, ref.key, *columns.values()),
-    ).fetchone()
-    assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields the row
-    return int(row[0])
+    names = [sql.Identifier(name) for name in columns]
+    query = sql.SQL(
+        "INSERT INTO documents (bucket, key, {names}) VALUES (%s, %s, {placeholders})"
+        " ON CONFLICT (bucket, key) DO UPDATE SET {updates}, updated_at = now() RETURNING id"
+    ).format(
+        names=sql.SQL(", ").join(names),
+        placeholders=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+        updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(name) for name in names),
+    )
+    with conn.cursor(row_factory=scalar_row) as cursor:
+        [document_id] = cursor.execute(query, (ref.bucket, ref.key, *columns.values())).fetchall()
+    return int(document_id)
 
 
 def _clear_content(conn: psycopg.Connection[Any], document_id: int) -> None:
@@ -470,12 +436,3 @@ def _write_structure_edges(conn: psycopg.Connection[Any], document_id: int) -> N
         " ) pairs WHERE next_id IS NOT NULL",
         (document_id, document_id),
     )
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

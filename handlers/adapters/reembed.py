@@ -50,8 +50,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 
-from handlers.adapters.graph import relink_similar, update_document_vectors
+from handlers.adapters.graph import DocumentRef, relink_similar, update_document_vectors
+from handlers.adapters.locks import lock_document
 from handlers.adapters.migrate import StoreConfig, read_store_config
+from handlers.adapters.rows import column, scalar
 from handlers.adapters.segments import compaction_lock, indexed_partitions, with_lock_retry
 from handlers.errors import ConfigError
 
@@ -136,13 +138,7 @@ def reembed(
         chunks, batches, stopped = _fill(conn, embedder, options, on_batch)
         if stopped:
             return ReembedReport(target, chunks, batches, False, 0)
-        for partition in indexed_partitions(conn):
-            _create_index(
-                conn, f"{partition}_embedding_next_hnsw", partition, "USING hnsw (embedding_next vector_cosine_ops)"
-            )
-        _create_index(
-            conn, "documents_embedding_next_hnsw", "documents", "USING hnsw (embedding_next vector_cosine_ops)"
-        )
+        _create_next_indexes(conn)
         if not options.switch:
             return ReembedReport(target, chunks, batches, False, 0)
         chunks += _switch(conn, embedder, target, options)
@@ -151,8 +147,7 @@ def reembed(
 
 @contextmanager
 def _single_run(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (REEMBED_LOCK_ID,)).fetchone()
-    if not (row and row[0]):
+    if not scalar(conn, "SELECT pg_try_advisory_lock(%s)", (REEMBED_LOCK_ID,)):
         raise ConfigError("another `filequeue reembed` is running on this database")
     try:
         with compaction_lock(conn) as acquired:
@@ -164,10 +159,10 @@ def _single_run(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 def _read_marker(conn: psycopg.Connection[Any]) -> StoreConfig | None:
-    row = conn.execute("SELECT value FROM filequeue_meta WHERE name = %s", (_TARGET,)).fetchone()
-    if row is None:
+    value = scalar(conn, "SELECT value FROM filequeue_meta WHERE name = %s", (_TARGET,))
+    if value is None:
         return None
-    model, dimension = str(row[0]).rsplit("\n", 1)
+    model, dimension = str(value).rsplit("\n", 1)
     return StoreConfig(model, int(dimension))
 
 
@@ -236,21 +231,30 @@ def _fill(
                 return chunks, batches, True
             with conn.transaction():
                 _embed_chunks(conn, embedder, pending)
-            chunks, batches, found, after_id = chunks + len(pending), batches + 1, found + len(pending), pending[-1][0]
+            chunks, batches, found, after_id = chunks + len(pending), batches + 1, found + len(pending), pending[-1].id
             if on_batch is not None:
                 on_batch(batches)
         if found == 0:
             return chunks, batches, False
 
 
-def _pending_chunks(conn: psycopg.Connection[Any], after_id: int, limit: int) -> list[tuple[int, str]]:
-    rows = conn.execute(
-        "SELECT id, text FROM chunks WHERE embedding_next IS NULL AND id > %s ORDER BY id LIMIT %s", (after_id, limit)
-    ).fetchall()
-    return [(int(chunk_id), str(text)) for chunk_id, text in rows]
+@dataclass(frozen=True, slots=True)
+class _PendingChunk:
+    id: int
+    text: str
 
 
-def _embed_chunks(conn: psycopg.Connection[Any], embedder: Embedder, pending: Sequence[tuple[int, str]]) -> None:
+def _pending_chunks(conn: psycopg.Connection[Any], after_id: int, limit: int) -> list[_PendingChunk]:
+    from psycopg.rows import class_row
+
+    with conn.cursor(row_factory=class_row(_PendingChunk)) as cursor:
+        return cursor.execute(
+            "SELECT id, text FROM chunks WHERE embedding_next IS NULL AND id > %s ORDER BY id LIMIT %s",
+            (after_id, limit),
+        ).fetchall()
+
+
+def _embed_chunks(conn: psycopg.Connection[Any], embedder: Embedder, pending: Sequence[_PendingChunk]) -> None:
     """Write new vectors for `pending` chunks, then for each of their documents now complete.
 
     A chunk deleted meanwhile (its document was replaced) is simply not updated: chunk ids are
@@ -258,36 +262,47 @@ def _embed_chunks(conn: psycopg.Connection[Any], embedder: Embedder, pending: Se
     """
     from pgvector import Vector
 
-    vectors = embedder.embed([text for _, text in pending])
+    vectors = embedder.embed([chunk.text for chunk in pending])
     wrong = {len(vector) for vector in vectors} - {embedder.dimension}
     if wrong:
         raise ConfigError(f"the embedder returned vectors of dimension {sorted(wrong)}, not {embedder.dimension}")
-    ids = [chunk_id for chunk_id, _ in pending]
+    ids = [chunk.id for chunk in pending]
     with conn.cursor() as cursor:
         cursor.executemany(
             "UPDATE chunks SET embedding_next = %s WHERE id = %s AND embedding_next IS NULL",
             [(Vector(list(vector)), chunk_id) for vector, chunk_id in zip(vectors, ids, strict=True)],
         )
-    complete = conn.execute(
+    complete = column(
+        conn,
         "SELECT DISTINCT chunk.document_id FROM chunks AS chunk WHERE chunk.id = ANY(%s) AND NOT EXISTS ("
         " SELECT 1 FROM chunks AS other WHERE other.document_id = chunk.document_id AND other.embedding_next IS NULL)",
         (ids,),
-    ).fetchall()
-    update_document_vectors(conn, [int(row[0]) for row in complete], column="embedding_next")
+    )
+    update_document_vectors(conn, complete, column="embedding_next")
+
+
+def _create_next_indexes(conn: psycopg.Connection[Any]) -> None:
+    """HNSW indexes on the new vectors: each chunk partition that carries vector indexes, and documents."""
+    for partition in indexed_partitions(conn):
+        _create_index(
+            conn, f"{partition}_embedding_next_hnsw", partition, "USING hnsw (embedding_next vector_cosine_ops)"
+        )
+    _create_index(conn, "documents_embedding_next_hnsw", "documents", "USING hnsw (embedding_next vector_cosine_ops)")
 
 
 def _create_index(conn: psycopg.Connection[Any], name: str, table: str, definition: LiteralString) -> None:
     """CREATE INDEX CONCURRENTLY on `table`, first dropping an invalid one left by an interrupted build."""
     from psycopg import sql
 
-    row = conn.execute(
+    valid = scalar(
+        conn,
         "SELECT index.indisvalid FROM pg_index AS index JOIN pg_class AS class ON class.oid = index.indexrelid"
         " WHERE class.relname = %s AND pg_table_is_visible(class.oid)",
         (name,),
-    ).fetchone()
-    if row is not None and row[0]:
+    )
+    if valid:
         return
-    if row is not None:
+    if valid is not None:
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(name)))
     conn.execute(
         sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} {}").format(
@@ -309,8 +324,8 @@ def _switch(conn: psycopg.Connection[Any], embedder: Embedder, target: StoreConf
         conn.execute(
             "UPDATE documents SET embedding_next = NULL WHERE status <> 'ready' AND embedding_next IS NOT NULL"
         )
-        missing = conn.execute("SELECT id FROM documents WHERE status = 'ready' AND embedding_next IS NULL").fetchall()
-        update_document_vectors(conn, [int(row[0]) for row in missing], column="embedding_next")
+        missing = column(conn, "SELECT id FROM documents WHERE status = 'ready' AND embedding_next IS NULL")
+        update_document_vectors(conn, missing, column="embedding_next")
         partitions = indexed_partitions(conn)
         for statement in _SWITCH_DDL:
             conn.execute(statement)
@@ -340,10 +355,9 @@ def _switch(conn: psycopg.Connection[Any], embedder: Embedder, target: StoreConf
 
 def _finish(conn: psycopg.Connection[Any], options: ReembedOptions) -> int:
     """NOT NULL on the new column, `similar` edges from the new vectors, marker removed."""
-    exists = conn.execute(
-        "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = 'chunks'::regclass", (_NOT_NULL,)
-    ).fetchone()
-    if exists:
+    if scalar(
+        conn, "SELECT true FROM pg_constraint WHERE conname = %s AND conrelid = 'chunks'::regclass", (_NOT_NULL,)
+    ):
         # VALIDATE takes a lock that lets reads and writes go on; SET NOT NULL then relies on the
         # valid constraint instead of scanning the table under an exclusive lock.
         conn.execute("ALTER TABLE chunks VALIDATE CONSTRAINT chunks_embedding_not_null")
@@ -360,26 +374,24 @@ def _finish(conn: psycopg.Connection[Any], options: ReembedOptions) -> int:
 
 def _relink_all(conn: psycopg.Connection[Any], options: ReembedOptions) -> int:
     """Recompute every ready document's `similar` edges, in id order, resuming where a run stopped."""
+    from psycopg.rows import class_row
+
     relinked = 0
     while True:
-        with conn.transaction():
-            row = conn.execute(
-                "SELECT id, bucket || '/' || key FROM documents WHERE status = 'ready' AND id > ("
+        with conn.transaction(), conn.cursor(row_factory=class_row(DocumentRef)) as cursor:
+            document = cursor.execute(
+                "SELECT id, bucket, key, status, error_code, error FROM documents WHERE status = 'ready' AND id > ("
                 " SELECT value::bigint FROM filequeue_meta WHERE name = %s) ORDER BY id LIMIT 1",
                 (_RELINKED_THROUGH,),
             ).fetchone()
-            if row is None:
+            if document is None:
                 return relinked
-            document_id, identity = int(row[0]), str(row[1])
-            # The lock PostgresRepository takes for this document (postgres._lock), so a concurrent
-            # ingestion of it and this recomputation do not interleave.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (identity,))
-            still_ready = conn.execute(
-                "SELECT 1 FROM documents WHERE id = %s AND status = 'ready'", (document_id,)
-            ).fetchone()
-            if still_ready:
-                relink_similar(conn, document_id, top_k=options.similar_top_k, threshold=options.similar_threshold)
-            conn.execute("UPDATE filequeue_meta SET value = %s WHERE name = %s", (str(document_id), _RELINKED_THROUGH))
+            # The lock every write of this document holds, so a concurrent ingestion of it and this
+            # recomputation do not interleave.
+            lock_document(conn, document.bucket, document.key)
+            if scalar(conn, "SELECT true FROM documents WHERE id = %s AND status = 'ready'", (document.id,)):
+                relink_similar(conn, document.id, top_k=options.similar_top_k, threshold=options.similar_threshold)
+            conn.execute("UPDATE filequeue_meta SET value = %s WHERE name = %s", (str(document.id), _RELINKED_THROUGH))
         relinked += 1
 
 

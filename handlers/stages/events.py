@@ -1,6 +1,6 @@
 """Turn one SQS message body into the S3 object events it carries (pure: no logging, no clients).
 
-Bodies understood (RELIABILITY.md §2):
+Bodies understood (every way S3 can deliver an event to an SQS queue):
 
 - an S3 notification `{"Records": [...]}`: S3 -> SQS, or S3 -> SNS -> SQS with raw message delivery;
 - an SNS envelope `{"Type": "Notification", "Message": "<JSON string>"}`: SNS -> SQS without raw
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from handlers.errors import MalformedEventError
+from handlers.errors import ErrorCode, MalformedEventError
 from handlers.model import EventKind, ObjectRef
 from handlers.stages.sequencer import is_sequencer
 
@@ -61,23 +62,25 @@ _PREVIEW_LENGTH = 60
 def parse_notifications(body: str) -> Notifications:
     """Parse one SQS message body; raises MalformedEventError (with a stable `code`) if it is not ours."""
     if not body.strip():
-        raise MalformedEventError("message body is empty", code="empty_body")
+        raise MalformedEventError("message body is empty", code=ErrorCode.EMPTY_BODY)
     try:
         payload = json.loads(body)
     except json.JSONDecodeError as exc:
         raise MalformedEventError(
             f"message body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): {_preview(body)}",
-            code="invalid_json",
+            code=ErrorCode.INVALID_JSON,
         ) from exc
     except RecursionError as exc:
-        raise MalformedEventError(f"message body nests JSON too deeply: {_preview(body)}", code="invalid_json") from exc
+        raise MalformedEventError(
+            f"message body nests JSON too deeply: {_preview(body)}", code=ErrorCode.INVALID_JSON
+        ) from exc
     return _parse_payload(payload, where="message body", inside_sns=False)
 
 
 def _parse_payload(payload: Any, *, where: str, inside_sns: bool) -> Notifications:
     if not isinstance(payload, dict):
         raise MalformedEventError(
-            f"{where} is a JSON {type(payload).__name__}, not an S3 event object", code="unknown_shape"
+            f"{where} is a JSON {type(payload).__name__}, not an S3 event object", code=ErrorCode.UNKNOWN_SHAPE
         )
     if "Records" in payload:
         return _parse_s3_notification(payload["Records"], where)
@@ -91,27 +94,29 @@ def _parse_payload(payload: Any, *, where: str, inside_sns: bool) -> Notificatio
     if not inside_sns:
         expected += " (bare or in an SNS notification)"
     keys = ", ".join(sorted(str(key) for key in payload)[:8]) or "none"
-    raise MalformedEventError(f"{where} is not {expected}; top-level keys: {keys}", code="unknown_shape")
+    raise MalformedEventError(f"{where} is not {expected}; top-level keys: {keys}", code=ErrorCode.UNKNOWN_SHAPE)
 
 
 def _parse_sns_notification(envelope: dict[str, Any]) -> Notifications:
     where = f"SNS Message from {envelope.get('TopicArn', 'an unknown topic')}"
     message = envelope["Message"]
     if not isinstance(message, str):
-        raise MalformedEventError(f"{where} is a {type(message).__name__}, not a string", code="unknown_shape")
+        raise MalformedEventError(f"{where} is a {type(message).__name__}, not a string", code=ErrorCode.UNKNOWN_SHAPE)
     try:
         inner = json.loads(message)
     except (json.JSONDecodeError, RecursionError) as exc:
         # The body itself was valid JSON: this is somebody else's SNS message, not a broken one of ours.
         raise MalformedEventError(
-            f"{where} is not JSON, so not an S3 event: {_preview(message)}", code="unknown_shape"
+            f"{where} is not JSON, so not an S3 event: {_preview(message)}", code=ErrorCode.UNKNOWN_SHAPE
         ) from exc
     return _parse_payload(inner, where=where, inside_sns=True)
 
 
 def _parse_s3_notification(records: Any, where: str) -> Notifications:
     if not isinstance(records, list):
-        raise MalformedEventError(f"{where}: Records is a {type(records).__name__}, not a list", code="unknown_shape")
+        raise MalformedEventError(
+            f"{where}: Records is a {type(records).__name__}, not a list", code=ErrorCode.UNKNOWN_SHAPE
+        )
     if not records:
         return Notifications(ignored=(NO_RECORDS,))
     refs: list[ObjectRef] = []
@@ -129,11 +134,13 @@ def _parse_s3_notification(records: Any, where: str) -> Notifications:
 def _parse_s3_record(record: Any, where: str, path: str) -> ObjectRef | str:
     """The record's ObjectRef, or the reason it is acknowledged without processing."""
     if not isinstance(record, dict):
-        raise MalformedEventError(f"{where}: {path} is a {type(record).__name__}, not an object", code="unknown_shape")
+        raise MalformedEventError(
+            f"{where}: {path} is a {type(record).__name__}, not an object", code=ErrorCode.UNKNOWN_SHAPE
+        )
     if not isinstance(record.get("s3"), dict) and record.get("eventSource") != "aws:s3":
         source = record.get("eventSource", record.get("EventSource"))
         raise MalformedEventError(
-            f"{where}: {path} is not an S3 event record (eventSource={source!r})", code="unknown_shape"
+            f"{where}: {path} is not an S3 event record (eventSource={source!r})", code=ErrorCode.UNKNOWN_SHAPE
         )
     s3 = _required_object(record, "s3", where, path)
     _check_event_version(record.get("eventVersion"), where, f"{path}.eventVersion")
@@ -156,7 +163,7 @@ def _parse_s3_record(record: Any, where: str, path: str) -> ObjectRef | str:
         etag=_optional_str(s3_object.get("eTag"), where, f"{path}.s3.object.eTag"),
         size=_size(s3_object.get("size"), where, f"{path}.s3.object.size"),
         sequencer=_sequencer(s3_object.get("sequencer")),
-        event_time=_optional_str(record.get("eventTime"), where, f"{path}.eventTime"),
+        event_time=_event_time(record.get("eventTime"), where, f"{path}.eventTime"),
     )
 
 
@@ -187,7 +194,7 @@ def _parse_eventbridge_event(event: dict[str, Any], where: str) -> Notifications
         etag=_optional_str(s3_object.get("etag"), where, "detail.object.etag"),
         size=_size(s3_object.get("size"), where, "detail.object.size"),
         sequencer=_sequencer(s3_object.get("sequencer")),
-        event_time=_optional_str(event.get("time"), where, "event.time"),
+        event_time=_event_time(event.get("time"), where, "event.time"),
     )
     return Notifications(refs=(ref,))
 
@@ -215,11 +222,11 @@ def _kind_of(event_name: str) -> EventKind | None:
 
 def _check_event_version(value: Any, where: str, path: str) -> None:
     if value is None:
-        raise MalformedEventError(f"{where}: {path} is missing", code="invalid_record")
+        raise MalformedEventError(f"{where}: {path} is missing", code=ErrorCode.INVALID_RECORD)
     if not isinstance(value, str) or value.split(".", 1)[0] != _SUPPORTED_EVENT_VERSION_MAJOR:
         raise MalformedEventError(
             f"{where}: {path} {value!r} is not supported (major version must be {_SUPPORTED_EVENT_VERSION_MAJOR})",
-            code="invalid_record",
+            code=ErrorCode.INVALID_RECORD,
         )
 
 
@@ -227,7 +234,7 @@ def _required_object(container: dict[str, Any], name: str, where: str, path: str
     value = container.get(name)
     if not isinstance(value, dict):
         problem = "is missing" if value is None else f"is a {type(value).__name__}, not an object"
-        raise MalformedEventError(f"{where}: {path}.{name} {problem}", code="invalid_record")
+        raise MalformedEventError(f"{where}: {path}.{name} {problem}", code=ErrorCode.INVALID_RECORD)
     return value
 
 
@@ -240,7 +247,7 @@ def _required_str(container: dict[str, Any], name: str, where: str, path: str) -
             problem = "is empty"
         else:
             problem = f"is a {type(value).__name__}, not a string"
-        raise MalformedEventError(f"{where}: {path}.{name} {problem}", code="invalid_record")
+        raise MalformedEventError(f"{where}: {path}.{name} {problem}", code=ErrorCode.INVALID_RECORD)
     return value
 
 
@@ -248,7 +255,9 @@ def _optional_str(value: Any, where: str, path: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise MalformedEventError(f"{where}: {path} is a {type(value).__name__}, not a string", code="invalid_record")
+        raise MalformedEventError(
+            f"{where}: {path} is a {type(value).__name__}, not a string", code=ErrorCode.INVALID_RECORD
+        )
     return value
 
 
@@ -263,9 +272,23 @@ def _size(value: Any, where: str, path: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MalformedEventError(
-            f"{where}: {path} must be a non-negative integer, got {value!r}", code="invalid_record"
+            f"{where}: {path} must be a non-negative integer, got {value!r}", code=ErrorCode.INVALID_RECORD
         )
     return value
+
+
+def _event_time(value: Any, where: str, path: str) -> datetime | None:
+    # S3 writes ISO 8601 in UTC ("2024-05-01T12:00:00.000Z"); a time without an offset is taken as UTC.
+    # A placeholder that is no time at all (emulator snapshots write "date") cannot order events, so it
+    # counts as missing, like a placeholder sequencer.
+    text = _optional_str(value, where, path)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _sequencer(value: Any) -> str | None:

@@ -2,9 +2,9 @@
 
 The S3 user guide (notification-content-structure, "sequencer") says: "The sequencers can be of
 different lengths. So, to compare these values, first right pad the shorter value with zeros, and
-then do a lexicographical comparison." Right, not left (DESIGN.md's "left-padding" is a slip): the
-digits are significant from the left, so "00A" is newer than "009F" ("00A0" > "009F"), which left
-padding would invert ("000A" < "009F"). Sequencers order events on the same key only.
+then do a lexicographical comparison." Right, not left: the digits are significant from the left,
+so "00A" is newer than "009F" ("00A0" > "009F"), which left padding would invert ("000A" < "009F").
+Sequencers order events on the same key only.
 """
 
 from __future__ import annotations

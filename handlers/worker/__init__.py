@@ -15,7 +15,8 @@ def run_worker(settings: Settings, *, processes: int | None = None) -> int:
 
     `processes`: worker processes (None: `settings.worker_processes`; 0: one per CPU).
     """
-    from handlers.batch import check_ready, handle_batch
+    from handlers.batch import handle_batch
+    from handlers.wiring import check_ready
     from handlers.worker.compaction_leader import compaction_leader
     from handlers.worker.supervisor import serve
 

@@ -251,7 +251,7 @@ def test_b1_s3_throttling_fails_only_that_record(s3, bucket, handler_env, boto_s
     assert rows(handler_env, "SELECT count(*) FROM documents") == [(9,)]
 
     boto_session.events.unregister("before-send.s3.GetObject", hook)
-    from handlers.batch import reset_deps
+    from handlers.wiring import reset_deps
 
     reset_deps()
     assert _invoke(event) == []
@@ -288,7 +288,7 @@ def test_b4_database_lost_mid_batch_keeps_earlier_rows_and_retry_adds_no_duplica
 
     boto_session.events.unregister("before-send.s3.GetObject", hook)
     proxy.restore()
-    from handlers.batch import reset_deps
+    from handlers.wiring import reset_deps
 
     reset_deps()
     retry = {"Records": [r for r in event["Records"] if r["messageId"] in failures]}

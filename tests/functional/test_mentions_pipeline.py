@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from handlers import batch, service
+from handlers import batch, service, wiring
 from tests.functional.ingest_helpers import Uploads, document_edges
 from tests.rows import rows
 
@@ -32,7 +32,7 @@ def test_mentions_are_found_while_no_transaction_or_document_lock_is_held(s3, ha
 
 
 def test_text_whose_links_outlast_the_time_bound_is_recorded_as_failed(s3, handler_env, monkeypatch):
-    deps = dataclasses.replace(batch.get_deps(), analysis_timeout_seconds=0.000001)
+    deps = dataclasses.replace(wiring.get_deps(), analysis_timeout_seconds=0.000001)
     monkeypatch.setattr(batch, "get_deps", lambda: deps)
     Uploads(s3).put({"uploads/long.md": MANY_WORDS})
     [(status, code, error)] = rows(handler_env, "SELECT status, error_code, error FROM documents")

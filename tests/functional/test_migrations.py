@@ -56,8 +56,8 @@ def test_a_store_built_for_other_vectors_is_a_clear_startup_error():
 
 
 def test_handler_refuses_to_start_against_a_mismatched_store(database_url, monkeypatch):
-    from handlers.batch import build_deps
     from handlers.settings import Settings
+    from handlers.wiring import build_deps
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrate(conn, WANTED)
@@ -67,8 +67,8 @@ def test_handler_refuses_to_start_against_a_mismatched_store(database_url, monke
 
 
 def test_without_auto_migrate_a_behind_schema_is_named(database_url):
-    from handlers.batch import build_deps
     from handlers.settings import Settings
+    from handlers.wiring import build_deps
 
     settings = Settings.from_env({"FILEQUEUE_DATABASE_URL": database_url, "FILEQUEUE_AUTO_MIGRATE": "false"})
     with pytest.raises(ConfigError, match="run `filequeue migrate`"):

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from botocore.stub import Stubber
 
-from handlers.batch import handle_batch, reset_deps
+from handlers.batch import handle_batch
 from handlers.devstack import REGION, create_ingest_resources
 from handlers.errors import ConfigError
 from handlers.ops import dlq
@@ -22,6 +22,7 @@ from handlers.ops.status import healthy, queue_status, store_status
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import message_body, s3_notification, sqs_event
 from handlers.settings import get_settings
+from handlers.wiring import reset_deps
 from tests.functional.ops_helpers import documents, drain
 from tests.rows import rows
 

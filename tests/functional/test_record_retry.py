@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from handlers.batch import get_deps, handle_batch, reset_deps
+from handlers.batch import handle_batch
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
+from handlers.wiring import get_deps, reset_deps
 from tests.faults import PostgresProxy
 from tests.rows import rows
 

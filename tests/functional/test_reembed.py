@@ -18,12 +18,13 @@ from handlers.adapters.embedders.hashing import HashingEmbedder, LexicalHashingE
 from handlers.adapters.reembed import ReembedOptions, reembed
 from handlers.adapters.search import search
 from handlers.adapters.segments import CompactOptions, compact, indexed_partitions
-from handlers.batch import handle_batch, prepare_database, reset_deps
+from handlers.batch import handle_batch
 from handlers.cli import main
 from handlers.errors import ConfigError
 from handlers.runtime_context import DeadlineContext
 from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
+from handlers.wiring import prepare_database, reset_deps
 from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, markdown, pdf
 from tests.rows import rows
 

@@ -32,7 +32,7 @@ from handlers.adapters.segments import (
     layout,
 )
 from handlers.errors import ConfigError
-from handlers.model import Chunk, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
+from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,7 +81,8 @@ class Writer:
         chunks = [Chunk(ordinal, text, 1, 0, len(text)) for ordinal, text in enumerate(texts)]
         fetched = FetchedObject(ref, "/nonexistent", len(body), f"sha-{key}-{self.sequence}", "text/plain", None, None)
         extracted = ExtractedText("text/plain", (Page(1, body),))
-        assert self.repository.store_document(fetched, extracted, chunks, vectors, MODEL, mentions=Mentions()) is None
+        links = DocumentLinks(names=Mentions(), mentions=Mentions())
+        assert self.repository.store_document(fetched, extracted, chunks, vectors, MODEL, links=links) is None
 
     def delete(self, key: str) -> None:
         self.sequence += 1

@@ -22,8 +22,9 @@ from urllib.parse import unquote_plus
 import pytest
 from prometheus_client import CollectorRegistry
 
-from handlers.batch import handle_batch, reset_deps
+from handlers.batch import handle_batch
 from handlers.settings import get_settings
+from handlers.wiring import reset_deps
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.poll_loop import LoopOptions, PollLoop
 from tests.faults import PostgresProxy

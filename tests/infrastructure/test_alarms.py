@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_cdk.assertions import Capture, Match
 
-from handlers.batch import record_handler
+from handlers import batch
 from tests.infrastructure.template_queries import logical_id_by_prefix, only_resource, resource_by_prefix, resources
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def test_the_failure_pattern_matches_the_log_lines_the_handler_writes() -> None:
 
     from cdk.alarms_construct import BATCH_ITEM_FAILURE_PATTERN
 
-    source = getsource(record_handler)
+    source = getsource(batch)
     pattern = BATCH_ITEM_FAILURE_PATTERN.log_pattern_string
     for message in ("malformed event", "malformed record"):
         assert f'"{message}"' in source

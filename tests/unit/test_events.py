@@ -8,6 +8,7 @@ against literal shapes; test_event_corpus.py checks it against real samples.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -141,7 +142,7 @@ def test_s3_put_becomes_a_created_ref_with_every_field() -> None:
         etag="d41d8cd98f00b204e9800998ecf8427e",
         size=1024,
         sequencer="0055AED6DCD90281E5",
-        event_time="2024-05-01T12:00:00.000Z",
+        event_time=datetime(2024, 5, 1, 12, tzinfo=UTC),
     )
 
 
@@ -292,7 +293,7 @@ def test_delete_without_size_or_etag_is_a_removed_ref() -> None:
         kind=EventKind.REMOVED,
         event_name="ObjectRemoved:Delete",
         sequencer="0C0F6F405D6ED209E1",
-        event_time="2024-05-01T12:00:00.000Z",
+        event_time=datetime(2024, 5, 1, 12, tzinfo=UTC),
     )
 
 
@@ -491,7 +492,7 @@ def test_an_eventbridge_object_created_event_becomes_a_created_ref() -> None:
         etag="b1946ac92492d2347c6235b4d2611184",
         size=5,
         sequencer="617f08299329d189",
-        event_time="2024-05-01T12:00:00Z",
+        event_time=datetime(2024, 5, 1, 12, tzinfo=UTC),
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.errors import PermanentError
+from handlers.errors import ErrorCode, PermanentError
 from handlers.model import ExtractLimits, Mentions
 from handlers.stages.extract import extract_text
 from handlers.stages.mentions import MAX_MENTIONS, MAX_TOKEN_CHARS, document_names, find_mentions
@@ -145,7 +145,7 @@ def test_a_budget_that_runs_out_stops_with_a_permanent_error():
 
     def exhausted() -> None:
         calls.append(1)
-        raise PermanentError("out of time", code="extract_timeout")
+        raise PermanentError("out of time", code=ErrorCode.EXTRACT_TIMEOUT)
 
     with pytest.raises(PermanentError, match="out of time"):
         find_mentions("word " * 100_000, bucket=BUCKET, key="k.md", check_budget=exhausted)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -325,7 +325,7 @@ def test_s3_notification_round_trips_every_field() -> None:
                 etag="0123456789abcdef0123456789abcdef",
                 size=10,
                 sequencer="0066A1F0C1D2E3F401",
-                event_time="2024-05-01T12:00:00.000Z",
+                event_time=datetime(2024, 5, 1, 12, tzinfo=UTC),
             ),
         )
     )

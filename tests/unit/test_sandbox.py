@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from handlers.adapters.sandbox import BoundedChild, extract_file
-from handlers.errors import PermanentError, TransientError
+from handlers.errors import ErrorCode, PermanentError, TransientError
 from handlers.model import ExtractLimits
 from tests.paths import REPO_ROOT
 
@@ -50,11 +50,11 @@ def error_of(function: Callable[..., Any], *args: Any, **limits: Any) -> Permane
 
 
 def raise_transient(message: str) -> None:
-    raise TransientError(message, code="s3_throttled")
+    raise TransientError(message, code=ErrorCode.S3_UNAVAILABLE)
 
 
 def raise_permanent() -> None:
-    raise PermanentError("PDF is encrypted with a password", code="encrypted_pdf")
+    raise PermanentError("PDF is encrypted with a password", code=ErrorCode.ENCRYPTED_PDF)
 
 
 def raise_value_error() -> None:
@@ -95,7 +95,7 @@ def test_a_bounded_call_returns_a_result_larger_than_the_pipe_buffer():
 def test_a_bounded_call_reraises_file_queue_errors_with_their_code():
     with pytest.raises(TransientError) as caught:
         bounded(raise_transient, "slow down")
-    assert caught.value.code == "s3_throttled"
+    assert caught.value.code == ErrorCode.S3_UNAVAILABLE
     assert str(caught.value) == "slow down"
 
 
