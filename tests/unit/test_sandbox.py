@@ -430,6 +430,11 @@ def test_a_child_started_by_a_thread_that_ended_is_replaced_without_an_error():
         starter = threading.Thread(target=lambda: first.append(child.call(None, timeout_seconds=30)))
         starter.start()
         starter.join()
+        # join() returns before the kernel has ended the thread: wait for the signal to land
+        deadline = time.monotonic() + 10
+        while process_alive(first[0]):
+            assert time.monotonic() < deadline, "the child outlived the thread that forked it"
+            time.sleep(0.01)
 
         assert child.call(None, timeout_seconds=30) not in (first[0], None)
     finally:
