@@ -79,6 +79,9 @@ def browser(tmp_path) -> Iterator[WebDriver]:
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    # A click that submits a form or follows a link returns before the next page has loaded: lookups
+    # wait (up to this long) for the element to appear instead of reading the page being left.
+    driver.implicitly_wait(10)
     yield driver
     driver.quit()
 
