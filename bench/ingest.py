@@ -533,7 +533,9 @@ def cold_import_ms(repeats: int = 7) -> dict[str, float]:
 def largest_pdf_extraction() -> dict[str, Any]:
     """Peak RSS of a worker-like process and of its extraction child on the largest fixture PDF.
 
-    Both are VmHWM (the high-water mark of a process's memory since exec, or since fork for the
+    The probe stays a minimal process (it does not import this module), so its own peak is the
+    worker-like process's. Both are VmHWM (the high-water mark of a process's memory since exec, or
+    since fork for the
     child, which is still alive, serving the next file): ru_maxrss would also count the memory of
     the process it was forked from, before exec.
     """
@@ -718,6 +720,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", action="append", help="run only these contenders (repeatable)")
     parser.add_argument("--profile", action="store_true", help="also profile the direct handler with py-spy")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS.name})")
     parser.add_argument(
         "--side-only", action="store_true", help="only the cold import and the largest PDF; update the results file"
     )
@@ -736,13 +739,13 @@ def main() -> None:
         return
 
     if args.side_only:
-        stored = json.loads(RESULTS.read_text())
+        stored = json.loads(args.output.read_text())
         stored["cold_import_ms"], stored["largest_pdf_extraction"] = cold_import_ms(), largest_pdf_extraction()
         pdfs = sorted((build_corpus(args.n) / "pdf").glob("*.pdf"))[:20]
         stored["extraction_ms_per_pdf"] = extraction_per_file(pdfs)
         side = ("cold_import_ms", "largest_pdf_extraction", "extraction_ms_per_pdf")
         print(json.dumps({key: stored[key] for key in side}, indent=2))
-        RESULTS.write_text(json.dumps(stored, indent=2) + "\n")
+        args.output.write_text(json.dumps(stored, indent=2) + "\n")
         return
     folder = build_corpus(args.n)
     files = corpus_files(folder, args.n)
@@ -772,7 +775,7 @@ def main() -> None:
     if "floor" in results and "seed" in results:
         print_table(results)
     print(json.dumps({key: report[key] for key in report if key != "results"}, indent=2))
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
