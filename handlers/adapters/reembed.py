@@ -54,7 +54,12 @@ from handlers.adapters.graph import DocumentRef, relink_similar, update_document
 from handlers.adapters.locks import lock_document
 from handlers.adapters.migrate import StoreConfig, read_store_config
 from handlers.adapters.rows import column, scalar
-from handlers.adapters.segments import compaction_lock, indexed_partitions, with_lock_retry
+from handlers.adapters.segments import (
+    compaction_lock,
+    create_index_concurrently,
+    indexed_partitions,
+    with_lock_retry,
+)
 from handlers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -283,32 +288,12 @@ def _embed_chunks(conn: psycopg.Connection[Any], embedder: Embedder, pending: Se
 
 def _create_next_indexes(conn: psycopg.Connection[Any]) -> None:
     """HNSW indexes on the new vectors: each chunk partition that carries vector indexes, and documents."""
-    for partition in indexed_partitions(conn):
-        _create_index(
-            conn, f"{partition}_embedding_next_hnsw", partition, "USING hnsw (embedding_next vector_cosine_ops)"
-        )
-    _create_index(conn, "documents_embedding_next_hnsw", "documents", "USING hnsw (embedding_next vector_cosine_ops)")
-
-
-def _create_index(conn: psycopg.Connection[Any], name: str, table: str, definition: LiteralString) -> None:
-    """CREATE INDEX CONCURRENTLY on `table`, first dropping an invalid one left by an interrupted build."""
     from psycopg import sql
 
-    valid = scalar(
-        conn,
-        "SELECT index.indisvalid FROM pg_index AS index JOIN pg_class AS class ON class.oid = index.indexrelid"
-        " WHERE class.relname = %s AND pg_table_is_visible(class.oid)",
-        (name,),
-    )
-    if valid:
-        return
-    if valid is not None:
-        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(name)))
-    conn.execute(
-        sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} {}").format(
-            sql.Identifier(name), sql.Identifier(table), sql.SQL(definition)
-        )
-    )
+    definition = sql.SQL("USING hnsw (embedding_next vector_cosine_ops)")
+    for partition in indexed_partitions(conn):
+        create_index_concurrently(conn, f"{partition}_embedding_next_hnsw", partition, definition)
+    create_index_concurrently(conn, "documents_embedding_next_hnsw", "documents", definition)
 
 
 def _switch(conn: psycopg.Connection[Any], embedder: Embedder, target: StoreConfig, options: ReembedOptions) -> int:

@@ -1,30 +1,38 @@
 """Chunk segments: cheap writes into an unindexed area, HNSW indexes built once per sealed segment.
 
 Chunks live in a LIST-partitioned table (migration 0003). A document's transaction writes its chunks
-into `chunks_growing`, which has no vector index and is searched exactly; compaction moves them in
-bulk into sealed segments (`chunks_segment_N`), each with its own HNSW index built once, and merges
-sealed segments size-tiered so that a search touches few of them. This is how Milvus (growing
-segments searched by brute force, sealed segments indexed by a separate step) and Lucene
-(immutable segments merged by size tier) keep writes cheap.
+into `chunks_growing`, which has no vector index and is searched exactly. Compaction seals the
+growing area in place, builds the sealed segment's HNSW index once, and merges sealed segments
+size-tiered so that a search touches few of them. This is how Milvus (a growing segment searched by
+brute force is sealed and then indexed by a separate step) and Lucene (immutable segments merged by
+size tier) keep writes cheap.
 
-A compaction step never changes what a search sees, only where the rows live:
+A compaction step never changes what a search sees, only how it finds the rows:
 
-1. the rows are copied into a new table `chunks_segment_N`, not yet a partition, so no query reads
-   it, and its indexes (the HNSW one included) are built there, however long that takes;
-2. one short transaction takes ACCESS EXCLUSIVE on `chunks`, drops from the new table the rows
-   that were deleted or replaced meanwhile, removes the source rows (or drops the source segments)
-   and attaches the new table as partition N. A search runs entirely before or entirely after it
-   (it waits on the lock, and its snapshot is taken after its plan), so it sees every row once.
+1. sealing renames `chunks_growing` to `chunks_segment_N` (N is the partition value its rows were
+   written with) and attaches a new, empty `chunks_growing` under a new number, in one short
+   transaction under ACCESS EXCLUSIVE on `chunks`. No row moves: a search plans entirely before or
+   after it (it waits on the lock) and sees every row once;
+2. the sealed segment's HNSW index is built by CREATE INDEX CONCURRENTLY, so writers that replace or
+   delete documents are never blocked by the build; until the index is valid the planner scans the
+   segment exactly, as it did the growing area;
+3. a merge copies the rows of a full size tier into a new table `chunks_segment_M`, not yet a
+   partition, so no query reads it, and builds its indexes there, however long that takes; then one
+   short transaction under ACCESS EXCLUSIVE on `chunks` drops from it the rows deleted or replaced
+   meanwhile, drops the source segments and attaches it as partition M.
 
-Crash safety: a crash before the swap commits leaves only an unattached `chunks_segment_N`, which
-the next run drops; the swap itself is one transaction. Segment numbers come from a sequence and
-are never reused. One compaction runs at a time per database (a session advisory lock, released
-by PostgreSQL when the connection dies), and `filequeue reembed` takes the same lock.
+Crash safety: a crash during a merge leaves only an unattached `chunks_segment_M`, which the next run
+drops; a crash during an index build leaves an invalid index, which the next run drops and builds
+again; a sealed segment without its index is indexed by the next run. Sealing and swapping are each
+one transaction. Segment numbers come from a sequence and are never reused. One compaction runs at a
+time per database (a session advisory lock, released by PostgreSQL when the connection dies), and
+`filequeue reembed` takes the same lock.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,11 +44,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     import psycopg
+    from psycopg.sql import Composable
 
 _T = TypeVar("_T")
 
 COMPACTION_LOCK_ID = 0x46514350  # "FQCP": one compaction (or re-embedding) at a time per database
-GROWING_SEGMENT = 0
 LIVE_SEGMENT = 1
 GROWING_TABLE = "chunks_growing"
 LIVE_TABLE = "chunks_live"
@@ -78,8 +86,11 @@ class CompactOptions:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
+    """A sealed segment; `indexed` is False from its sealing until its HNSW index is valid."""
+
     number: int
     rows: int
+    indexed: bool = True
 
     @property
     def table(self) -> str:
@@ -112,9 +123,11 @@ def compact(
 ) -> CompactReport:
     """Seal the growing area and merge segments as `options` say; safe to run at any time, any number of times.
 
-    `conn` must be in autocommit mode (each step commits on its own). `checkpoint` is called with
-    the name of each step after it committed (`copied`, `indexed`, `swapped`) and once inside the
-    swap's transaction before it commits (`swapping`), so a test can stop the run there.
+    `conn` must be in autocommit mode (each step commits on its own, and indexes are built
+    CONCURRENTLY). `checkpoint` is called with the name of each step after it committed (`sealed`;
+    for a merge `copied`, `indexed`, `swapped`; `indexed` again after a sealed segment's index) and
+    once inside a merge's swap transaction before it commits (`swapping`), so a test can stop the
+    run there.
     """
     if not conn.autocommit:
         raise ValueError("compaction needs a connection in autocommit mode")
@@ -135,6 +148,10 @@ def compact(
             merged_rows += _build_segment(conn, group, options, step)
             merges += 1
         seconds["merge"] = round(time.perf_counter() - started, 3)
+        # After the merges, so that a segment sealed only to be merged at once is never indexed.
+        started = time.perf_counter()
+        _index_sealed(conn, step)
+        seconds["index"] = round(time.perf_counter() - started, 3)
         return CompactReport(sealed, merges, merged_rows, layout(conn), seconds=seconds)
 
 
@@ -152,13 +169,17 @@ def compaction_lock(conn: psycopg.Connection[Any]) -> Iterator[bool]:
 
 def layout(conn: psycopg.Connection[Any]) -> StoreLayout:
     """Row counts of the growing area, the live area and every sealed segment (in segment order)."""
-    rows = conn.execute("SELECT segment, count(*) FROM chunks GROUP BY segment").fetchall()
-    counts = {int(segment): int(count) for segment, count in rows}
+    rows = conn.execute(
+        "SELECT area.relname, count(*) FROM chunks JOIN pg_class AS area ON area.oid = chunks.tableoid"
+        " GROUP BY area.relname"
+    ).fetchall()
+    counts = {str(name): int(count) for name, count in rows}
+    unindexed = set(_unindexed_segments(conn))
     segments = tuple(
-        Segment(number, counts.get(number, 0))
+        Segment(number, counts.get(f"{SEGMENT_PREFIX}{number}", 0), number not in unindexed)
         for number in sealed_segment_numbers(conn)  # a segment emptied by deletes still counts
     )
-    return StoreLayout(counts.get(GROWING_SEGMENT, 0), counts.get(LIVE_SEGMENT, 0), segments)
+    return StoreLayout(counts.get(GROWING_TABLE, 0), counts.get(LIVE_TABLE, 0), segments)
 
 
 def sealed_segment_numbers(conn: psycopg.Connection[Any]) -> list[int]:
@@ -199,7 +220,113 @@ def _seal(conn: psycopg.Connection[Any], options: CompactOptions, step: Callable
     [(growing,)] = conn.execute("SELECT count(*) FROM chunks_growing").fetchall()
     if growing == 0 or (growing < options.seal_rows and not (options.force_seal or options.merge_all)):
         return 0
-    return _build_segment(conn, [GROWING_SEGMENT], options, step)
+    sealed = with_lock_retry(
+        conn,
+        lambda: _seal_in_place(conn),
+        timeout_seconds=options.lock_timeout_seconds,
+        attempts=options.lock_attempts,
+        retry_hint="the next compaction retries",
+    )
+    step("sealed")
+    return sealed
+
+
+def _seal_in_place(conn: psycopg.Connection[Any]) -> int:
+    """Make the growing area a sealed segment and attach an empty one; returns the rows sealed."""
+    from psycopg import sql
+
+    # The parent first, as writers and searches lock it before its partitions.
+    conn.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")
+    [(bound,)] = conn.execute(
+        "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = 'chunks_growing'::regclass"
+    ).fetchall()
+    number = _partition_value(str(bound))
+    [(rows,)] = conn.execute("SELECT count(*) FROM chunks_growing").fetchall()
+    [(successor,)] = conn.execute("SELECT nextval('chunk_segment_seq')").fetchall()
+    sealed = f"{SEGMENT_PREFIX}{number}"
+    conn.execute(sql.SQL("ALTER TABLE chunks_growing RENAME TO {}").format(sql.Identifier(sealed)))
+    indexes = conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = %s AND starts_with(indexname, %s)", (sealed, GROWING_TABLE)
+    ).fetchall()
+    for (index,) in indexes:
+        conn.execute(
+            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                sql.Identifier(index), sql.Identifier(sealed + str(index).removeprefix(GROWING_TABLE))
+            )
+        )
+    # The partition's own default routes the writers' COPY (which names no segment) to its value;
+    # the parent's default does the same for an INSERT through the parent.
+    conn.execute(
+        sql.SQL("CREATE TABLE chunks_growing PARTITION OF chunks (segment DEFAULT {}) FOR VALUES IN ({})").format(
+            sql.Literal(successor), sql.Literal(successor)
+        )
+    )
+    conn.execute(sql.SQL("ALTER TABLE chunks ALTER COLUMN segment SET DEFAULT {}").format(sql.Literal(successor)))
+    return int(rows)
+
+
+def _partition_value(bound: str) -> int:
+    match = re.fullmatch(r"FOR VALUES IN \((\d+)\)", bound)
+    if match is None:
+        raise ValueError(f"chunks_growing has an unexpected partition bound: {bound}")
+    return int(match.group(1))
+
+
+def _unindexed_segments(conn: psycopg.Connection[Any]) -> list[int]:
+    """Sealed segments some vector column of which has no valid HNSW index yet."""
+    columns = _vector_columns(conn)
+    valid = {
+        str(row[0])
+        for row in conn.execute(
+            "SELECT class.relname FROM pg_index AS index JOIN pg_class AS class ON class.oid = index.indexrelid"
+            " WHERE index.indisvalid AND class.relname LIKE %s AND pg_table_is_visible(class.oid)",
+            (SEGMENT_PREFIX.replace("_", r"\_") + "%",),
+        ).fetchall()
+    }
+    return [
+        number
+        for number in sealed_segment_numbers(conn)
+        if any(f"{SEGMENT_PREFIX}{number}_{column}_hnsw" not in valid for column in columns)
+    ]
+
+
+def _index_sealed(conn: psycopg.Connection[Any], step: Callable[[str], None]) -> None:
+    """Build the missing HNSW indexes of sealed segments, without blocking the writers."""
+    from psycopg import sql
+
+    for number in _unindexed_segments(conn):
+        table = f"{SEGMENT_PREFIX}{number}"
+        for column in _vector_columns(conn):
+            create_index_concurrently(
+                conn,
+                f"{table}_{column}_hnsw",
+                table,
+                sql.SQL("USING hnsw ({} vector_cosine_ops)").format(sql.Identifier(column)),
+            )
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+        step("indexed")
+
+
+def create_index_concurrently(conn: psycopg.Connection[Any], name: str, table: str, definition: Composable) -> bool:
+    """CREATE INDEX CONCURRENTLY on `table` unless a valid index of that name exists; returns whether it built one.
+
+    An invalid index of that name (left by an interrupted build) is dropped first.
+    """
+    from psycopg import sql
+
+    row = conn.execute(
+        "SELECT index.indisvalid FROM pg_index AS index JOIN pg_class AS class ON class.oid = index.indexrelid"
+        " WHERE class.relname = %s AND pg_table_is_visible(class.oid)",
+        (name,),
+    ).fetchone()
+    if row is not None and row[0]:
+        return False
+    if row is not None:
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(name)))
+    conn.execute(
+        sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} {}").format(sql.Identifier(name), sql.Identifier(table), definition)
+    )
+    return True
 
 
 def next_merge(segments: Sequence[Segment], options: CompactOptions) -> list[int]:
@@ -220,7 +347,7 @@ def next_merge(segments: Sequence[Segment], options: CompactOptions) -> list[int
 def _build_segment(
     conn: psycopg.Connection[Any], sources: list[int], options: CompactOptions, step: Callable[[str], None]
 ) -> int:
-    """Copy the rows of `sources` into a new segment, index it, swap it in; returns the rows it holds."""
+    """Copy the rows of the segments `sources` into a new one, index it, swap it in; returns its rows."""
     from psycopg import sql
 
     [(number,)] = conn.execute("SELECT nextval('chunk_segment_seq')").fetchall()
@@ -260,8 +387,6 @@ def _build_segment(
         attempts=options.lock_attempts,
         retry_hint="the next compaction retries",
     )
-    if GROWING_SEGMENT in sources:
-        conn.execute("VACUUM (ANALYZE) chunks_growing")
     step("swapped")
     return rows
 
@@ -281,15 +406,7 @@ def _swap(conn: psycopg.Connection[Any], number: int, sources: list[int], step: 
         (sources,),
     )
     for source in sources:
-        if source == GROWING_SEGMENT:
-            # Rows that arrived after the copy stay in the growing area for the next run.
-            conn.execute(
-                sql.SQL("DELETE FROM chunks_growing AS growing USING {} AS fresh WHERE growing.id = fresh.id").format(
-                    segment
-                )
-            )
-        else:
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(f"{SEGMENT_PREFIX}{source}")))
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(f"{SEGMENT_PREFIX}{source}")))
     conn.execute(
         sql.SQL("ALTER TABLE chunks ATTACH PARTITION {} FOR VALUES IN ({})").format(segment, sql.Literal(number))
     )

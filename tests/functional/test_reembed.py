@@ -174,16 +174,16 @@ def _assert_schema_like_a_fresh_store(url: str) -> None:
 
 
 def test_rows_written_after_the_last_pass_are_embedded_by_the_switch(store, handler_env, conn, monkeypatch):
-    create_index = reembed_module._create_index
+    create_index = reembed_module.create_index_concurrently
     written: list[str] = []
 
-    def write_then_create_index(connection: Any, name: str, table: str, definition: Any) -> None:
+    def write_then_create_index(connection: Any, name: str, table: str, definition: Any) -> bool:
         if name == "chunks_live_embedding_next_hnsw":  # after the fill passes, before the switch
             store.put({"uploads/straggler.md": markdown("Straggler", ["Arrived just before the switch."])})
             written.append(name)
-        create_index(connection, name, table, definition)
+        return create_index(connection, name, table, definition)
 
-    monkeypatch.setattr(reembed_module, "_create_index", write_then_create_index)
+    monkeypatch.setattr(reembed_module, "create_index_concurrently", write_then_create_index)
     report = reembed(conn, NEW, ReembedOptions(batch_size=50))
     assert written
     assert report.complete

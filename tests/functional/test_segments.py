@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
@@ -245,13 +246,14 @@ def test_replace_and_delete_reach_every_area(store_url, conn, writer):
     writer.put("uploads/gone-growing.txt", [_vector(rng) for _ in range(3)])
     areas = dict(
         conn.execute(
-            "SELECT document.key, min(chunk.segment) FROM chunks AS chunk"
+            "SELECT document.key, min(area.relname) FROM chunks AS chunk"
+            " JOIN pg_class AS area ON area.oid = chunk.tableoid"
             " JOIN documents AS document ON document.id = chunk.document_id GROUP BY 1"
         ).fetchall()
     )
-    assert areas["uploads/in-live.txt"] == 1
-    assert areas["uploads/in-segment.txt"] >= 2
-    assert areas["uploads/in-growing.txt"] == 0
+    assert areas["uploads/in-live.txt"] == "chunks_live"
+    assert areas["uploads/in-segment.txt"].startswith("chunks_segment_")
+    assert areas["uploads/in-growing.txt"] == "chunks_growing"
 
     replacement = [_vector(rng) for _ in range(2)]
     for key in ("uploads/in-live.txt", "uploads/in-segment.txt", "uploads/in-growing.txt"):
@@ -274,26 +276,133 @@ def test_replace_and_delete_reach_every_area(store_url, conn, writer):
     ]
 
 
-def test_rows_replaced_while_a_segment_is_built_do_not_come_back(conn, writer):
-    rng = _rng(8)
-    _fill(writer, rng, documents=4, chunks=3)
-    replacement = [_vector(rng)]
-
-    def replace_after_copy(step: str) -> None:
-        if step == "copied":
-            writer.put("uploads/doc-0001.txt", replacement)
-            writer.delete("uploads/doc-0002.txt")
-
-    report = compact(conn, CompactOptions(force_seal=True), checkpoint=replace_after_copy)
-    assert report.sealed_rows == 6  # doc-0000 and doc-0003
-    counts = dict(
+def _counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    return dict(
         conn.execute(
             "SELECT document.key, count(*) FROM chunks AS chunk JOIN documents AS document"
             " ON document.id = chunk.document_id GROUP BY 1"
         ).fetchall()
     )
-    assert counts == {"uploads/doc-0000.txt": 3, "uploads/doc-0001.txt": 1, "uploads/doc-0003.txt": 3}
-    assert _layout(report).growing_rows == 1  # the replacement arrived after the copy
+
+
+def test_sealing_renames_the_growing_area_and_moves_no_row(conn, writer):
+    _fill(writer, _rng(13), documents=3, chunks=4)
+    growing_oid = conn.execute("SELECT 'chunks_growing'::regclass::oid").fetchone()
+    places = conn.execute("SELECT id, ctid::text FROM chunks ORDER BY id").fetchall()
+    report = compact(conn, CompactOptions(force_seal=True))
+    [segment] = _layout(report).segments
+    assert (report.sealed_rows, segment.rows, segment.indexed) == (12, 12, True)
+    assert conn.execute(f"SELECT '{segment.table}'::regclass::oid").fetchone() == growing_oid
+    assert conn.execute("SELECT id, ctid::text FROM chunks ORDER BY id").fetchall() == places
+    assert conn.execute("SELECT 'chunks_growing'::regclass::oid").fetchone() != growing_oid
+    indexes = {
+        row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (segment.table,))
+    }
+    assert f"{segment.table}_embedding_hnsw" in indexes
+    assert not [name for name in indexes if name.startswith("chunks_growing")]
+    writer.put("uploads/after.txt", [_vector(_rng(14))])
+    assert layout(conn).growing_rows == 1  # the writers' next COPY lands in the new growing area
+
+
+def test_rows_replaced_while_a_segment_is_sealed_or_merged_do_not_come_back(conn, writer):
+    rng = _rng(8)
+    _fill(writer, rng, documents=4, chunks=3)
+    compact(conn, CompactOptions(force_seal=True))
+    _fill(writer, rng, documents=2, chunks=3, prefix="later")
+    replacement = [_vector(rng)]
+
+    def replace_while_compacting(step: str) -> None:
+        if step == "sealed":  # the sealed segment has no index yet
+            writer.put("uploads/doc-0001.txt", replacement)
+            writer.delete("uploads/doc-0002.txt")
+        if step == "copied":  # the merged segment holds copies of rows now replaced or deleted
+            writer.put("uploads/later-0000.txt", replacement)
+            writer.delete("uploads/later-0001.txt")
+
+    report = compact(conn, CompactOptions(force_seal=True, merge_factor=2), checkpoint=replace_while_compacting)
+    assert (report.sealed_rows, report.merges) == (6, 1)
+    assert _counts(conn) == {
+        "uploads/doc-0000.txt": 3,
+        "uploads/doc-0001.txt": 1,
+        "uploads/doc-0003.txt": 3,
+        "uploads/later-0000.txt": 1,
+    }
+    assert _layout(report).growing_rows == 2  # the replacements arrived after the seal
+    assert [segment.rows for segment in _layout(report).segments] == [6]
+
+
+def test_a_sealed_segment_is_searched_exactly_until_its_index_is_valid(conn, writer, store_url):
+    rng = _rng(15)
+    _fill(writer, rng, documents=3, chunks=4)
+    probe = _vector(rng)
+    seen: list[tuple[str, list[int]]] = []
+
+    def search_at(step: str) -> None:
+        with psycopg.connect(store_url, autocommit=True) as reader:
+            register_vector(reader)
+            seen.append((step, sorted(hit.chunk_id for hit in search_chunks(reader, "", probe, limit=12))))
+
+    expected = sorted(row[0] for row in conn.execute("SELECT id FROM chunks"))
+    compact(conn, CompactOptions(force_seal=True, merge_factor=10), checkpoint=search_at)
+    assert seen == [("sealed", expected), ("indexed", expected)]
+
+
+def test_an_index_build_killed_midway_leaves_an_invalid_index_the_next_run_rebuilds(conn, writer, store_url):
+    _fill(writer, _rng(16), documents=3, chunks=4)
+    contents = _chunks(conn)
+
+    def stop_before_index(step: str) -> None:
+        if step == "sealed":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compact(conn, CompactOptions(force_seal=True), checkpoint=stop_before_index)
+    [segment] = layout(conn).segments
+    assert not segment.indexed
+    # CREATE INDEX CONCURRENTLY commits its (invalid) catalog entry, then waits for the transactions
+    # that may write the table: hold one open, start the build, and end its backend while it waits.
+    with psycopg.connect(store_url) as older:
+        older.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(sql.Identifier(segment.table)))
+        builder = threading.Thread(target=lambda: _build_index_ignoring_termination(store_url, segment.table))
+        builder.start()
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            for _ in range(200):
+                row = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%'"
+                    " AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if row:
+                    admin.execute("SELECT pg_terminate_backend(%s)", row)
+                    break
+                threading.Event().wait(0.05)
+            else:
+                pytest.fail("the index build never waited")
+        builder.join(timeout=30)
+    assert conn.execute(
+        "SELECT index.indisvalid FROM pg_index AS index JOIN pg_class AS class ON class.oid = index.indexrelid"
+        " WHERE class.relname = %s",
+        (f"{segment.table}_embedding_hnsw",),
+    ).fetchall() == [(False,)]
+    assert not layout(conn).segments[0].indexed
+
+    report = compact(conn, CompactOptions())
+    assert report.layout is not None
+    assert report.layout.segments[0].indexed
+    assert _chunks(conn) == contents
+    conn.execute("SET enable_seqscan = off")
+    assert f"Index Scan using {segment.table}_embedding_hnsw" in _plan(conn)
+
+
+def _build_index_ignoring_termination(url: str, table: str) -> None:
+    with psycopg.connect(url, autocommit=True) as builder:
+        try:
+            builder.execute(
+                sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
+                    sql.Identifier(f"{table}_embedding_hnsw"), sql.Identifier(table)
+                )
+            )
+        except psycopg.OperationalError:
+            return
 
 
 _KILL_AT = """
@@ -306,12 +415,23 @@ def die_at(step):
         os.kill(os.getpid(), signal.SIGKILL)
 
 with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    compact(conn, CompactOptions(force_seal=True, merge_factor=2), checkpoint=die_at)
+    compact(conn, CompactOptions(force_seal=True, merge_factor=int(sys.argv[3])), checkpoint=die_at)
 """
 
 
-@pytest.mark.parametrize("step", ["copied", "indexed", "swapping", "swapped"])
-def test_compaction_killed_at_a_step_then_run_again_gives_the_same_store(conn, writer, store_url, step):
+@pytest.mark.parametrize(
+    ("step", "merge_factor"),
+    [
+        ("sealed", 10),  # before the sealed segment's index
+        ("indexed", 10),  # after it
+        ("sealed", 2),  # before merging the two segments
+        ("copied", 2),
+        ("indexed", 2),
+        ("swapping", 2),
+        ("swapped", 2),
+    ],
+)
+def test_compaction_killed_at_a_step_then_run_again_gives_the_same_store(conn, writer, store_url, step, merge_factor):
     rng = _rng(9)
     _fill(writer, rng, documents=5, chunks=4, prefix="sealed")
     compact(conn, CompactOptions(force_seal=True))
@@ -319,19 +439,23 @@ def test_compaction_killed_at_a_step_then_run_again_gives_the_same_store(conn, w
     contents = _chunks(conn)
     ids = sorted(row[0] for row in conn.execute("SELECT id FROM chunks"))
 
-    killed = subprocess.run([sys.executable, "-c", _KILL_AT, store_url, step], check=False, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AT, store_url, step, str(merge_factor)], check=False, timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL
     assert _chunks(conn) == contents  # a reader never sees the interruption
     leftovers = conn.execute(
         "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND NOT relispartition AND relname LIKE 'chunks_segment_%%'"
     ).fetchone()
-    assert leftovers == ((1,) if step in ("copied", "indexed", "swapping") else (0,))
+    merging = merge_factor == 2 and step in ("copied", "indexed", "swapping")
+    assert leftovers == ((1,) if merging else (0,))
 
-    report = compact(conn, CompactOptions(force_seal=True, merge_factor=2))
+    report = compact(conn, CompactOptions(force_seal=True, merge_factor=merge_factor))
     assert report.skipped is None  # the killed run's lock died with its connection
     assert _chunks(conn) == contents
     assert sorted(row[0] for row in conn.execute("SELECT id FROM chunks")) == ids
-    assert [segment.rows for segment in layout(conn).segments] == [40]
+    expected = [40] if merge_factor == 2 else [20, 20]
+    assert [(segment.rows, segment.indexed) for segment in layout(conn).segments] == [(rows, True) for rows in expected]
     assert layout(conn).growing_rows == 0
     assert conn.execute(
         "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND NOT relispartition AND relname LIKE 'chunks_segment_%%'"
