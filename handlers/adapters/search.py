@@ -14,10 +14,15 @@ ANALYZE) of which n hold the term (counted up to a cap), so a rare
 term outweighs common ones; ties go to `ts_rank_cd` (cover density: query terms closer together
 rank higher), normalised by the chunk's length.
 
-`hnsw.ef_search` is raised for the query: an HNSW scan yields at most ef_search rows (pgvector 0.6
-has no iterative scan), so the default 40 would cut a hybrid candidate list of 50 short; 100 also
-gives better recall than the default for a cost that stays small next to the round trip (see
-bench/search_latency.py).
+`ef_search` (100) is the exploration budget of a vector search. One HNSW index spends it all; a
+segmented store (handlers.adapters.segments) searches each of its k indexed segments with
+`hnsw.ef_search` = limit + ef_search / k, the way Lucene's optimistic per-segment collection shares
+a query's k among its segments: each segment can return the query's rows on top of its share of the
+budget. A segment's graph is smaller than one index over every row, so its share finds as much:
+recall stays at least that of one index over the same rows, and the work, hence the latency, stays
+close to it instead of growing with the number of segments (bench/search_latency.py measures both).
+An HNSW scan yields at most ef_search rows (pgvector 0.6 has no iterative scan); the budget is never
+below the hybrid candidate list, so the segments' shares together always cover it.
 """
 
 from __future__ import annotations
@@ -44,6 +49,20 @@ FREQUENCY_CAP = 10_000
 CANDIDATES = 50
 EF_SEARCH = 100
 SNIPPET_CHARS = 200
+
+# The partitions of `chunks` that hold rows and an HNSW index, by the planner's row estimate:
+# compaction analyses every segment it seals or merges, and a partition not analysed yet (-1) is
+# left out, which only gives the others a larger share. One catalog lookup in the statement that
+# sets the scan's ef_search, so it costs no extra round trip. pgvector accepts at most 1000.
+_SET_EF_SEARCH = """
+SELECT set_config('hnsw.ef_search', least(1000, ceil(%s::float8 / greatest(1, (
+    SELECT count(DISTINCT area.oid) FROM pg_inherits AS link
+    JOIN pg_class AS area ON area.oid = link.inhrelid
+    JOIN pg_index AS index ON index.indrelid = area.oid AND index.indisvalid
+    JOIN pg_class AS index_class ON index_class.oid = index.indexrelid
+    JOIN pg_am AS method ON method.oid = index_class.relam AND method.amname = 'hnsw'
+    WHERE link.inhparent = 'chunks'::regclass AND area.reltuples > 0))) + %s)::int::text, true)
+"""
 
 # Documents a search is limited to: a key prefix (LIKE with the pattern escaped) and a content type.
 _DOCUMENT_FILTER = "key LIKE %(key_pattern)s AND (%(content_type)s::text IS NULL OR content_type = %(content_type)s)"
@@ -209,12 +228,20 @@ def search_chunks(
     """
     params = query_params(query, vector, limit=limit, candidates=candidates, where=where)
     with conn.transaction():
-        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(ef_search, limit, candidates)),))
+        needed = max(limit, candidates) if hybrid else limit
+        set_ef_search(conn, max(ef_search, needed), limit)
         rows = conn.execute(HYBRID_QUERY if hybrid else VECTOR_QUERY, params).fetchall()
     return [
         SearchHit(chunk_id, bucket, key, page, float(score), make_snippet(text, query), vector_rank, text_rank)
         for chunk_id, bucket, key, page, text, score, vector_rank, text_rank in rows
     ]
+
+
+def set_ef_search(conn: psycopg.Connection[Any], budget: int, limit: int) -> int:
+    """Set `hnsw.ef_search` for the rest of the transaction to each indexed segment's share; returns it."""
+    from handlers.adapters.rows import scalar
+
+    return int(scalar(conn, _SET_EF_SEARCH, (budget, limit)))
 
 
 def make_snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:

@@ -22,7 +22,7 @@ from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.postgres import PostgresRepository, open_pool
 from handlers.adapters.reembed import ReembedOptions, reembed
-from handlers.adapters.search import search_chunks
+from handlers.adapters.search import EF_SEARCH, search_chunks, set_ef_search
 from handlers.adapters.segments import (
     COMPACTION_LOCK_ID,
     CompactOptions,
@@ -230,6 +230,30 @@ def test_search_during_compaction_sees_every_chunk_exactly_once(conn, writer, st
     assert observations
     assert failures == []
     assert [segment.rows for segment in layout(conn).segments] == [600]
+
+
+def test_each_indexed_segment_searches_with_its_share_of_the_budget(conn, writer):
+    def share() -> int:
+        with conn.transaction():
+            value = set_ef_search(conn, 100, 10)
+            assert conn.execute("SHOW hnsw.ef_search").fetchone() == (str(value),)
+        return value
+
+    rng = _rng(17)
+    assert share() == 110  # no segment yet: one index's whole budget, plus the rows asked for
+    for round_number in range(3):
+        _fill(writer, rng, documents=2, chunks=3, prefix=f"r{round_number}")
+        compact(conn, CompactOptions(force_seal=True, merge_factor=10))
+    _fill(writer, rng, documents=1, chunks=3, prefix="growing")  # searched exactly: no share
+    assert share() == 10 + 34  # three segments: ceil(100 / 3) each
+    writer.delete("uploads/r0-0000.txt")
+    writer.delete("uploads/r0-0001.txt")
+    compact(conn, CompactOptions(merge_factor=10))
+    conn.execute("ANALYZE chunks")
+    assert share() == 10 + 50  # an emptied segment is not searched
+    assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("40",)  # the setting ended with the transaction
+    with conn.transaction():
+        assert set_ef_search(conn, 2000, 10) == 1000  # pgvector's maximum
 
 
 def test_replace_and_delete_reach_every_area(store_url, conn, writer):
@@ -498,8 +522,12 @@ def _exact(conn: psycopg.Connection[Any], queries: list[list[float]]) -> list[se
 
 
 @pytest.mark.slow
-def test_recall_of_segments_is_at_least_that_of_one_hnsw_index(database_url, second_database_url):
-    """Fixed data: 4,000 vectors of 48 random dimensions (the hard case for HNSW), 50 queries, ef_search 20."""
+@pytest.mark.parametrize("ef_search", [20, EF_SEARCH])
+def test_recall_of_segments_is_at_least_that_of_one_hnsw_index(database_url, second_database_url, ef_search):
+    """Fixed data: 4,000 vectors of 48 random dimensions (the hard case for HNSW), 50 queries.
+
+    The single index examines `ef_search` candidates; each of the four segments its share of them.
+    """
     dimension = 48
     rng = _rng(11)
     documents = [[_vector(rng, dimension) for _ in range(40)] for _ in range(100)]
@@ -520,7 +548,7 @@ def test_recall_of_segments_is_at_least_that_of_one_hnsw_index(database_url, sec
                 writer.close()
             if mode == "segmented":
                 assert len(layout(conn).segments) == 4
-            recalls[mode] = _recall(conn, queries, _exact(conn, queries), ef_search=20)
+            recalls[mode] = _recall(conn, queries, _exact(conn, queries), ef_search=ef_search)
     assert recalls["segmented"] >= recalls["live"], recalls
 
 
