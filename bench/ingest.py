@@ -18,7 +18,9 @@ Start-up (imports, connections, migrations) is inside every contender's time.
 
 Measured per contender: wall seconds, files/s, chunks/s, peak RSS (the largest process of the
 contender's tree, sampled every 0.1 s), PostgreSQL server CPU seconds (the postmaster and all its
-backends, from /proc), and the ratios to the floor and to the seed. Also: the cold import of the
+backends, from /proc), the machine's busy CPU seconds (all cores, all processes, from /proc/stat:
+divided by the wall time, the cores a contender keeps busy) and those of the harness process, where
+moto's server answers S3 and SQS, and the ratios to the floor and to the seed. Also: the cold import of the
 Lambda entry against boto3 + powertools' batch module alone, the peak RSS of extracting the
 largest corpus PDF, and (with --profile) a py-spy profile of the direct handler by stage.
 
@@ -184,6 +186,38 @@ def server_cpu_seconds(pgdata: Path) -> float:
     return float(total)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of this machine spent busy since boot (all processes, from /proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def harness_cpu_seconds() -> float:
+    """CPU seconds of this process: the harness and moto's server, which runs in its threads."""
+    times = os.times()
+    return times.user + times.system
+
+
+class CpuMeter:
+    """The machine's busy CPU seconds and the harness's (moto's) over a block, or up to `stop()`."""
+
+    def __enter__(self) -> CpuMeter:
+        self._machine, self._harness = machine_busy_seconds(), harness_cpu_seconds()
+        self.machine = self.harness = 0.0
+        self._stopped = False
+        return self
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self.machine = machine_busy_seconds() - self._machine
+            self.harness = harness_cpu_seconds() - self._harness
+            self._stopped = True
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
 class RssSampler:
     """Peak RSS of the largest process in a process tree, read from each process's high-water mark.
 
@@ -243,6 +277,10 @@ class Run:
     compaction_db_cpu_seconds: float | None = None
     first_document_seconds: float | None = None
     """Workers: from the command's start to the first stored document (start-up, polled every 0.2 s)."""
+    machine_cpu_seconds: float = 0.0
+    """Busy CPU seconds of the whole machine during the run: contender, PostgreSQL, moto, harness."""
+    moto_cpu_seconds: float = 0.0
+    """CPU seconds of the harness process, where moto's server answers S3 and SQS."""
 
 
 @contextmanager
@@ -322,25 +360,34 @@ def _timed(
     return seconds, server_cpu_seconds(pgdata) - cpu_before, sampler.peak_bytes / 2**20
 
 
+def _with_cpu(run: Run, meter: CpuMeter) -> Run:
+    run.machine_cpu_seconds, run.moto_cpu_seconds = meter.machine, meter.harness
+    return run
+
+
 def run_floor(files: list[Path]) -> Run:
     with fresh_stack() as (stack, pgdata), tempfile.NamedTemporaryFile("w", suffix=".json") as listing:
         json.dump([str(path) for path in files], listing)
         listing.flush()
         cpu = server_cpu_seconds(pgdata)
-        started = time.monotonic()
-        child = _child(["--floor-child", listing.name], _environment(stack))
-        seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, "floor")
-        return Run("floor", seconds, len(files), _count_chunks(stack.database_url, "floor_chunks"), db_cpu, rss)
+        with CpuMeter() as meter:
+            started = time.monotonic()
+            child = _child(["--floor-child", listing.name], _environment(stack))
+            seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, "floor")
+        chunks = _count_chunks(stack.database_url, "floor_chunks")
+        return _with_cpu(Run("floor", seconds, len(files), chunks, db_cpu, rss), meter)
 
 
 def run_seed(files: list[Path]) -> Run:
     with fresh_stack() as (stack, pgdata):
         _upload(stack, files)
         cpu = server_cpu_seconds(pgdata)
-        started = time.monotonic()
-        child = _child(["--seed-child", str(len(files))], _environment(stack))
-        seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, "seed")
-        return Run("seed", seconds, len(files), _count_chunks(stack.database_url, "seed_chunks"), db_cpu, rss)
+        with CpuMeter() as meter:
+            started = time.monotonic()
+            child = _child(["--seed-child", str(len(files))], _environment(stack))
+            seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, "seed")
+        chunks = _count_chunks(stack.database_url, "seed_chunks")
+        return _with_cpu(Run("seed", seconds, len(files), chunks, db_cpu, rss), meter)
 
 
 def run_direct(files: list[Path], mode: str, name: str) -> Run:
@@ -348,15 +395,12 @@ def run_direct(files: list[Path], mode: str, name: str) -> Run:
         json.dump([json.dumps(notification) for notification in _upload(stack, files)], batch)
         batch.flush()
         cpu = server_cpu_seconds(pgdata)
-        started = time.monotonic()
-        child = _child(["--direct-child", batch.name], _environment(stack, FILEQUEUE_VECTOR_INDEX=mode))
-        seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, name)
-        return _with_compaction(
-            Run(name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, rss),
-            stack,
-            pgdata,
-            mode,
-        )
+        with CpuMeter() as meter:
+            started = time.monotonic()
+            child = _child(["--direct-child", batch.name], _environment(stack, FILEQUEUE_VECTOR_INDEX=mode))
+            seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, name)
+        run = Run(name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, rss)
+        return _with_compaction(_with_cpu(run, meter), stack, pgdata, mode)
 
 
 def run_worker(files: list[Path], mode: str, processes: int, name: str) -> Run:
@@ -373,15 +417,16 @@ def run_worker(files: list[Path], mode: str, processes: int, name: str) -> Run:
             if done and not first_document:
                 first_document.append(time.monotonic() - started)
 
-        with running_worker(env, processes) as worker, RssSampler(worker.pid) as sampler:
+        with CpuMeter() as meter, running_worker(env, processes) as worker, RssSampler(worker.pid) as sampler:
             wait_until_processed(stack.database_url, len(files), timeout=3600, worker=worker, on_progress=note_first)
             seconds = time.monotonic() - started
             db_cpu = server_cpu_seconds(pgdata) - cpu
+            meter.stop()  # the worker's shutdown is not part of the run
         run = Run(
             name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, sampler.peak_bytes / 2**20
         )
         run.first_document_seconds = first_document[0]
-        return _with_compaction(run, stack, pgdata, mode)
+        return _with_compaction(_with_cpu(run, meter), stack, pgdata, mode)
 
 
 def _with_compaction(run: Run, stack: LocalStack, pgdata: Path, mode: str) -> Run:
@@ -686,6 +731,8 @@ def median_run(runs: list[Run]) -> dict[str, Any]:
         "compaction_seconds": median([run.compaction_seconds for run in runs]),
         "compaction_db_cpu_seconds": median([run.compaction_db_cpu_seconds for run in runs]),
         "first_document_seconds": median([run.first_document_seconds for run in runs]),
+        "machine_cpu_seconds": median([run.machine_cpu_seconds for run in runs]),
+        "moto_cpu_seconds": median([run.moto_cpu_seconds for run in runs]),
         "rounds": [round(run.seconds, 2) for run in runs],
     }
 
@@ -695,7 +742,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     header = (
         f"{'contender':<18}{'files':>6}{'chunks':>7}{'s':>8}{'files/s':>8}{'chunks/s':>9}{'RSS MB':>8}"
         f"{'DB CPU s':>9}{'DB ms/chunk':>12}{'x floor':>8}{'x seed':>7}{'compact s':>10}{'compact DB s':>13}"
-        f"{'1st doc s':>10}"
+        f"{'1st doc s':>10}{'cores busy':>11}{'moto CPU s':>11}"
     )
     print(header)
     for name, row in results.items():
@@ -711,6 +758,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"{'' if compaction is None else f'{compaction:.2f}':>10}"
             f"{'' if compaction_cpu is None else f'{compaction_cpu:.2f}':>13}"
             f"{'' if first is None else f'{first:.2f}':>10}"
+            f"{row['machine_cpu_seconds'] / seconds:>11.2f}{row['moto_cpu_seconds']:>11.2f}"
         )
 
 

@@ -36,7 +36,9 @@ def test_the_ingest_benchmark_measures_every_contender_and_writes_its_report(tmp
         # Every contender stored every chunk of the same 4 files (2 Markdown, 2 PDFs)
         assert (row["files"], row["chunks"]) == (4, report["results"]["floor"]["chunks"]), name
         assert row["chunks"] > 0
+        assert row["machine_cpu_seconds"] > 0, name
     assert report["results"]["direct after"]["compaction_seconds"] is not None
     assert report["results"]["worker2 after"]["first_document_seconds"] is not None
+    assert report["results"]["worker2 after"]["moto_cpu_seconds"] > 0  # moto answered the worker
     assert "x floor" in completed.stdout  # the side-by-side table
     assert report["cold_import_ms"]["lambda_entry"] > 0
