@@ -261,7 +261,8 @@ def _seal_in_place(conn: psycopg.Connection[Any]) -> int:
             sql.Literal(successor), sql.Literal(successor)
         )
     )
-    conn.execute(sql.SQL("ALTER TABLE chunks ALTER COLUMN segment SET DEFAULT {}").format(sql.Literal(successor)))
+    # ONLY: without it the default would reach every partition, the live area's (1) included.
+    conn.execute(sql.SQL("ALTER TABLE ONLY chunks ALTER COLUMN segment SET DEFAULT {}").format(sql.Literal(successor)))
     return int(rows)
 
 

@@ -148,6 +148,25 @@ def test_live_mode_writes_into_the_indexed_area_as_before(store_url, conn):
     assert "Index Scan using chunks_live_embedding_hnsw on chunks_live" in _plan(conn)
 
 
+def test_after_a_seal_both_modes_still_write_where_they_should(store_url, conn, writer):
+    rng = _rng(19)
+    writer.put("uploads/sealed.txt", [_vector(rng)])
+    compact(conn, CompactOptions(force_seal=True))
+    live = Writer(store_url, vector_index="live")
+    try:
+        live.put("uploads/live.txt", [_vector(rng)])
+    finally:
+        live.close()
+    writer.put("uploads/growing.txt", [_vector(rng)])
+    conn.execute(
+        "INSERT INTO chunks (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
+        " embedding_dimension, embedding) SELECT document_id, 1, 1, 0, 1, 'x', embedding_model,"
+        " embedding_dimension, embedding FROM chunks_growing"
+    )
+    current = layout(conn)
+    assert (current.live_rows, current.growing_rows, [segment.rows for segment in current.segments]) == (1, 2, [1])
+
+
 def test_an_unknown_vector_index_mode_is_a_config_error(store_url):
     with pytest.raises(ConfigError, match="FILEQUEUE_VECTOR_INDEX"):
         Writer(store_url, vector_index="lazy")
