@@ -448,6 +448,23 @@ def _build_index_ignoring_termination(url: str, table: str) -> None:
             return
 
 
+def test_a_merge_copies_each_chunks_full_text_vector_instead_of_computing_it(conn, writer):
+    rng = _rng(18)
+    for round_number in range(2):
+        _fill(writer, rng, documents=2, chunks=3, prefix=f"r{round_number}")
+        compact(conn, CompactOptions(force_seal=True, merge_factor=10))
+    stale = "SELECT count(*) FROM chunks WHERE tsv IS DISTINCT FROM to_tsvector('english', text)"
+    assert conn.execute(stale).fetchone() == (0,)  # filled as the writers' COPY stored each row
+    [(marked,)] = conn.execute("SELECT min(id) FROM chunks").fetchall()
+    conn.execute("UPDATE chunks SET tsv = 'copied'::tsvector WHERE id = %s", (marked,))
+    report = compact(conn, CompactOptions(merge_all=True))
+    assert report.merges == 1
+    assert conn.execute("SELECT tsv::text FROM chunks WHERE id = %s", (marked,)).fetchone() == ("'copied'",)
+    conn.execute("UPDATE chunks SET text = 'feeding the starters' WHERE id = %s", (marked,))
+    assert conn.execute("SELECT tsv::text FROM chunks WHERE id = %s", (marked,)).fetchone() == ("'feed':1 'starter':3",)
+    assert conn.execute(stale).fetchone() == (0,)
+
+
 _KILL_AT = """
 import os, signal, sys
 import psycopg
