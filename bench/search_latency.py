@@ -2,17 +2,23 @@
 
 A deterministic synthetic corpus (topics of generated words over a Zipf-distributed common
 vocabulary) is embedded with the hashing embedder (dimension 384) into a fresh pgserver database
-migrated like production. 100 queries then run through `search_chunks` (the code the CLI uses,
-minus embedding the query), vector and hybrid, on the same rows in four layouts:
+migrated like production, twice: database A segmented, database B with one index. 100 queries
+then run through `search_chunks` (the code the CLI uses, minus embedding the query), vector and
+hybrid, on the same rows in four layouts:
 
-- segmented: the rows arrive in batches, as ingestion writes them, and compaction runs after each
-  batch with the default policy (seal at FILEQUEUE_COMPACTION_SEAL_ROWS, merge a full size tier);
-  the last half batch stays in the growing area, searched exactly: the steady state of a store
+- segmented (A): the rows arrive in batches, as ingestion writes them, and compaction runs after
+  each batch with the default policy (seal at FILEQUEUE_COMPACTION_SEAL_ROWS, merge a full size
+  tier); the last batch stays in the growing area, searched exactly: the steady state of a store
   under ingestion.
-- merged: after `filequeue compact --merge-all` (one segment, nothing growing).
-- single: every row in one table with one HNSW index (the store before segments, and
-  FILEQUEUE_VECTOR_INDEX=live).
-- exact: no index used (`enable_indexscan` off): the ground truth for recall@10.
+- merged (A): after `filequeue compact --merge-all` (one segment, nothing growing).
+- single (B): every row in one table with one HNSW index built after the load (the store before
+  segments, and FILEQUEUE_VECTOR_INDEX=live).
+- exact: no index used (`enable_indexscan` off, on connections of their own, so no plan made
+  without indexes is reused): the ground truth for recall@10, per database.
+
+A layout of A and the single index of B are measured side by side in rounds of alternating order,
+and each figure is the median over the rounds of the per-round medians, so that the machine's
+noise falls on both alike.
 
 Results go to bench/results/search_latency.json.
 
@@ -65,6 +71,8 @@ COPY_COLUMNS = (
     "COPY chunks_growing (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
     " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
 )
+COPY_LIVE_COLUMNS = COPY_COLUMNS.replace("chunks_growing", "chunks_live")
+ROUNDS = 3
 
 
 def _rng(seed: int) -> random.Random:
@@ -95,10 +103,15 @@ class Corpus:
         return " ".join(self.rng.sample(topic, 2) + self.rng.sample(self.common[:200], 2))
 
 
-def load_segmented(
-    conn: psycopg.Connection[Any], documents: int, chunks_per_document: int, options: CompactOptions
+def load(
+    conn: psycopg.Connection[Any], documents: int, chunks_per_document: int, options: CompactOptions | None
 ) -> dict[str, float]:
-    """Write the corpus into the growing area batch by batch, compacting after each full batch."""
+    """Write the corpus into the growing area batch by batch, compacting after each full batch.
+
+    Without `options`, into the live area with its HNSW index dropped, then built once.
+    """
+    if options is None:
+        conn.execute("DROP INDEX chunks_live_embedding_hnsw")
     corpus = Corpus(_rng(SEED))
     embedder = HashingEmbedder(DIMENSION)
     inserted = conn.execute(
@@ -116,7 +129,7 @@ def load_segmented(
         started = time.perf_counter()
         vectors = embedder.embed(texts)
         embedded = time.perf_counter()
-        with conn.transaction(), conn.cursor().copy(COPY_COLUMNS) as copy:
+        with conn.transaction(), conn.cursor().copy(COPY_COLUMNS if options else COPY_LIVE_COLUMNS) as copy:
             copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector"])
             for ordinal, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
                 copy.write_row((document_id, ordinal, 1, 0, len(text), text, embedder.model, DIMENSION, Vector(vector)))
@@ -125,30 +138,19 @@ def load_segmented(
         timings["load_seconds"] += loaded - embedded
         pending += chunks_per_document
         # The steady state: the last half batch stays in the growing area.
+        if options is None:
+            continue
         if pending >= options.seal_rows and (number + 1) * chunks_per_document <= total - options.seal_rows // 2:
             compact(conn, options)
             timings["compaction_seconds"] += time.perf_counter() - loaded
             pending = 0
+    if options is None:
+        started = time.perf_counter()
+        conn.execute("CREATE INDEX chunks_live_embedding_hnsw ON chunks_live USING hnsw (embedding vector_cosine_ops)")
+        timings["hnsw_build_seconds"] = time.perf_counter() - started
     conn.execute("VACUUM ANALYZE chunks")
     conn.execute("VACUUM ANALYZE documents")
     return {name: round(value, 2) for name, value in timings.items()}
-
-
-def to_single_index(conn: psycopg.Connection[Any]) -> float:
-    """Move every row into the live area and build its one HNSW index; returns the build seconds."""
-    conn.execute("DROP INDEX chunks_live_embedding_hnsw")
-    with conn.transaction():
-        columns = (
-            "id, document_id, ordinal, page, char_start, char_end, text, embedding_model,"
-            " embedding_dimension, embedding"
-        )
-        conn.execute(f"INSERT INTO chunks_live ({columns}) SELECT {columns} FROM chunks WHERE segment <> 1")  # noqa: S608
-        conn.execute("DELETE FROM chunks WHERE segment <> 1")
-    started = time.perf_counter()
-    conn.execute("CREATE INDEX chunks_live_embedding_hnsw ON chunks_live USING hnsw (embedding vector_cosine_ops)")
-    seconds = time.perf_counter() - started
-    conn.execute("VACUUM ANALYZE chunks")
-    return round(seconds, 2)
 
 
 def measure(
@@ -197,25 +199,54 @@ def recall(approximate: list[list[SearchHit]], exact: list[list[SearchHit]]) -> 
     return round(statistics.mean(found), 3)
 
 
-def measure_layout(
-    conn: psycopg.Connection[Any],
+def side_by_side(
+    pair: dict[str, psycopg.Connection[Any]],
     queries: list[tuple[str, list[float]]],
-    exact: list[list[SearchHit]],
+    exact: dict[str, list[list[SearchHit]]],
+    *,
+    hybrid: bool,
+    ef_search: int = EF_SEARCH,
+) -> dict[str, dict[str, float]]:
+    """Each layout's median and p95 ms over ROUNDS rounds in alternating order, and its recall@10."""
+    names = list(pair)
+    per_round: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    answers: dict[str, list[list[SearchHit]]] = {}
+    for round_number in range(ROUNDS):
+        for name in names if round_number % 2 == 0 else names[::-1]:
+            stats, answers[name] = measure(pair[name], queries, hybrid=hybrid, ef_search=ef_search)
+            per_round[name].append(stats)
+    result: dict[str, dict[str, float]] = {}
+    for name in names:
+        result[name] = {
+            key: round(statistics.median(stats[key] for stats in per_round[name]), 2) for key in ("median_ms", "p95_ms")
+        }
+        if not hybrid:
+            result[name]["recall_at_10"] = recall(answers[name], exact[name])
+    return result
+
+
+def measure_pair(
+    pair: dict[str, psycopg.Connection[Any]],
+    queries: list[tuple[str, list[float]]],
+    exact: dict[str, list[list[SearchHit]]],
     sweep: bool,
-) -> dict[str, Any]:
-    vector, answers = measure(conn, queries, hybrid=False)
-    hybrid, _ = measure(conn, queries, hybrid=True)
-    result: dict[str, Any] = {
-        "vector": {**vector, "recall_at_10": recall(answers, exact)},
-        "hybrid": hybrid,
-        "plan": scans_in_plan(conn, queries[0][1]),
-        "layout": _describe(conn),
+) -> dict[str, dict[str, Any]]:
+    vector = side_by_side(pair, queries, exact, hybrid=False)
+    hybrid = side_by_side(pair, queries, exact, hybrid=True)
+    result: dict[str, dict[str, Any]] = {
+        name: {
+            "vector": vector[name],
+            "hybrid": hybrid[name],
+            "plan": scans_in_plan(conn, queries[0][1]),
+            "layout": _describe(conn),
+        }
+        for name, conn in pair.items()
     }
     if sweep:
-        result["ef_search_sweep"] = {}
         for ef in EF_SEARCH_SWEEP:
-            stats, swept = measure(conn, queries, hybrid=False, ef_search=ef)
-            result["ef_search_sweep"][str(ef)] = {**stats, "recall_at_10": recall(swept, exact)}
+            swept = side_by_side(pair, queries, exact, hybrid=False, ef_search=ef)
+            for name in pair:
+                result[name].setdefault("ef_search_sweep", {})[str(ef)] = swept[name]
     return result
 
 
@@ -228,53 +259,63 @@ def _describe(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def exact_search(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    conn.execute("SET enable_indexscan = off")
-    try:
-        yield
-    finally:
-        conn.execute("RESET enable_indexscan")
+def exact_answers(
+    url: str, queries: list[tuple[str, list[float]]]
+) -> tuple[dict[str, float], dict[str, float], list[list[SearchHit]]]:
+    """Latency of the exact search (vector, hybrid) and its answers, on a connection of its own."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SET enable_indexscan = off")
+        vector, answers = measure(conn, queries, hybrid=False)
+        hybrid, _ = measure(conn, queries, hybrid=True)
+    return vector, hybrid, answers
 
 
-def run(conn: psycopg.Connection[Any], documents: int, chunks_per_document: int) -> dict[str, Any]:
+def _open(url: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(url, autocommit=True)
     migrate(conn, StoreConfig("hashing-v1", DIMENSION))
     register_vector(conn)
     conn.execute("SET maintenance_work_mem = '256MB'")
+    return conn
+
+
+def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[str, Any]:
     options = CompactOptions()
-    build = load_segmented(conn, documents, chunks_per_document, options)
-    corpus = Corpus(_rng(SEED + 1))
-    embedder = HashingEmbedder(DIMENSION)
-    texts = [corpus.query() for _ in range(QUERIES)]
-    queries = list(zip(texts, embedder.embed(texts), strict=True))
-    with exact_search(conn):
-        exact_vector, exact = measure(conn, queries, hybrid=False)
-        exact_hybrid, _ = measure(conn, queries, hybrid=True)
-    layouts = {"segmented": measure_layout(conn, queries, exact, sweep=True)}
-    started = time.perf_counter()
-    compact(conn, CompactOptions(merge_all=True))
-    build["merge_all_seconds"] = round(time.perf_counter() - started, 2)
-    layouts["merged"] = measure_layout(conn, queries, exact, sweep=False)
-    build["single_hnsw_build_seconds"] = to_single_index(conn)
-    layouts["single"] = measure_layout(conn, queries, exact, sweep=True)
+    with _open(urls["segmented"]) as segmented, _open(urls["single"]) as single:
+        build = load(segmented, documents, chunks_per_document, options)
+        build["single_hnsw_build_seconds"] = load(single, documents, chunks_per_document, None)["hnsw_build_seconds"]
+        corpus = Corpus(_rng(SEED + 1))
+        embedder = HashingEmbedder(DIMENSION)
+        texts = [corpus.query() for _ in range(QUERIES)]
+        queries = list(zip(texts, embedder.embed(texts), strict=True))
+        _, _, exact_segmented = exact_answers(urls["segmented"], queries)
+        exact_vector, exact_hybrid, exact_single = exact_answers(urls["single"], queries)
+        exact = {"segmented": exact_segmented, "merged": exact_segmented, "single": exact_single}
+        layouts = measure_pair({"segmented": segmented, "single": single}, queries, exact, sweep=True)
+        started = time.perf_counter()
+        compact(segmented, CompactOptions(merge_all=True))
+        build["merge_all_seconds"] = round(time.perf_counter() - started, 2)
+        beside_merged = measure_pair({"merged": segmented, "single": single}, queries, exact, sweep=False)
+        [(chunks,)] = segmented.execute("SELECT count(*) FROM chunks").fetchall()
+        [(server,)] = segmented.execute("SHOW server_version").fetchall()
+        [(pgvector,)] = segmented.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchall()
+    layouts["merged"] = beside_merged["merged"]
+    layouts["single_beside_merged"] = beside_merged["single"]
     layouts["exact"] = {"vector": exact_vector, "hybrid": exact_hybrid}
-    single = layouts["single"]
     ratios = {
         name: {
-            "vector_median": round(layouts[name]["vector"]["median_ms"] / single["vector"]["median_ms"], 2),
-            "hybrid_median": round(layouts[name]["hybrid"]["median_ms"] / single["hybrid"]["median_ms"], 2),
+            kind: round(layouts[name][kind]["median_ms"] / layouts[reference][kind]["median_ms"], 2)
+            for kind in ("vector", "hybrid")
         }
-        for name in ("segmented", "merged")
+        for name, reference in (("segmented", "single"), ("merged", "single_beside_merged"))
     }
-    [(chunks,)] = conn.execute("SELECT count(*) FROM chunks").fetchall()
-    [(server,)] = conn.execute("SHOW server_version").fetchall()
-    [(pgvector,)] = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchall()
     return {
         "chunks": chunks,
         "documents": documents,
         "dimension": DIMENSION,
         "queries": QUERIES,
         "limit": LIMIT,
+        "rounds": ROUNDS,
         "hnsw_ef_search": EF_SEARCH,
         "hnsw_params": "m=16, ef_construction=64 (pgvector defaults)",
         "compaction": {"seal_rows": options.seal_rows, "merge_factor": options.merge_factor},
@@ -290,15 +331,15 @@ def run(conn: psycopg.Connection[Any], documents: int, chunks_per_document: int)
 
 def print_table(report: dict[str, Any]) -> None:
     print(f"{report['chunks']} chunks, {report['queries']} queries, top {report['limit']}, dim {report['dimension']}")
-    print(f"{'layout':<10} {'vector ms':>10} {'p95':>7} {'recall@10':>10} {'hybrid ms':>10} {'p95':>7}  layout")
+    print(f"{'layout':<21} {'vector ms':>10} {'p95':>7} {'recall@10':>10} {'hybrid ms':>10} {'p95':>7}  layout")
     for name, row in report["layouts"].items():
         vector, hybrid = row["vector"], row["hybrid"]
         print(
-            f"{name:<10} {vector['median_ms']:>10.2f} {vector['p95_ms']:>7.2f} {vector.get('recall_at_10', 1.0):>10.3f}"
+            f"{name:<21} {vector['median_ms']:>10.2f} {vector['p95_ms']:>7.2f} {vector.get('recall_at_10', 1.0):>10.3f}"
             f" {hybrid['median_ms']:>10.2f} {hybrid['p95_ms']:>7.2f}  {row.get('layout', '')}"
         )
     for name, ratios in report["latency_ratio_to_single_index"].items():
-        print(f"{name} / single: vector {ratios['vector_median']:.2f}x, hybrid {ratios['hybrid_median']:.2f}x")
+        print(f"{name} / single beside it: vector {ratios['vector']:.2f}x, hybrid {ratios['hybrid']:.2f}x")
     for name in ("segmented", "single"):
         for ef, row in report["layouts"][name]["ef_search_sweep"].items():
             print(f"{name} ef_search {ef:>4}: {row['median_ms']:.2f} ms, recall@10 {row['recall_at_10']:.3f}")
@@ -306,22 +347,24 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 @contextmanager
-def bench_database() -> Iterator[str]:
-    """A fresh database: on FILEQUEUE_BENCH_DATABASE_URL's server if set, else on a new pgserver."""
+def bench_databases(names: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """Fresh databases: on FILEQUEUE_BENCH_DATABASE_URL's server if set, else on a new pgserver."""
     server_url = os.environ.get("FILEQUEUE_BENCH_DATABASE_URL")
     data_dir = None
     server = None
     if not server_url:
         data_dir = Path(tempfile.mkdtemp(prefix="filequeue-bench-pg-"))
         server_url, server = start_postgres(data_dir / "pgdata")
-    name = f"bench_search_{os.getpid()}"
+    databases = {name: f"bench_search_{name}_{os.getpid()}" for name in names}
     try:
         with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_conninfo(server_url, dbname=name)
+            for database in databases.values():
+                admin.execute(f'CREATE DATABASE "{database}"')
+        yield {name: make_conninfo(server_url, dbname=database) for name, database in databases.items()}
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for database in databases.values():
+                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         if server is not None:
             server.cleanup()
         if data_dir is not None:
@@ -333,8 +376,8 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=1700)
     parser.add_argument("--chunks-per-document", type=int, default=60)
     args = parser.parse_args()
-    with bench_database() as url, psycopg.connect(url, autocommit=True) as conn:
-        report = run(conn, args.documents, args.chunks_per_document)
+    with bench_databases(("segmented", "single")) as urls:
+        report = run(urls, args.documents, args.chunks_per_document)
     print_table(report)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
 
