@@ -703,6 +703,9 @@ def _stage(frames: list[str]) -> str:
 # --- the run ---------------------------------------------------------------------------------
 
 
+PROFILE_KEY = "profile_direct_after_percent_of_wall_time"
+
+
 def contenders(files: list[Path], small: list[Path]) -> dict[str, Callable[[], Run]]:
     return {
         "floor": lambda: run_floor(files),
@@ -766,12 +769,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="Markdown files and PDFs of each kind (default 100)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", action="append", help="run only these contenders (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=list(contenders([], [])), help="run only these contenders (repeatable)"
+    )
     parser.add_argument("--profile", action="store_true", help="also profile the direct handler with py-spy")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS.name})")
     parser.add_argument(
         "--side-only", action="store_true", help="only the cold import and the largest PDF; update the results file"
     )
+    parser.add_argument("--profile-only", action="store_true", help="only the profile; update the results file")
     parser.add_argument("--floor-child", help=argparse.SUPPRESS)
     parser.add_argument("--seed-child", help=argparse.SUPPRESS)
     parser.add_argument("--direct-child", help=argparse.SUPPRESS)
@@ -797,6 +803,12 @@ def main() -> None:
         return
     folder = build_corpus(args.n)
     files = corpus_files(folder, args.n)
+    if args.profile_only:
+        stored = json.loads(args.output.read_text())
+        stored[PROFILE_KEY] = profile_direct(files)
+        print(json.dumps(stored[PROFILE_KEY], indent=2))
+        args.output.write_text(json.dumps(stored, indent=2) + "\n")
+        return
     small = corpus_files(folder, max(1, args.n // 5))
     chosen = {name: run for name, run in contenders(files, small).items() if not args.only or name in args.only}
     names = list(chosen)
@@ -819,7 +831,7 @@ def main() -> None:
         "extraction_ms_per_pdf": extraction_per_file(sorted((folder / "pdf").glob("*.pdf"))[:20]),
     }
     if args.profile:
-        report["profile_direct_after_percent_of_wall_time"] = profile_direct(files)
+        report[PROFILE_KEY] = profile_direct(files)
     if "floor" in results and "seed" in results:
         print_table(results)
     print(json.dumps({key: report[key] for key in report if key != "results"}, indent=2))
