@@ -15,7 +15,7 @@ wall seconds split at its steps: copying the rows into the new table, then build
 
 Results go to bench/results/merge_cost.json.
 
-    python bench/merge_cost.py [--rows 20000] [--segments 20] [--rounds 3]
+    python -m bench.merge_cost [--rows 20000] [--segments 20] [--rounds 3]   (from the repository root)
 """
 
 from __future__ import annotations

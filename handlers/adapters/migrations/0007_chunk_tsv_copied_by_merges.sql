@@ -1,7 +1,7 @@
 -- A merge copies each chunk's full-text vector instead of computing it again: `tsv` becomes a plain
 -- column, filled by a trigger when a row arrives without one (the writers' COPY names no tsv) or
--- when its text changes. Rows that compaction copies from one segment into another bring theirs,
--- which was a fifth of a merge's database time when the generated column recomputed it.
+-- when its text changes. Rows that compaction copies from one segment into another bring theirs:
+-- computing it again was more than half of a merge's copying (bench/merge_cost.py).
 -- Existing values stay as they are; the trigger computes them exactly as the generated column did.
 ALTER TABLE chunks ALTER COLUMN tsv DROP EXPRESSION;
 
