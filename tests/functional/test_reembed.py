@@ -17,7 +17,7 @@ from handlers.adapters import reembed as reembed_module
 from handlers.adapters.embedders.hashing import HashingEmbedder, LexicalHashingEmbedder
 from handlers.adapters.reembed import ReembedOptions, reembed
 from handlers.adapters.search import search
-from handlers.adapters.segments import CompactOptions, compact, indexed_partitions
+from handlers.adapters.segments import CompactOptions, compact, create_index_concurrently, indexed_partitions
 from handlers.batch import handle_batch
 from handlers.cli import main
 from handlers.errors import ConfigError
@@ -174,7 +174,7 @@ def _assert_schema_like_a_fresh_store(url: str) -> None:
 
 
 def test_rows_written_after_the_last_pass_are_embedded_by_the_switch(store, handler_env, conn, monkeypatch):
-    create_index = reembed_module.create_index_concurrently
+    create_index = create_index_concurrently
     written: list[str] = []
 
     def write_then_create_index(connection: Any, name: str, table: str, definition: Any) -> bool:
