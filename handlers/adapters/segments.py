@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from handlers.adapters.rows import scalar
 from handlers.errors import ErrorCode, TransientError
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 COMPACTION_LOCK_ID = 0x46514350  # "FQCP": one compaction (or re-embedding) at a time per database
-LIVE_SEGMENT = 1
 GROWING_TABLE = "chunks_growing"
 LIVE_TABLE = "chunks_live"
 SEGMENT_PREFIX = "chunks_segment_"
@@ -174,10 +174,10 @@ def layout(conn: psycopg.Connection[Any]) -> StoreLayout:
         " GROUP BY area.relname"
     ).fetchall()
     counts = {str(name): int(count) for name, count in rows}
-    unindexed = set(_unindexed_segments(conn))
+    numbers = sealed_segment_numbers(conn)  # a segment emptied by deletes still counts
+    unindexed = set(_unindexed_segments(conn, numbers))
     segments = tuple(
-        Segment(number, counts.get(f"{SEGMENT_PREFIX}{number}", 0), number not in unindexed)
-        for number in sealed_segment_numbers(conn)  # a segment emptied by deletes still counts
+        Segment(number, counts.get(f"{SEGMENT_PREFIX}{number}", 0), number not in unindexed) for number in numbers
     )
     return StoreLayout(counts.get(GROWING_TABLE, 0), counts.get(LIVE_TABLE, 0), segments)
 
@@ -273,8 +273,8 @@ def _partition_value(bound: str) -> int:
     return int(match.group(1))
 
 
-def _unindexed_segments(conn: psycopg.Connection[Any]) -> list[int]:
-    """Sealed segments some vector column of which has no valid HNSW index yet."""
+def _unindexed_segments(conn: psycopg.Connection[Any], numbers: Sequence[int]) -> list[int]:
+    """The sealed segments among `numbers` some vector column of which has no valid HNSW index yet."""
     columns = _vector_columns(conn)
     valid = {
         str(row[0])
@@ -286,7 +286,7 @@ def _unindexed_segments(conn: psycopg.Connection[Any]) -> list[int]:
     }
     return [
         number
-        for number in sealed_segment_numbers(conn)
+        for number in numbers
         if any(f"{SEGMENT_PREFIX}{number}_{column}_hnsw" not in valid for column in columns)
     ]
 
@@ -295,9 +295,10 @@ def _index_sealed(conn: psycopg.Connection[Any], step: Callable[[str], None]) ->
     """Build the missing HNSW indexes of sealed segments, without blocking the writers."""
     from psycopg import sql
 
-    for number in _unindexed_segments(conn):
+    columns = _vector_columns(conn)
+    for number in _unindexed_segments(conn, sealed_segment_numbers(conn)):
         table = f"{SEGMENT_PREFIX}{number}"
-        for column in _vector_columns(conn):
+        for column in columns:
             create_index_concurrently(
                 conn,
                 f"{table}_{column}_hnsw",
@@ -308,26 +309,26 @@ def _index_sealed(conn: psycopg.Connection[Any], step: Callable[[str], None]) ->
         step("indexed")
 
 
-def create_index_concurrently(conn: psycopg.Connection[Any], name: str, table: str, definition: Composable) -> bool:
-    """CREATE INDEX CONCURRENTLY on `table` unless a valid index of that name exists; returns whether it built one.
+def create_index_concurrently(conn: psycopg.Connection[Any], name: str, table: str, definition: Composable) -> None:
+    """CREATE INDEX CONCURRENTLY on `table` unless a valid index of that name exists.
 
     An invalid index of that name (left by an interrupted build) is dropped first.
     """
     from psycopg import sql
 
-    row = conn.execute(
+    valid = scalar(
+        conn,
         "SELECT index.indisvalid FROM pg_index AS index JOIN pg_class AS class ON class.oid = index.indexrelid"
         " WHERE class.relname = %s AND pg_table_is_visible(class.oid)",
         (name,),
-    ).fetchone()
-    if row is not None and row[0]:
-        return False
-    if row is not None:
+    )
+    if valid:
+        return
+    if valid is not None:
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(name)))
     conn.execute(
         sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} {}").format(sql.Identifier(name), sql.Identifier(table), definition)
     )
-    return True
 
 
 def next_merge(segments: Sequence[Segment], options: CompactOptions) -> list[int]:

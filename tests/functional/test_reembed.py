@@ -177,11 +177,11 @@ def test_rows_written_after_the_last_pass_are_embedded_by_the_switch(store, hand
     create_index = create_index_concurrently
     written: list[str] = []
 
-    def write_then_create_index(connection: Any, name: str, table: str, definition: Any) -> bool:
+    def write_then_create_index(connection: Any, name: str, table: str, definition: Any) -> None:
         if name == "chunks_live_embedding_next_hnsw":  # after the fill passes, before the switch
             store.put({"uploads/straggler.md": markdown("Straggler", ["Arrived just before the switch."])})
             written.append(name)
-        return create_index(connection, name, table, definition)
+        create_index(connection, name, table, definition)
 
     monkeypatch.setattr(reembed_module, "create_index_concurrently", write_then_create_index)
     report = reembed(conn, NEW, ReembedOptions(batch_size=50))
