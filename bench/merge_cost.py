@@ -15,7 +15,7 @@ wall seconds split at its steps: copying the rows into the new table, then build
 
 Results go to bench/results/merge_cost.json.
 
-    python -m bench.merge_cost [--rows 20000] [--segments 20] [--rounds 3]   (from the repository root)
+    python -m bench.merge_cost [--rows 20000] [--segments 20] [--rounds 3] [--output FILE]   (from the repository root)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pgvector.psycopg import register_vector
 from psycopg.conninfo import make_conninfo
 
 from bench.ingest import server_cpu_seconds
-from bench.search_latency import COPY_COLUMNS, DIMENSION, SEED, Corpus, _rng
+from bench.search_latency import COPY_COLUMNS, DIMENSION, SEED, Corpus, seeded_rng
 from handlers.adapters import migrate as migrate_module
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
@@ -50,7 +50,7 @@ CHUNKS_PER_DOCUMENT = 50
 
 
 def corpus(rows: int) -> tuple[list[str], list[list[float]]]:
-    generator = Corpus(_rng(SEED))
+    generator = Corpus(seeded_rng(SEED))
     texts = [generator.chunk(number % len(generator.topics)) for number in range(rows)]
     return texts, HashingEmbedder(DIMENSION).embed(texts)
 
@@ -169,10 +169,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--segments", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS.name})")
     args = parser.parse_args()
     report = run(args.rows, args.segments, args.rounds)
     print(json.dumps(report, indent=2))
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ noise falls on both alike.
 
 Results go to bench/results/search_latency.json.
 
-    python bench/search_latency.py [--documents 1700] [--chunks-per-document 60]
+    python bench/search_latency.py [--documents 1700] [--chunks-per-document 60] [--output FILE]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ COPY_LIVE_COLUMNS = COPY_COLUMNS.replace("chunks_growing", "chunks_live")
 ROUNDS = 3
 
 
-def _rng(seed: int) -> random.Random:
+def seeded_rng(seed: int) -> random.Random:
     return random.Random(seed)  # noqa: S311 - a reproducible corpus, not secrets
 
 
@@ -112,7 +112,7 @@ def load(
     """
     if options is None:
         conn.execute("DROP INDEX chunks_live_embedding_hnsw")
-    corpus = Corpus(_rng(SEED))
+    corpus = Corpus(seeded_rng(SEED))
     embedder = HashingEmbedder(DIMENSION)
     inserted = conn.execute(
         "INSERT INTO documents (bucket, key, status, content_type, chunk_count, embedding_model)"
@@ -284,7 +284,7 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
     with _open(urls["segmented"]) as segmented, _open(urls["single"]) as single:
         build = load(segmented, documents, chunks_per_document, options)
         build["single_hnsw_build_seconds"] = load(single, documents, chunks_per_document, None)["hnsw_build_seconds"]
-        corpus = Corpus(_rng(SEED + 1))
+        corpus = Corpus(seeded_rng(SEED + 1))
         embedder = HashingEmbedder(DIMENSION)
         texts = [corpus.query() for _ in range(QUERIES)]
         queries = list(zip(texts, embedder.embed(texts), strict=True))
@@ -375,11 +375,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=1700)
     parser.add_argument("--chunks-per-document", type=int, default=60)
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS.name})")
     args = parser.parse_args()
     with bench_databases(("segmented", "single")) as urls:
         report = run(urls, args.documents, args.chunks_per_document)
     print_table(report)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
