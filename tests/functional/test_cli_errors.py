@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from handlers.devstack import aws_environment
+from handlers.develop.devstack import aws_environment
 from tests.functional.cli_process import SUBCOMMANDS, clean_environment, run_cli
 from tests.paths import REPO_ROOT
 

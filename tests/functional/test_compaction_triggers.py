@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from handlers.adapters.segments import layout
+from handlers.ops.compaction import layout
 from handlers.cli import main
-from handlers.compaction_entry import lambda_handler
+from handlers.lambda_entry import compaction_handler as lambda_handler
 from handlers.runtime_context import DeadlineContext
 from handlers.settings import Settings, get_settings
 from handlers.worker.compaction_leader import CompactionLeader, compaction_leader
@@ -21,7 +21,7 @@ from tests.functional.ingest_helpers import Uploads, markdown
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from handlers.adapters.segments import CompactReport
+    from handlers.ops.compaction import CompactReport
 
 NOTES = {
     f"uploads/{topic}.md": markdown(topic, [f"The {topic} chapter explains {topic}."] * 3, 3)

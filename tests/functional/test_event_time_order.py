@@ -7,7 +7,7 @@ from typing import Any
 
 from handlers.batch import handle_batch
 from handlers.runtime_context import DeadlineContext
-from handlers.sample_events import s3_notification, sqs_event
+from handlers.develop.sample_events import s3_notification, sqs_event
 from tests.rows import rows
 
 BUCKET = "ordering-bucket"

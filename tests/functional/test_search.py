@@ -9,7 +9,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from handlers.adapters.embedders.hashing import LexicalHashingEmbedder
-from handlers.adapters.search import make_snippet, search
+from handlers.ops.search import make_snippet, search
 from handlers.cli import main
 from tests.functional.ingest_helpers import Uploads, pdf
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.adapters.segments import CompactOptions, Segment, next_merge
+from handlers.ops.compaction import CompactOptions, Segment, next_merge
 from handlers.errors import ConfigError
 from handlers.settings import Settings
 

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from handlers.devstack import (
+from handlers.develop.devstack import (
     MotoServer,
     aws_client,
     create_ingest_resources,
@@ -35,7 +35,7 @@ from handlers.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from handlers.devstack import IngestResources
+    from handlers.develop.devstack import IngestResources
     from handlers.settings import Settings
 
 _FIXTURE_PDFS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "pdf"
@@ -93,7 +93,7 @@ def start_local_stack(
 def demo_file_bytes(source: str) -> bytes:
     kind, name = source.split(":", 1)
     if kind == "demo":
-        return resources.files("handlers.demo_files").joinpath(name).read_bytes()
+        return resources.files("handlers.develop.files").joinpath(name).read_bytes()
     path = _FIXTURE_PDFS / name
     if not path.exists():
         raise ConfigError(f"the demo reads sample PDFs from a source checkout; {path} is missing")
