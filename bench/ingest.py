@@ -546,8 +546,8 @@ def seed_child(expected: str) -> None:
 
 def direct_child(batch_file: str) -> None:
     from handlers.batch import handle_batch
-    from handlers.runtime_context import DeadlineContext
     from handlers.develop.sample_events import sqs_event
+    from handlers.runtime_context import DeadlineContext
 
     bodies: list[str] = json.loads(Path(batch_file).read_text())
     for start in range(0, len(bodies), 10):

@@ -47,6 +47,8 @@ from psycopg.conninfo import make_conninfo
 
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
+from handlers.develop.devstack import start_postgres
+from handlers.ops.compaction import CompactOptions, compact, layout
 from handlers.ops.search import (
     EF_SEARCH,
     VECTOR_QUERY,
@@ -54,8 +56,6 @@ from handlers.ops.search import (
     query_params,
     search_chunks,
 )
-from handlers.ops.compaction import CompactOptions, compact, layout
-from handlers.develop.devstack import start_postgres
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -89,8 +89,8 @@ def direct(files: dict[str, bytes]) -> float:
 
 def direct_child(batch_file: str) -> None:
     from handlers.batch import handle_batch
-    from handlers.runtime_context import DeadlineContext
     from handlers.develop.sample_events import sqs_event
+    from handlers.runtime_context import DeadlineContext
 
     bodies: list[str] = json.loads(Path(batch_file).read_text())
     started = time.monotonic()

@@ -14,13 +14,22 @@ Every method returns frozen dataclasses. Reads only: nothing here changes the st
 itself lives with the rest of the read side in `handlers.ops`; this module is its stable name.
 """
 
-from handlers.ops.client import ChunkText, Document, DocumentList, DocumentSummary, FileQueue, StoreStatus
+from handlers.ops.client import (
+    DOCUMENT_STATUSES,
+    ChunkText,
+    Document,
+    DocumentList,
+    DocumentSummary,
+    FileQueue,
+    StoreStatus,
+)
 from handlers.ops.failed import FailedDocument
 from handlers.ops.graph import Neighbour
 from handlers.ops.search import SearchHit
 from handlers.ops.status import QueueStatus
 
 __all__ = [
+    "DOCUMENT_STATUSES",
     "ChunkText",
     "Document",
     "DocumentList",

@@ -29,7 +29,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
 
 
 @logger.inject_lambda_context(clear_state=True)
-def compaction_handler(_event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
+def compaction_handler(_event: dict[str, Any], _context: Any) -> dict[str, Any]:
     """The scheduled compaction function: the consumer's image run with this handler instead."""
     from handlers.ops.compaction import scheduled_compaction
     from handlers.settings import get_settings

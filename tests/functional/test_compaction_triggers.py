@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from handlers.ops.compaction import layout
 from handlers.cli import main
-from handlers.lambda_entry import compaction_handler as lambda_handler
+from handlers.lambda_entry import compaction_handler
+from handlers.ops.compaction import layout
 from handlers.runtime_context import DeadlineContext
 from handlers.settings import Settings, get_settings
 from handlers.worker.compaction_leader import CompactionLeader, compaction_leader
@@ -75,7 +75,7 @@ def test_scheduled_lambda_seals_the_growing_area(s3, handler_env, monkeypatch):
     growing, _ = _growing_and_segments(handler_env)
     monkeypatch.setenv("FILEQUEUE_COMPACTION_SEAL_ROWS", "1")
     get_settings.cache_clear()
-    report = lambda_handler({"source": "aws.events"}, DeadlineContext.lasting(900))
+    report = compaction_handler({"source": "aws.events"}, DeadlineContext.lasting(900))
     assert report["sealed_rows"] == growing
     assert _growing_and_segments(handler_env) == (0, [growing])
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from handlers.batch import handle_batch
+from handlers.develop.sample_events import s3_notification, sqs_event
 from handlers.errors import ConfigError
 from handlers.runtime_context import DeadlineContext
-from handlers.develop.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
 from tests.rows import document, rows
 

@@ -9,8 +9,8 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from handlers.adapters.embedders.hashing import LexicalHashingEmbedder
-from handlers.ops.search import make_snippet, search
 from handlers.cli import main
+from handlers.ops.search import make_snippet, search
 from tests.functional.ingest_helpers import Uploads, pdf
 
 EMBEDDER = LexicalHashingEmbedder(256)

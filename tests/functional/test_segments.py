@@ -21,8 +21,8 @@ from psycopg import sql
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.postgres import PostgresRepository, open_pool
-from handlers.ops.reembed import ReembedOptions, reembed
-from handlers.ops.search import EF_SEARCH, search_chunks, set_ef_search
+from handlers.errors import ConfigError
+from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
 from handlers.ops.compaction import (
     COMPACTION_LOCK_ID,
     CompactOptions,
@@ -32,8 +32,8 @@ from handlers.ops.compaction import (
     compaction_lock,
     layout,
 )
-from handlers.errors import ConfigError
-from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
+from handlers.ops.reembed import ReembedOptions, reembed
+from handlers.ops.search import EF_SEARCH, search_chunks, set_ef_search
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -22,8 +22,6 @@ from aws_lambda_powertools.utilities.parser.models import (
     SqsModel,
 )
 
-from handlers.errors import MalformedEventError
-from handlers.model import EventKind, ObjectRef
 from handlers.develop.sample_events import (
     Ids,
     encode_key,
@@ -34,6 +32,8 @@ from handlers.develop.sample_events import (
     sns_wrap,
     sqs_event,
 )
+from handlers.errors import MalformedEventError
+from handlers.model import EventKind, ObjectRef
 from handlers.stages.events import Notifications, parse_notifications
 from handlers.stages.sequencer import compare_sequencers
 from tests.paths import SAMPLE_EVENTS
