@@ -111,6 +111,6 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
 
 def port_number(value: str) -> int:
     number = whole_number(value)
-    if not 1 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port, 1-65535, got {number}")
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 0-65535 (0: any free port), got {number}")
     return number

@@ -119,7 +119,7 @@ def register_console(commands: Subcommands) -> None:
         handler=run_console,
     )
     console.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs a token)")
-    console.add_argument("--port", type=port_number, default=8765, help="TCP port, 1-65535 (default 8765)")
+    console.add_argument("--port", type=port_number, default=8765, help="TCP port, 0 for any free one (default 8765)")
 
 
 def run_console(args: argparse.Namespace) -> int:

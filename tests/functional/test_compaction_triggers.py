@@ -41,7 +41,10 @@ def test_compact_command_seals_and_reports(s3, handler_env, capsys):
     assert growing > 0
 
     assert main(["compact"]) == 0  # below FILEQUEUE_COMPACTION_SEAL_ROWS: nothing to seal yet
-    assert capsys.readouterr().out.startswith("sealed 0 chunks")
+    out = capsys.readouterr().out
+    assert out.startswith("sealed 0 chunks")
+    seal_rows = get_settings().compaction_seal_rows
+    assert f"sealed once it holds FILEQUEUE_COMPACTION_SEAL_ROWS ({seal_rows:,}) chunks; --seal seals it now" in out
     assert main(["compact", "--seal"]) == 0
     out = capsys.readouterr().out
     assert f"sealed {growing} chunks" in out
