@@ -332,7 +332,7 @@ def _count_chunks(database_url: str, table: str) -> int:
 
 def _upload(stack: LocalStack, files: list[Path]) -> list[dict[str, Any]]:
     from handlers.develop.devstack import aws_client
-    from handlers.develop.sample_events import s3_notification
+    from handlers.ops.s3_events import s3_notification
 
     s3 = aws_client("s3", stack.environment)
     notifications = []
@@ -546,7 +546,7 @@ def seed_child(expected: str) -> None:
 
 def direct_child(batch_file: str) -> None:
     from handlers.batch import handle_batch
-    from handlers.develop.sample_events import sqs_event
+    from handlers.ops.s3_events import sqs_event
     from handlers.runtime_context import DeadlineContext
 
     bodies: list[str] = json.loads(Path(batch_file).read_text())

@@ -60,7 +60,7 @@ def direct(files: dict[str, bytes]) -> float:
     moto's server runs in this process; calling the handler here would make it share a GIL with
     moto and look slower than it is.
     """
-    from handlers.develop.sample_events import s3_notification
+    from handlers.ops.s3_events import s3_notification
 
     stack = start_local_stack()
     try:
@@ -89,7 +89,7 @@ def direct(files: dict[str, bytes]) -> float:
 
 def direct_child(batch_file: str) -> None:
     from handlers.batch import handle_batch
-    from handlers.develop.sample_events import sqs_event
+    from handlers.ops.s3_events import sqs_event
     from handlers.runtime_context import DeadlineContext
 
     bodies: list[str] = json.loads(Path(batch_file).read_text())

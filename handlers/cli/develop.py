@@ -128,7 +128,7 @@ def _read_event(source: str) -> Any:
 
 def _sqs_event(event: Any, source: str) -> dict[str, Any]:
     """The event as Lambda's SQS mapping would pass it; a bare S3 notification is wrapped in one record."""
-    from handlers.develop.sample_events import message_body, sqs_event
+    from handlers.ops.s3_events import message_body, sqs_event
 
     records = event.get("Records") if isinstance(event, dict) else None
     if not isinstance(records, list):
@@ -169,7 +169,7 @@ def run_events(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
-    from handlers.develop.sample_events import message_body, s3_notification, sqs_event
+    from handlers.ops.s3_events import message_body, s3_notification, sqs_event
 
     now = datetime.now(UTC)
     event_time = args.event_time or now.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -11,7 +11,7 @@ import pytest
 
 from handlers.cli import build_parser, main
 from handlers.develop.devstack import aws_environment
-from handlers.develop.sample_events import message_body, s3_notification, sqs_event
+from handlers.ops.s3_events import message_body, s3_notification, sqs_event
 from tests.functional.cli_process import SUBCOMMANDS, run_cli
 from tests.functional.ops_helpers import documents, drain
 

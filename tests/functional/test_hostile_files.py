@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from handlers.batch import handle_batch
-from handlers.develop.sample_events import s3_notification, sqs_event
 from handlers.errors import ConfigError
+from handlers.ops.s3_events import s3_notification, sqs_event
 from handlers.runtime_context import DeadlineContext
 from handlers.settings import get_settings
 from tests.rows import document, rows

@@ -14,11 +14,11 @@ from botocore.stub import Stubber
 
 from handlers.batch import handle_batch
 from handlers.develop.devstack import REGION, create_ingest_resources
-from handlers.develop.sample_events import message_body, s3_notification, sqs_event
 from handlers.errors import ConfigError
 from handlers.ops import dlq
 from handlers.ops.failed import failed_documents, parse_since
 from handlers.ops.reconcile import reconcile
+from handlers.ops.s3_events import message_body, s3_notification, sqs_event
 from handlers.ops.status import healthy, queue_status, store_report
 from handlers.runtime_context import DeadlineContext
 from handlers.settings import get_settings

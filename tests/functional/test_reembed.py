@@ -16,11 +16,11 @@ from pgvector.psycopg import register_vector
 from handlers.adapters.embedders.hashing import HashingEmbedder, LexicalHashingEmbedder
 from handlers.batch import handle_batch
 from handlers.cli import main
-from handlers.develop.sample_events import s3_notification, sqs_event
 from handlers.errors import ConfigError
 from handlers.ops import reembed as reembed_module
 from handlers.ops.compaction import CompactOptions, compact, create_index_concurrently, indexed_partitions
 from handlers.ops.reembed import ReembedOptions, reembed
+from handlers.ops.s3_events import s3_notification, sqs_event
 from handlers.ops.search import search
 from handlers.runtime_context import DeadlineContext
 from handlers.settings import get_settings

@@ -78,7 +78,7 @@ def test_without_a_recorder_nothing_is_recorded(capsys):
 
 def test_the_lambda_entry_writes_emf_at_the_end_of_each_invocation(capsys):
     from handlers import lambda_entry
-    from handlers.develop.sample_events import message_body, s3_test_event, sqs_event
+    from handlers.ops.s3_events import message_body, s3_test_event, sqs_event
     from handlers.runtime_context import DeadlineContext
 
     outcome_metrics.install(lambda_entry._outcomes)

@@ -1,4 +1,4 @@
-"""handlers.develop.sample_events builds real shapes that parse back, and events/ holds exactly its output.
+"""handlers.ops.s3_events builds real shapes that parse back, and events/ holds exactly its output.
 
 Each file in events/ is produced by the recipe of the same name in RECIPES (fixed seed), and parses
 to the outcome stated in events/README.md. Regenerate after changing a recipe with
@@ -22,7 +22,9 @@ from aws_lambda_powertools.utilities.parser.models import (
     SqsModel,
 )
 
-from handlers.develop.sample_events import (
+from handlers.errors import MalformedEventError
+from handlers.model import EventKind, ObjectRef
+from handlers.ops.s3_events import (
     Ids,
     encode_key,
     eventbridge_object_event,
@@ -32,8 +34,6 @@ from handlers.develop.sample_events import (
     sns_wrap,
     sqs_event,
 )
-from handlers.errors import MalformedEventError
-from handlers.model import EventKind, ObjectRef
 from handlers.stages.events import Notifications, parse_notifications
 from handlers.stages.sequencer import compare_sequencers
 from tests.paths import SAMPLE_EVENTS
