@@ -64,8 +64,9 @@ def run_search(args: argparse.Namespace) -> int:
             min_score=args.min_score,
         )
     if failed:
+        verb = "is" if failed == 1 else "are"
         stderr_line(
-            f"note: {plural(failed, 'document')} failed and {'is' if failed == 1 else 'are'} not searchable; `filequeue failed` lists them"
+            f"note: {plural(failed, 'document')} failed and {verb} not searchable; `filequeue failed` lists them"
         )
     if args.json:
         print_json([dataclasses.asdict(hit) for hit in hits])
