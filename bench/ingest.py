@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from handlers.demo import LocalStack
+    from handlers.develop.demo import LocalStack
 
 SEED = 20261130
 DIMENSION = 384
@@ -285,7 +285,7 @@ class Run:
 
 @contextmanager
 def fresh_stack() -> Iterator[tuple[LocalStack, Path]]:
-    from handlers.demo import start_local_stack
+    from handlers.develop.demo import start_local_stack
 
     root = Path(tempfile.mkdtemp(prefix="filequeue-bench-ingest-"))
     stack = start_local_stack(root, visibility_timeout=300)
@@ -331,8 +331,8 @@ def _count_chunks(database_url: str, table: str) -> int:
 
 
 def _upload(stack: LocalStack, files: list[Path]) -> list[dict[str, Any]]:
-    from handlers.devstack import aws_client
-    from handlers.sample_events import s3_notification
+    from handlers.develop.devstack import aws_client
+    from handlers.ops.s3_events import s3_notification
 
     s3 = aws_client("s3", stack.environment)
     notifications = []
@@ -404,7 +404,7 @@ def run_direct(files: list[Path], mode: str, name: str) -> Run:
 
 
 def run_worker(files: list[Path], mode: str, processes: int, name: str) -> Run:
-    from handlers.demo import running_worker, wait_until_processed
+    from handlers.develop.demo import running_worker, wait_until_processed
 
     with fresh_stack() as (stack, pgdata):
         _upload(stack, files)
@@ -435,7 +435,7 @@ def _with_compaction(run: Run, stack: LocalStack, pgdata: Path, mode: str) -> Ru
         return run
     import psycopg
 
-    from handlers.adapters.segments import CompactOptions, compact
+    from handlers.ops.compaction import CompactOptions, compact
 
     cpu = server_cpu_seconds(pgdata)
     started = time.monotonic()
@@ -546,8 +546,8 @@ def seed_child(expected: str) -> None:
 
 def direct_child(batch_file: str) -> None:
     from handlers.batch import handle_batch
+    from handlers.ops.s3_events import sqs_event
     from handlers.runtime_context import DeadlineContext
-    from handlers.sample_events import sqs_event
 
     bodies: list[str] = json.loads(Path(batch_file).read_text())
     for start in range(0, len(bodies), 10):

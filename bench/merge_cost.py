@@ -41,8 +41,8 @@ from bench.search_latency import COPY_COLUMNS, DIMENSION, SEED, Corpus, seeded_r
 from handlers.adapters import migrate as migrate_module
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
-from handlers.adapters.segments import CompactOptions, compact
-from handlers.devstack import start_postgres
+from handlers.develop.devstack import start_postgres
+from handlers.ops.compaction import CompactOptions, compact
 
 RESULTS = Path(__file__).parent / "results" / "merge_cost.json"
 GENERATED_UP_TO = 6  # the last migration with `tsv` as a generated column

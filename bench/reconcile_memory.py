@@ -28,7 +28,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from handlers.adapters.migrate import StoreConfig, migrate
-from handlers.devstack import MotoServer, aws_client, aws_environment, create_ingest_resources, start_postgres
+from handlers.develop.devstack import MotoServer, aws_client, aws_environment, create_ingest_resources, start_postgres
 from handlers.ops.reconcile import reconcile
 
 RESULTS = Path(__file__).parent / "results" / "reconcile_memory.json"

@@ -36,9 +36,9 @@ from psycopg.conninfo import make_conninfo
 from handlers.adapters.embedders.hashing import HashingEmbedder, LexicalHashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.postgres import PostgresRepository, open_pool
-from handlers.adapters.search import search_chunks
-from handlers.devstack import start_postgres
+from handlers.develop.devstack import start_postgres
 from handlers.model import ChunkingOptions, DocumentLinks, EventKind, ExtractLimits, FetchedObject, ObjectRef
+from handlers.ops.search import search_chunks
 from handlers.stages.chunking import chunk_document
 from handlers.stages.extract import extract_text
 from handlers.stages.mentions import document_names, find_mentions

@@ -47,15 +47,15 @@ from psycopg.conninfo import make_conninfo
 
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
-from handlers.adapters.search import (
+from handlers.develop.devstack import start_postgres
+from handlers.ops.compaction import CompactOptions, compact, layout
+from handlers.ops.search import (
     EF_SEARCH,
     VECTOR_QUERY,
     SearchHit,
     query_params,
     search_chunks,
 )
-from handlers.adapters.segments import CompactOptions, compact, layout
-from handlers.devstack import start_postgres
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -141,7 +141,7 @@ def expected_chunks(data: bytes, key: str) -> int:
 
 def build_plan(s3: Any, bucket: str, messages: int, keys: int, rng: random.Random) -> Plan:
     """Put every version in S3 and write the message bodies, `messages` of them in all."""
-    from handlers.sample_events import s3_notification
+    from handlers.ops.s3_events import s3_notification
 
     plan = Plan()
     sequence = 0
@@ -379,7 +379,7 @@ def verify(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from handlers.devstack import (
+    from handlers.develop.devstack import (
         MotoServer,
         aws_client,
         create_ingest_resources,

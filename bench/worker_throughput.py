@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handlers.demo import (
+from handlers.develop.demo import (
     DEMO_FILES,
     demo_file_bytes,
     running_worker,
     start_local_stack,
     wait_until_processed,
 )
-from handlers.devstack import aws_client
+from handlers.develop.devstack import aws_client
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,7 +60,7 @@ def direct(files: dict[str, bytes]) -> float:
     moto's server runs in this process; calling the handler here would make it share a GIL with
     moto and look slower than it is.
     """
-    from handlers.sample_events import s3_notification
+    from handlers.ops.s3_events import s3_notification
 
     stack = start_local_stack()
     try:
@@ -89,8 +89,8 @@ def direct(files: dict[str, bytes]) -> float:
 
 def direct_child(batch_file: str) -> None:
     from handlers.batch import handle_batch
+    from handlers.ops.s3_events import sqs_event
     from handlers.runtime_context import DeadlineContext
-    from handlers.sample_events import sqs_event
 
     bodies: list[str] = json.loads(Path(batch_file).read_text())
     started = time.monotonic()

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from cdk.config import FileQueueConfig
 
-COMPACTION_HANDLER = "handlers.compaction_entry.lambda_handler"
+COMPACTION_HANDLER = "handlers.lambda_entry.compaction_handler"
 # A merge rebuilds the HNSW index of the segments it merges; the largest take minutes.
 COMPACTION_TIMEOUT = Duration.minutes(15)
 COMPACTION_MEMORY_MB = 512
@@ -35,7 +35,7 @@ DEFAULT_SCHEDULE = Duration.minutes(5)
 
 
 class CompactionConstruct(Construct):
-    """An EventBridge schedule that runs `handlers.compaction_entry.lambda_handler` from the consumer's image."""
+    """An EventBridge schedule that runs `handlers.lambda_entry.compaction_handler` from the consumer's image."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The AWS Lambda entry point: `handlers.lambda_entry.lambda_handler`.
+"""The AWS Lambda entry points: `lambda_handler` (the queue consumer) and `compaction_handler` (scheduled).
 
 Importing this module must stay cheap (no pypdf, no psycopg): cold starts pay for what they import.
 """
@@ -26,3 +26,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         return handle_batch(event, context)
     finally:
         _outcomes.flush()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def compaction_handler(_event: dict[str, Any], _context: Any) -> dict[str, Any]:
+    """The scheduled compaction function: the consumer's image run with this handler instead."""
+    from handlers.ops.compaction import scheduled_compaction
+    from handlers.settings import get_settings
+
+    report = scheduled_compaction(get_settings())
+    logger.info("compaction finished", extra={"compaction": report})
+    return report

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from handlers.errors import ConfigError, ErrorCode, FileQueueError, TransientError
+from handlers.errors import FileQueueError
 from handlers.model import ChunkingOptions, ExtractLimits
 from handlers.service import Deps
 from handlers.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    import psycopg
 
     from handlers.adapters.postgres import PostgresRepository
     from handlers.model import ExtractedText, FetchedObject
@@ -138,37 +136,14 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
 
     Returns the URL and the names of the migrations applied.
     """
-    import psycopg
+    from handlers.adapters.migrate import StoreConfig, check_store_config, migrate, read_store_config
+    from handlers.ops.db import database_url, session
 
-    from handlers.adapters.migrate import (
-        StoreConfig,
-        check_store_config,
-        migrate,
-        pending_migrations,
-        read_store_config,
-    )
-    from handlers.adapters.postgres import resolve_database_url
-    from handlers.adapters.secrets import fetch_secret
-
-    url = resolve_database_url(settings.database_url, settings.database_secret_arn, fetch_secret)
+    url = database_url(settings)
     applied: list[str] = []
     wanted = StoreConfig(model, dimension)
-    try:
-        with _connect(url, settings.db_connect_timeout_seconds) as conn:
-            if apply:
-                applied = migrate(conn, wanted)
-            elif pending := pending_migrations(conn):
-                raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate`")
-            check_store_config(read_store_config(conn), wanted)
-    except psycopg.OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc}", code=ErrorCode.DB_UNAVAILABLE) from exc
+    with session(settings, url=url, allow_pending_migrations=apply, application_name="filequeue-start-up") as conn:
+        if apply:
+            applied = migrate(conn, wanted)
+        check_store_config(read_store_config(conn), wanted)
     return url, applied
-
-
-def _connect(url: str, timeout_seconds: float) -> psycopg.Connection[Any]:
-    import psycopg
-
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_seconds)))
-    except psycopg.ProgrammingError as exc:  # libpq could not parse it (its message never repeats a password)
-        raise ConfigError(f"FILEQUEUE_DATABASE_URL is not a valid PostgreSQL URL or connection string: {exc}") from None

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from handlers.devstack import REGION, MotoServer, aws_environment, create_ingest_resources, start_postgres
+from handlers.develop.devstack import REGION, MotoServer, aws_environment, create_ingest_resources, start_postgres
 from handlers.settings import get_settings
 from handlers.wiring import prepare_database, reset_deps
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from handlers.devstack import IngestResources
+    from handlers.develop.devstack import IngestResources
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,6 @@ A changes, the pair comes back only if B is still among A's nearest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from handlers.adapters.locks import lock_file_name
@@ -39,12 +38,6 @@ if TYPE_CHECKING:
     import psycopg
 
     from handlers.model import DocumentLinks, Mentions
-
-# Walk relations: `referenced_by` is a `references` edge followed backwards.
-RELATIONS = ("similar", "references", "referenced_by")
-# The walk enumerates paths (a recursive CTE cannot see which documents other paths reached), so
-# its cost grows as degree ** hops; a few hops are what a reader of the graph needs anyway.
-MAX_HOPS = 4
 
 _SIMILAR = """
 WITH nearest AS (
@@ -120,72 +113,6 @@ ORDER BY source_id, target_id
 ON CONFLICT (source_kind, source_id, relation, target_kind, target_id) DO UPDATE
     SET weight = EXCLUDED.weight, attributes = EXCLUDED.attributes WHERE edges.weight < EXCLUDED.weight
 """
-
-# The walk steps over document-level edges in both directions of `references`. NOT MATERIALIZED
-# lets the planner push `source_id = <current document>` into each arm and use the edge indexes.
-# Each document reached is kept once: at its fewest hops, by its heaviest path.
-_WALK = """
-WITH RECURSIVE steps AS NOT MATERIALIZED (
-    SELECT source_id, target_id, relation, weight, attributes FROM edges
-    WHERE source_kind = 'document' AND target_kind = 'document' AND relation IN ('similar', 'references')
-    UNION ALL
-    SELECT target_id, source_id, 'referenced_by', weight, attributes FROM edges
-    WHERE source_kind = 'document' AND target_kind = 'document' AND relation = 'references'
-),
-walk AS (
-    SELECT target_id AS document_id, ARRAY[relation] AS relations, weight::float8 AS weight, 1 AS hops,
-           ARRAY[source_id, target_id] AS path, attributes
-    FROM steps WHERE source_id = %(start)s AND relation = ANY(%(relations)s::text[])
-    UNION ALL
-    SELECT step.target_id, walk.relations || step.relation, walk.weight * step.weight, walk.hops + 1,
-           walk.path || step.target_id, step.attributes
-    FROM walk JOIN steps AS step ON step.source_id = walk.document_id
-    WHERE walk.hops < %(hops)s AND step.relation = ANY(%(relations)s::text[]) AND step.target_id <> ALL(walk.path)
-),
-reached AS (
-    SELECT DISTINCT ON (walk.document_id) walk.*
-    FROM walk ORDER BY walk.document_id, walk.hops, walk.weight DESC, walk.relations
-)
-SELECT document.bucket, document.key, document.status, reached.hops, reached.weight, reached.relations,
-       ARRAY(SELECT step.key FROM unnest(reached.path[2:array_length(reached.path, 1) - 1]) WITH ORDINALITY
-             AS via(id, position) JOIN documents AS step ON step.id = via.id ORDER BY via.position) AS via,
-       coalesce((reached.attributes ->> 'ambiguous')::boolean, false) AS ambiguous
-FROM reached JOIN documents AS document ON document.id = reached.document_id
-ORDER BY reached.hops, reached.weight DESC, document.key
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class Neighbour:
-    """A document reached from the start, once, with the path of relations that reaches it.
-
-    `weight` is the product of the weights along the path. Per relation: `similar` is the cosine
-    similarity of the two documents' vectors; `references`/`referenced_by` is how sure the mention
-    is: 1 for a link, URI, key or a file name only one document bears (or only one in the mentioning
-    document's folder), 1/n for a file name n documents bear (`ambiguous`). `via` are the documents
-    passed through, in order.
-    """
-
-    bucket: str
-    key: str
-    status: str
-    hops: int
-    weight: float
-    relations: tuple[str, ...]
-    via: tuple[str, ...]
-    ambiguous: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentRef:
-    """A stored document as found by `find_document`."""
-
-    id: int
-    bucket: str
-    key: str
-    status: str
-    error_code: str | None
-    error: str | None
 
 
 def link_document(
@@ -291,78 +218,3 @@ def resolve_name_mentions_again(conn: psycopg.Connection[Any], names: Collection
 def file_names_of(conn: psycopg.Connection[Any], document_id: int) -> list[str]:
     """The file names the document goes by (read before its names are removed)."""
     return column(conn, "SELECT name FROM document_names WHERE document_id = %s AND kind = 'name'", (document_id,))
-
-
-def find_document(conn: psycopg.Connection[Any], given: str, bucket: str | None = None) -> DocumentRef:
-    """The document `given` names: a key, an `s3://bucket/key` URI, or a file name only one key ends with.
-
-    Raises LookupError with a message that suggests full keys when there is none or several.
-    """
-    from psycopg.rows import class_row
-
-    if given.startswith("s3://"):
-        bucket, _, given = given[len("s3://") :].partition("/")
-    with conn.cursor(row_factory=class_row(DocumentRef)) as cursor:
-        rows = cursor.execute(
-            "SELECT id, bucket, key, status, error_code, error FROM documents"
-            " WHERE key = %(given)s AND (%(bucket)s::text IS NULL OR bucket = %(bucket)s) ORDER BY bucket, key",
-            {"given": given, "bucket": bucket},
-        ).fetchall()
-        if not rows and "/" not in given:
-            rows = cursor.execute(
-                "SELECT id, bucket, key, status, error_code, error FROM documents"
-                " WHERE right(key, %(length)s) = %(suffix)s AND (%(bucket)s::text IS NULL OR bucket = %(bucket)s)"
-                " ORDER BY bucket, key LIMIT 20",
-                {"suffix": "/" + given, "length": len(given) + 1, "bucket": bucket},
-            ).fetchall()
-    if len(rows) == 1:
-        return rows[0]
-    where = f" in bucket {bucket!r}" if bucket else ""
-    if rows:
-        choices = ", ".join(f"s3://{row.bucket}/{row.key}" for row in rows)
-        raise LookupError(f"{given!r} names several documents{where}: {choices}; give one of them in full")
-    suggestions = _similar_keys(conn, given)
-    hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
-    raise LookupError(f"no document is stored under {given!r}{where}{hint}")
-
-
-def _similar_keys(conn: psycopg.Connection[Any], given: str, *, limit: int = 5) -> list[str]:
-    import difflib
-
-    base = given.rpartition("/")[2].casefold()
-    stem = base.rpartition(".")[0] or base
-    keys = column(
-        conn, "SELECT key FROM documents WHERE strpos(lower(key), %s) > 0 ORDER BY key LIMIT 200", (stem[:64],)
-    )
-    if keys:
-        return keys[:limit]
-    recent = column(conn, "SELECT key FROM documents ORDER BY updated_at DESC LIMIT 2000")
-    return difflib.get_close_matches(given, recent, n=limit, cutoff=0.6)
-
-
-def neighbours(
-    conn: psycopg.Connection[Any], document_id: int, *, hops: int = 1, relations: Collection[str] = RELATIONS
-) -> list[Neighbour]:
-    """Documents reachable from `document_id` in at most `hops` steps over the given relations, each once."""
-    if not 1 <= hops <= MAX_HOPS:
-        raise ValueError(f"hops must be in 1..{MAX_HOPS}, got {hops}")
-    unknown = set(relations) - set(RELATIONS)
-    if unknown:
-        raise ValueError(f"unknown relations {sorted(unknown)}; expected some of {RELATIONS}")
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cursor:
-        rows = cursor.execute(_WALK, {"start": document_id, "hops": hops, "relations": list(relations)}).fetchall()
-    return [
-        Neighbour(
-            bucket=row["bucket"],
-            key=row["key"],
-            status=row["status"],
-            hops=row["hops"],
-            weight=float(row["weight"]),
-            relations=tuple(row["relations"]),
-            via=tuple(row["via"]),
-            ambiguous=bool(row["ambiguous"]),
-        )
-        for row in rows
-    ]

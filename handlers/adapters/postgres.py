@@ -43,6 +43,12 @@ class _Locked:
         return self.stored is not None and self.stored.document_id is not None
 
 
+# The partitions of `chunks` that a document's transaction writes into (handlers.ops.compaction moves
+# rows on from the growing one).
+GROWING_TABLE = "chunks_growing"
+LIVE_TABLE = "chunks_live"
+
+
 class PostgresRepository:
     def __init__(
         self,
@@ -52,8 +58,6 @@ class PostgresRepository:
         similar_threshold: float = 0.75,
         vector_index: str = "segmented",
     ) -> None:
-        from handlers.adapters.segments import GROWING_TABLE, LIVE_TABLE
-
         # Segmented: chunks land in the unindexed growing area and compaction indexes them in bulk.
         # Live: they land in the area whose HNSW index takes each row as it is written.
         tables = {"segmented": GROWING_TABLE, "live": LIVE_TABLE}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from handlers.adapters.graph import Neighbour
+    from handlers.api import Neighbour
 
 WIDTH = 640
 HEIGHT = 440

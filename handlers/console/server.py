@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 _COOKIE = "filequeue_console_token"
 _MAX_QUERY_CHARS = 1000
+_DOCUMENTS_PER_PAGE = 50
 
 
 def check_bind_address(host: str, token: str | None) -> None:
@@ -88,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
         pages: dict[str, Callable[[dict[str, str]], tuple[str, dict[str, Any]]]] = {
             "/": self._search,
             "/document": self._document,
+            "/documents": self._documents,
             "/failed": self._failed,
             "/status": self._status,
         }
@@ -138,6 +140,14 @@ class _Handler(BaseHTTPRequestHandler):
         graph = layout(document.key, document.status, document.neighbours)
         return "document.html", {"document": document, "graph": graph, "hops": hops}
 
+    def _documents(self, query: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        from handlers.api import DOCUMENT_STATUSES
+
+        status = query.get("status") or None
+        offset = _whole_number(query.get("offset", "0"), "offset")
+        page = self.server.api.documents(status=status, offset=offset, limit=_DOCUMENTS_PER_PAGE)
+        return "documents.html", {"page": page, "status": status or "", "statuses": DOCUMENT_STATUSES}
+
     def _redirect_to_object(self, query: dict[str, str]) -> None:
         """Send the browser to a short-lived presigned URL of the object itself."""
         try:
@@ -173,9 +183,20 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the console is a local tool; errors reach the page."""
 
 
+def _whole_number(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+
+
 def serve(api: FileQueue, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> None:
     """Serve until interrupted."""
-    server = ConsoleServer((host, port), api, token)
+    try:
+        server = ConsoleServer((host, port), api, token)
+    except OSError as error:
+        # A port in use or an address this machine does not have: say which, not a traceback.
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     print(f"filequeue console on {server.url} (Ctrl-C to stop)")  # noqa: T201 - the command's output
     try:
         server.serve_forever()

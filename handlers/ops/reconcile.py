@@ -152,7 +152,7 @@ def _stored(
 
 
 def _created(bucket: str, listed: ListedObject) -> str:
-    from handlers.sample_events import message_body, s3_notification
+    from handlers.ops.s3_events import message_body, s3_notification
 
     return message_body(
         s3_notification(
@@ -167,7 +167,7 @@ def _created(bucket: str, listed: ListedObject) -> str:
 
 
 def _removed(bucket: str, key: str, observed_at: datetime) -> str:
-    from handlers.sample_events import message_body, s3_notification
+    from handlers.ops.s3_events import message_body, s3_notification
 
     return message_body(
         s3_notification(bucket, key, event_name="ObjectRemoved:Delete", event_time=_event_time(observed_at))

@@ -15,7 +15,7 @@ _DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessages
 
 
 @dataclass(frozen=True)
-class StoreStatus:
+class StoreReport:
     documents: dict[str, int]
     failures: dict[str, int]
     chunks: int
@@ -36,13 +36,13 @@ class QueueStatus:
     oldest_message_age_seconds: float | None = field(default=None)
 
 
-def store_status(conn: psycopg.Connection[Any]) -> StoreStatus:
+def store_report(conn: psycopg.Connection[Any]) -> StoreReport:
     """Counts from the store; on a database that was never migrated only the pending migrations."""
     from handlers.adapters.migrate import pending_migrations
 
     pending = pending_migrations(conn)
     if not _table_exists(conn, "documents"):
-        return StoreStatus({}, {}, 0, {}, None, None, None, pending)
+        return StoreReport({}, {}, 0, {}, None, None, None, pending)
     documents = dict(conn.execute("SELECT status, count(*) FROM documents GROUP BY status ORDER BY status").fetchall())
     failures = dict(
         conn.execute(
@@ -54,7 +54,7 @@ def store_status(conn: psycopg.Connection[Any]) -> StoreStatus:
     edges = dict(conn.execute("SELECT relation, count(*) FROM edges GROUP BY relation ORDER BY relation").fetchall())
     meta = dict(conn.execute("SELECT name, value FROM filequeue_meta").fetchall())
     dimension = meta.get("embedding_dimension")
-    return StoreStatus(
+    return StoreReport(
         documents={str(name): int(count) for name, count in documents.items()},
         failures={str(name): int(count) for name, count in failures.items()},
         chunks=int(chunks_row[0]) if chunks_row else 0,
@@ -106,7 +106,7 @@ def oldest_message_age(cloudwatch: Any, queue_name: str) -> float | None:
     return float(latest["Maximum"])
 
 
-def healthy(store: StoreStatus, queue: QueueStatus | None) -> bool:
+def healthy(store: StoreReport, queue: QueueStatus | None) -> bool:
     """False when a deploy should stop: migrations pending or messages in the DLQ."""
     return not store.pending_migrations and (queue is None or queue.dead_letters == 0)
 

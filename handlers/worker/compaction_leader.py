@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from handlers.adapters.segments import CompactReport
+    from handlers.ops.compaction import CompactReport
     from handlers.settings import Settings
 
 logger = Logger(service="filequeue")
@@ -108,7 +108,7 @@ def compaction_leader(settings: Settings) -> Iterator[CompactionLeader | None]:
     if settings.compaction_interval_seconds <= 0 or settings.vector_index != "segmented":
         yield None
         return
-    from handlers.compaction import compact_options, run_compaction
+    from handlers.ops.compaction import compact_options, run_compaction
 
     options = compact_options(settings)
     leader = CompactionLeader(

@@ -7,8 +7,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from handlers.batch import handle_batch
+from handlers.ops.s3_events import s3_notification, sqs_event
 from handlers.runtime_context import DeadlineContext
-from handlers.sample_events import s3_notification, sqs_event
 from tests.paths import PDF_FIXTURES
 from tests.rows import rows
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from handlers.cli import build_parser, main
-from handlers.devstack import aws_environment
-from handlers.sample_events import message_body, s3_notification, sqs_event
+from handlers.develop.devstack import aws_environment
+from handlers.ops.s3_events import message_body, s3_notification, sqs_event
 from tests.functional.cli_process import SUBCOMMANDS, run_cli
 from tests.functional.ops_helpers import documents, drain
 
@@ -83,7 +83,7 @@ def test_status_counts_the_store_and_gates_on_the_dlq(stack, sqs):
     sqs.send_message(QueueUrl=stack["ingest"].dlq_url, MessageBody="{}")
     gated = run_cli("status", env=env)
     assert gated.returncode == 1
-    assert "dlq:         1 messages" in gated.stdout
+    assert "dlq:         1 message (" in gated.stdout
 
 
 def test_failed_lists_the_failure_and_search_and_graph_say_so(stack):
@@ -95,7 +95,7 @@ def test_failed_lists_the_failure_and_search_and_graph_say_so(stack):
 
     search = run_cli("search", "otters asleep", "--json", env=env)
     assert [hit["key"] for hit in _json(search)] == ["uploads/otters.md"]
-    assert "1 documents failed and are not searchable" in search.stderr
+    assert "1 document failed and is not searchable" in search.stderr
 
     graph = run_cli("graph", "uploads/broken.pdf", env=env)
     assert graph.returncode == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from handlers.devstack import aws_environment
+from handlers.develop.devstack import aws_environment
+from handlers.errors import ErrorCode
 from tests.functional.cli_process import SUBCOMMANDS, clean_environment, run_cli
 from tests.paths import REPO_ROOT
 
@@ -175,3 +177,46 @@ def test_usage_errors_are_argparse_lines():
     assert "Traceback" not in result.stderr
     assert result.returncode == 2
     assert "--limit: must be a whole number, got 'many'" in result.stderr
+
+
+def test_the_console_on_a_taken_port_is_one_line(handler_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("console", "--port", str(port), env={"FILEQUEUE_DATABASE_URL": handler_env})
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+def test_a_console_port_out_of_range_is_a_usage_error_of_the_console():
+    result = run_cli("console", "--port", "99999", env={})
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: filequeue console")
+    assert "--port: must be a TCP port, 0-65535 (0: any free port), got 99999" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        (["search", "foo", "--bogus"], "usage: filequeue search"),
+        (["dlq", "list", "--bogus"], "usage: filequeue dlq list"),
+        (["events", "s3-put", "--bucket", "b", "--key", "k", "--bogus"], "usage: filequeue events s3-put"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_an_unknown_flag_shows_the_usage_of_its_subcommand(command, usage):
+    result = run_cli(*command, env={})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(usage), result.stderr
+    assert f"{usage.removeprefix('usage: ')}: error: unrecognized arguments: --bogus" in result.stderr
+
+
+def test_an_unknown_error_code_is_rejected_with_the_known_ones():
+    result = run_cli("failed", "--code", "no_such_code", env={})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("usage: filequeue failed")
+    assert "invalid choice: 'no_such_code'" in result.stderr
+    assert all(code.value in result.stderr for code in ErrorCode)

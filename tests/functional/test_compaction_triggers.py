@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from handlers.adapters.segments import layout
 from handlers.cli import main
-from handlers.compaction_entry import lambda_handler
+from handlers.lambda_entry import compaction_handler
+from handlers.ops.compaction import layout
 from handlers.runtime_context import DeadlineContext
 from handlers.settings import Settings, get_settings
 from handlers.worker.compaction_leader import CompactionLeader, compaction_leader
@@ -21,7 +21,7 @@ from tests.functional.ingest_helpers import Uploads, markdown
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from handlers.adapters.segments import CompactReport
+    from handlers.ops.compaction import CompactReport
 
 NOTES = {
     f"uploads/{topic}.md": markdown(topic, [f"The {topic} chapter explains {topic}."] * 3, 3)
@@ -41,7 +41,10 @@ def test_compact_command_seals_and_reports(s3, handler_env, capsys):
     assert growing > 0
 
     assert main(["compact"]) == 0  # below FILEQUEUE_COMPACTION_SEAL_ROWS: nothing to seal yet
-    assert capsys.readouterr().out.startswith("sealed 0 chunks")
+    out = capsys.readouterr().out
+    assert out.startswith("sealed 0 chunks")
+    seal_rows = get_settings().compaction_seal_rows
+    assert f"sealed once it holds FILEQUEUE_COMPACTION_SEAL_ROWS ({seal_rows:,}) chunks; --seal seals it now" in out
     assert main(["compact", "--seal"]) == 0
     out = capsys.readouterr().out
     assert f"sealed {growing} chunks" in out
@@ -75,7 +78,7 @@ def test_scheduled_lambda_seals_the_growing_area(s3, handler_env, monkeypatch):
     growing, _ = _growing_and_segments(handler_env)
     monkeypatch.setenv("FILEQUEUE_COMPACTION_SEAL_ROWS", "1")
     get_settings.cache_clear()
-    report = lambda_handler({"source": "aws.events"}, DeadlineContext.lasting(900))
+    report = compaction_handler({"source": "aws.events"}, DeadlineContext.lasting(900))
     assert report["sealed_rows"] == growing
     assert _growing_and_segments(handler_env) == (0, [growing])
 

@@ -258,3 +258,29 @@ def test_dev_with_json_prints_one_object_to_use_from_a_script(dev_dir):
     assert announced["dead_letter_queue_url"].endswith("/filequeue-uploads-dlq")
     assert announced["environment"]["FILEQUEUE_QUEUE_URL"] == announced["queue_url"]
     assert announced["environment"]["FILEQUEUE_EMBEDDING_MODEL"] == "hashing-v2"
+
+
+def test_the_dev_queue_sends_a_message_to_the_dlq_after_its_fourth_receive_like_the_cdk_app(aws_env, sqs):
+    from cdk.config import DEFAULT_MAX_RECEIVE_COUNT
+    from handlers.develop.devstack import create_ingest_resources
+
+    ingest = create_ingest_resources(aws_env, bucket="dlq-count-bucket", queue="dlq-count-queue")
+    policy = sqs.get_queue_attributes(QueueUrl=ingest.queue_url, AttributeNames=["RedrivePolicy"])
+    assert int(json.loads(policy["Attributes"]["RedrivePolicy"])["maxReceiveCount"]) == DEFAULT_MAX_RECEIVE_COUNT
+
+    sqs.purge_queue(QueueUrl=ingest.queue_url)  # the s3:TestEvent that configuring notifications sends
+    sqs.send_message(QueueUrl=ingest.queue_url, MessageBody="{}")
+    receives = 0
+    while received := sqs.receive_message(
+        QueueUrl=ingest.queue_url, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=0
+    ).get("Messages"):
+        receives += 1
+        assert received[0]["Attributes"]["ApproximateReceiveCount"] == str(receives)
+        # A failed record: visible again at once, as after its visibility timeout.
+        sqs.change_message_visibility(
+            QueueUrl=ingest.queue_url, ReceiptHandle=received[0]["ReceiptHandle"], VisibilityTimeout=0
+        )
+        assert receives <= DEFAULT_MAX_RECEIVE_COUNT, "the message outlived maxReceiveCount"
+    assert receives == 4
+    dead = sqs.receive_message(QueueUrl=ingest.dlq_url, WaitTimeSeconds=0)["Messages"]
+    assert [message["Body"] for message in dead] == ["{}"]

@@ -15,8 +15,9 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from handlers.adapters.graph import find_document, link_similar, neighbours
+from handlers.adapters.graph import link_similar
 from handlers.cli import main
+from handlers.ops.graph import find_document, neighbours
 from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, markdown, pdf
 from tests.rows import rows
 

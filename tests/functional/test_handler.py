@@ -14,8 +14,8 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from handlers.batch import handle_batch
+from handlers.ops.s3_events import s3_notification, s3_test_event, sns_wrap, sqs_event
 from handlers.runtime_context import DeadlineContext
-from handlers.sample_events import s3_notification, s3_test_event, sns_wrap, sqs_event
 from tests.faults import PostgresProxy, RawBody, on_get_object, s3_error_response
 from tests.paths import PDF_FIXTURES
 from tests.rows import counts, document, rows

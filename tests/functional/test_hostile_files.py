@@ -15,8 +15,8 @@ import pytest
 
 from handlers.batch import handle_batch
 from handlers.errors import ConfigError
+from handlers.ops.s3_events import s3_notification, sqs_event
 from handlers.runtime_context import DeadlineContext
-from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
 from tests.rows import document, rows
 

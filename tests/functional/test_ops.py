@@ -13,14 +13,14 @@ import pytest
 from botocore.stub import Stubber
 
 from handlers.batch import handle_batch
-from handlers.devstack import REGION, create_ingest_resources
+from handlers.develop.devstack import REGION, create_ingest_resources
 from handlers.errors import ConfigError
 from handlers.ops import dlq
 from handlers.ops.failed import failed_documents, parse_since
 from handlers.ops.reconcile import reconcile
-from handlers.ops.status import healthy, queue_status, store_status
+from handlers.ops.s3_events import message_body, s3_notification, sqs_event
+from handlers.ops.status import healthy, queue_status, store_report
 from handlers.runtime_context import DeadlineContext
-from handlers.sample_events import message_body, s3_notification, sqs_event
 from handlers.settings import get_settings
 from handlers.wiring import reset_deps
 from tests.functional.ops_helpers import documents, drain
@@ -319,9 +319,9 @@ def test_status_reports_pending_migrations_then_counts_and_the_dlq(sqs, ingest, 
     from handlers.adapters.migrate import StoreConfig, migrate
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        before = store_status(conn)
+        before = store_report(conn)
         migrate(conn, StoreConfig("hashing-v1", 256))
-        after = store_status(conn)
+        after = store_report(conn)
     assert before.pending_migrations
     assert not healthy(before, None)
     assert (after.pending_migrations, after.embedding_model, after.embedding_dimension) == ([], "hashing-v1", 256)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from handlers.batch import handle_batch, logger
-from handlers.sample_events import message_body, s3_notification, sqs_event
+from handlers.ops.s3_events import message_body, s3_notification, sqs_event
 
 
 @pytest.fixture

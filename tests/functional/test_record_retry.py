@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from handlers.batch import handle_batch
+from handlers.ops.s3_events import s3_notification, sqs_event
 from handlers.runtime_context import DeadlineContext
-from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
 from handlers.wiring import get_deps, reset_deps
 from tests.faults import PostgresProxy

@@ -13,16 +13,16 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from handlers.adapters import reembed as reembed_module
 from handlers.adapters.embedders.hashing import HashingEmbedder, LexicalHashingEmbedder
-from handlers.adapters.reembed import ReembedOptions, reembed
-from handlers.adapters.search import search
-from handlers.adapters.segments import CompactOptions, compact, create_index_concurrently, indexed_partitions
 from handlers.batch import handle_batch
 from handlers.cli import main
 from handlers.errors import ConfigError
+from handlers.ops import reembed as reembed_module
+from handlers.ops.compaction import CompactOptions, compact, create_index_concurrently, indexed_partitions
+from handlers.ops.reembed import ReembedOptions, reembed
+from handlers.ops.s3_events import s3_notification, sqs_event
+from handlers.ops.search import search
 from handlers.runtime_context import DeadlineContext
-from handlers.sample_events import s3_notification, sqs_event
 from handlers.settings import get_settings
 from handlers.wiring import prepare_database, reset_deps
 from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, markdown, pdf

@@ -9,8 +9,8 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from handlers.adapters.embedders.hashing import LexicalHashingEmbedder
-from handlers.adapters.search import make_snippet, search
 from handlers.cli import main
+from handlers.ops.search import make_snippet, search
 from tests.functional.ingest_helpers import Uploads, pdf
 
 EMBEDDER = LexicalHashingEmbedder(256)
@@ -126,6 +126,8 @@ def test_search_command_prints_a_table_json_or_the_explained_scores(s3, handler_
     listed = json.loads(capsys.readouterr().out)
     assert len(listed) == 3
     assert set(listed[0]) >= {"key", "page", "snippet", "score", "bucket", "chunk_id", "vector_rank", "text_rank"}
+    # The hit carries the two terms of its fused score: what `--explain` prints.
+    assert all(hit["vector_part"] + hit["text_part"] == pytest.approx(hit["score"]) for hit in listed)
 
     assert main(["search", "tomatoes basil compost", "--limit", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()

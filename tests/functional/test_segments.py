@@ -21,9 +21,9 @@ from psycopg import sql
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.postgres import PostgresRepository, open_pool
-from handlers.adapters.reembed import ReembedOptions, reembed
-from handlers.adapters.search import EF_SEARCH, search_chunks, set_ef_search
-from handlers.adapters.segments import (
+from handlers.errors import ConfigError
+from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
+from handlers.ops.compaction import (
     COMPACTION_LOCK_ID,
     CompactOptions,
     CompactReport,
@@ -32,8 +32,8 @@ from handlers.adapters.segments import (
     compaction_lock,
     layout,
 )
-from handlers.errors import ConfigError
-from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
+from handlers.ops.reembed import ReembedOptions, reembed
+from handlers.ops.search import EF_SEARCH, search_chunks, set_ef_search
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -468,7 +468,7 @@ def test_a_merge_copies_each_chunks_full_text_vector_instead_of_computing_it(con
 _KILL_AT = """
 import os, signal, sys
 import psycopg
-from handlers.adapters.segments import CompactOptions, compact
+from handlers.ops.compaction import CompactOptions, compact
 
 def die_at(step):
     if step == sys.argv[2]:

@@ -33,7 +33,7 @@ from tests.paths import PDF_FIXTURES
 from tests.rows import rows
 
 if TYPE_CHECKING:
-    from handlers.devstack import IngestResources
+    from handlers.develop.devstack import IngestResources
 
 TEXT_PDFS = [
     "pdfjs-tamreview.pdf",
@@ -270,7 +270,7 @@ def test_a_database_outage_dead_letters_after_three_receives_with_nothing_writte
 def test_a_message_released_by_a_shutdown_is_processed_normally_on_its_next_delivery(s3, sqs, aws_env, handler_env):
     import boto3
 
-    from handlers.devstack import REGION, create_ingest_resources
+    from handlers.develop.devstack import REGION, create_ingest_resources
     from handlers.worker.shutdown import StopSignal
 
     # Given a queue that dead-letters on the second receive, and one upload waiting in it

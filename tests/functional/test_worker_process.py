@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from handlers.devstack import aws_environment
+from handlers.develop.devstack import aws_environment
 from tests.functional.worker_app import (
     WorkerProcess,
     drain,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.adapters.segments import CompactOptions, Segment, next_merge
 from handlers.errors import ConfigError
+from handlers.ops.compaction import CompactOptions, Segment, next_merge
 from handlers.settings import Settings
 
 

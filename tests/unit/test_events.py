@@ -1,7 +1,7 @@
 """parse_notifications and compare_sequencers: every rule, and the fault cases of S3 test events (A1),
 bodies of the wrong shape (A3), URL-encoded keys (A4), folder markers (A5) and events without size (A6).
 
-Bodies are written out here by hand (not with handlers.sample_events) so the parser is checked
+Bodies are written out here by hand (not with handlers.ops.s3_events) so the parser is checked
 against literal shapes; test_event_corpus.py checks it against real samples.
 """
 

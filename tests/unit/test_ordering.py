@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from handlers.model import EventKind, ObjectRef
-from handlers.sample_events import message_body, s3_notification
+from handlers.ops.s3_events import message_body, s3_notification
 from handlers.stages.events import parse_notifications
 from handlers.stages.ordering import StoredState, delete_skip_reason, other_version_deleted, stale_reason
 

@@ -78,8 +78,8 @@ def test_without_a_recorder_nothing_is_recorded(capsys):
 
 def test_the_lambda_entry_writes_emf_at_the_end_of_each_invocation(capsys):
     from handlers import lambda_entry
+    from handlers.ops.s3_events import message_body, s3_test_event, sqs_event
     from handlers.runtime_context import DeadlineContext
-    from handlers.sample_events import message_body, s3_test_event, sqs_event
 
     outcome_metrics.install(lambda_entry._outcomes)
     lambda_entry._outcomes.flush()  # outcomes other tests left since the module was first imported

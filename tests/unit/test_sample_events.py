@@ -1,4 +1,4 @@
-"""handlers.sample_events builds real shapes that parse back, and events/ holds exactly its output.
+"""handlers.ops.s3_events builds real shapes that parse back, and events/ holds exactly its output.
 
 Each file in events/ is produced by the recipe of the same name in RECIPES (fixed seed), and parses
 to the outcome stated in events/README.md. Regenerate after changing a recipe with
@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.parser.models import (
 
 from handlers.errors import MalformedEventError
 from handlers.model import EventKind, ObjectRef
-from handlers.sample_events import (
+from handlers.ops.s3_events import (
     Ids,
     encode_key,
     eventbridge_object_event,

@@ -15,7 +15,7 @@ term outweighs common ones; ties go to `ts_rank_cd` (cover density: query terms 
 rank higher), normalised by the chunk's length.
 
 `ef_search` (100) is the exploration budget of a vector search. One HNSW index spends it all; a
-segmented store (handlers.adapters.segments) searches each of its k indexed segments with
+segmented store (handlers.ops.compaction) searches each of its k indexed segments with
 `hnsw.ef_search` = limit + ef_search / k, the way Lucene's optimistic per-segment collection shares
 a query's k among its segments: each segment can return the query's rows on top of its share of the
 budget. A segment's graph is smaller than one index over every row, so its share finds as much:
@@ -133,7 +133,8 @@ class SearchHit:
     """One chunk found: where it is, a snippet, and its score (cosine similarity, or the RRF sum).
 
     In hybrid search the ranks (1-based) the chunk had in each ranking, None where it was not a
-    candidate.
+    candidate, and the two terms of the fused score (`score` = `vector_part` + `text_part`; a ranking
+    the chunk was no candidate of adds 0).
     """
 
     chunk_id: int
@@ -144,6 +145,19 @@ class SearchHit:
     snippet: str
     vector_rank: int | None = None
     text_rank: int | None = None
+    vector_part: float | None = None
+    text_part: float | None = None
+
+
+def score_formula(*, hybrid: bool) -> str:
+    """How a hit's score is made, in words, for a reader of `filequeue search --explain`."""
+    if not hybrid:
+        return "score = cosine similarity of the query and chunk vectors"
+    return f"score = {VECTOR_WEIGHT:g}/({RRF_K} + vector rank) + {TEXT_WEIGHT:g}/({RRF_K} + text rank)"
+
+
+def _rrf_term(weight: float, rank: int | None) -> float:
+    return weight / (RRF_K + rank) if rank else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +246,18 @@ def search_chunks(
         set_ef_search(conn, max(ef_search, needed), limit)
         rows = conn.execute(HYBRID_QUERY if hybrid else VECTOR_QUERY, params).fetchall()
     return [
-        SearchHit(chunk_id, bucket, key, page, float(score), make_snippet(text, query), vector_rank, text_rank)
+        SearchHit(
+            chunk_id,
+            bucket,
+            key,
+            page,
+            float(score),
+            make_snippet(text, query),
+            vector_rank,
+            text_rank,
+            _rrf_term(VECTOR_WEIGHT, vector_rank) if hybrid else None,
+            _rrf_term(TEXT_WEIGHT, text_rank) if hybrid else None,
+        )
         for chunk_id, bucket, key, page, text, score, vector_rank, text_rank in rows
     ]
 

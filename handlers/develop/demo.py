@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from handlers.devstack import (
+from handlers.develop.devstack import (
     MotoServer,
     aws_client,
     create_ingest_resources,
@@ -31,26 +31,26 @@ from handlers.devstack import (
     start_postgres,
 )
 from handlers.errors import ConfigError
+from handlers.ops.db import session
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from handlers.devstack import IngestResources
+    from handlers.develop.devstack import IngestResources
     from handlers.settings import Settings
 
-_FIXTURE_PDFS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "pdf"
-
-# Upload key -> source. PDFs are real files from the test corpus (attributions in its SOURCES.md);
-# the Markdown and HTML were written for the demo.
+# Upload key -> file in handlers/develop/files (package data). The PDFs are real files copied from
+# the test corpus (their sources and licences in files/SOURCES.md and files/LICENSES/); the Markdown
+# and HTML were written for the demo.
 DEMO_FILES: dict[str, str] = {
-    "uploads/getting-started.md": "demo:getting-started.md",
-    "uploads/jit-compilers.html": "demo:jit-compilers.html",
-    "uploads/tracemonkey.pdf": "pdf:pdfjs-tracemonkey-14-pages-two-column.pdf",
-    "uploads/bitcoin.pdf": "pdf:pdfjs-issue13201-bitcoin-paper.pdf",
-    "uploads/crazy-ones.pdf": "pdf:pypdf-crazyones-ligatures.pdf",
-    "uploads/crazy-ones-annotated.pdf": "pdf:pypdf-attachment.pdf",
-    "uploads/secret.pdf": "pdf:pdfminer-enc-aes-128-user-baz-owner-foo.pdf",
-    "uploads/broken.pdf": "pdf:qpdf-bad1-5-bytes.pdf",
+    "uploads/getting-started.md": "getting-started.md",
+    "uploads/jit-compilers.html": "jit-compilers.html",
+    "uploads/tracemonkey.pdf": "pdfjs-tracemonkey-14-pages-two-column.pdf",
+    "uploads/bitcoin.pdf": "pdfjs-issue13201-bitcoin-paper.pdf",
+    "uploads/crazy-ones.pdf": "pypdf-crazyones-ligatures.pdf",
+    "uploads/crazy-ones-annotated.pdf": "pypdf-attachment.pdf",
+    "uploads/secret.pdf": "pdfminer-enc-aes-128-user-baz-owner-foo.pdf",
+    "uploads/broken.pdf": "qpdf-bad1-5-bytes.pdf",
 }
 REUPLOADED = "uploads/getting-started.md"
 SAMPLE_QUERY = "trace-based just-in-time compilation of JavaScript loops"
@@ -90,14 +90,8 @@ def start_local_stack(
     return LocalStack(moto, database_url, ingest, environment, postgres, root if temporary else None)
 
 
-def demo_file_bytes(source: str) -> bytes:
-    kind, name = source.split(":", 1)
-    if kind == "demo":
-        return resources.files("handlers.demo_files").joinpath(name).read_bytes()
-    path = _FIXTURE_PDFS / name
-    if not path.exists():
-        raise ConfigError(f"the demo reads sample PDFs from a source checkout; {path} is missing")
-    return path.read_bytes()
+def demo_file_bytes(name: str) -> bytes:
+    return resources.files("handlers.develop.files").joinpath(name).read_bytes()
 
 
 @dataclass(frozen=True)
@@ -162,7 +156,8 @@ def wait_until_processed(
     deadline = time.monotonic() + timeout
     done = -1
     # One connection for the whole wait: a new one every poll would cost the server a backend each time.
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    # The worker migrates the store as it starts, so the wait may begin before the tables exist.
+    with session(_settings_for(database_url), allow_pending_migrations=True) as conn:
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise ConfigError(f"the worker exited with code {worker.returncode}")
@@ -178,6 +173,12 @@ def wait_until_processed(
                 return
             time.sleep(0.2)
     raise ConfigError(f"only {done} of {expected_documents} files were processed within {timeout:.0f} s")
+
+
+def _settings_for(database_url: str) -> Settings:
+    from handlers.settings import Settings
+
+    return Settings.from_env({"FILEQUEUE_DATABASE_URL": database_url})
 
 
 def count_outcomes(log_lines: Iterable[str]) -> dict[str, int]:
@@ -196,9 +197,7 @@ def count_outcomes(log_lines: Iterable[str]) -> dict[str, int]:
 
 
 def collect_report(stack: LocalStack, files: int, seconds: float, outcomes: dict[str, int]) -> DemoReport:
-    import psycopg
-
-    with psycopg.connect(stack.database_url) as conn:
+    with session(_settings_for(stack.database_url)) as conn:
         stored_row = conn.execute("SELECT count(*) FROM documents WHERE status = 'ready'").fetchone()
         failed = [
             (str(key), str(code), str(error))

@@ -25,7 +25,7 @@ indexes that exist, and which rows are still NULL):
 Searches read `embedding` until the switch and the new vectors after it; they wait only while the
 switch holds its locks.
 
-Segments: a run holds the compaction lock (handlers.adapters.segments), so no segment is sealed
+Segments: a run holds the compaction lock (handlers.ops.compaction), so no segment is sealed
 or merged while it works; between runs, a compaction copies `embedding_next` with the rows and
 indexes it in the segments it builds.
 
@@ -50,17 +50,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 
-from handlers.adapters.graph import DocumentRef, relink_similar, update_document_vectors
+from handlers.adapters.graph import relink_similar, update_document_vectors
 from handlers.adapters.locks import lock_document
 from handlers.adapters.migrate import StoreConfig, read_store_config
 from handlers.adapters.rows import column, scalar
-from handlers.adapters.segments import (
+from handlers.errors import ConfigError
+from handlers.ops.compaction import (
     compaction_lock,
     create_index_concurrently,
     indexed_partitions,
     with_lock_retry,
 )
-from handlers.errors import ConfigError
+from handlers.ops.graph import DocumentRef
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from handlers.ports import Embedder
+    from handlers.settings import Settings
 
 _T = TypeVar("_T")
 
@@ -148,6 +150,30 @@ def reembed(
             return ReembedReport(target, chunks, batches, False, 0)
         chunks += _switch(conn, embedder, target, options)
         return ReembedReport(target, chunks, batches, True, _finish(conn, options))
+
+
+def reembed_store(
+    settings: Settings,
+    *,
+    batch_size: int,
+    max_batches: int | None,
+    switch: bool,
+    on_batch: Callable[[int], None] | None = None,
+) -> ReembedReport:
+    """`filequeue reembed`: move the configured store to the settings' embedder, on its own session."""
+    from handlers.adapters.embedders import build_embedder
+    from handlers.ops.db import session
+
+    embedder = build_embedder(settings)
+    options = ReembedOptions(
+        batch_size=batch_size,
+        max_batches=max_batches,
+        switch=switch,
+        similar_top_k=settings.similar_top_k,
+        similar_threshold=settings.similar_threshold,
+    )
+    with session(settings, application_name="filequeue-reembed") as conn:
+        return reembed(conn, embedder, options, on_batch=on_batch)
 
 
 @contextmanager

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REGION = "us-east-1"
+# As the CDK app's queue (cdk/config.py DEFAULT_MAX_RECEIVE_COUNT): one delivery and three retries,
+# the DLQ takes a message after its fourth receive (docs/semantics.md).
+DEFAULT_MAX_RECEIVE_COUNT = 4
 _DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -152,7 +155,7 @@ def create_ingest_resources(
     bucket: str = "filequeue-demo",
     queue: str = "filequeue-uploads",
     prefix: str = "uploads/",
-    max_receive_count: int = 3,
+    max_receive_count: int = DEFAULT_MAX_RECEIVE_COUNT,
     visibility_timeout: int = 60,
     versioned: bool = True,
 ) -> IngestResources:

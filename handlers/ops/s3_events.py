@@ -1,4 +1,7 @@
-"""Build Lambda SQS events as `sam local generate-event` does, for `events/`, the CLI and tests.
+"""S3 notifications and the Lambda SQS events that carry them, built as AWS sends them.
+
+`filequeue reconcile` enqueues them for the objects the store missed; `filequeue events`, `events/`
+and the tests use them as samples, like `sam local generate-event`.
 
 Every builder returns the shape the real service sends. Identifiers (message ids, receipt handles,
 request ids, signatures) come from an `Ids`: random by default, reproducible when it has a seed.

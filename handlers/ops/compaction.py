@@ -1,4 +1,4 @@
-"""Chunk segments: cheap writes into an unindexed area, HNSW indexes built once per sealed segment.
+"""Chunk compaction: cheap writes into an unindexed area, HNSW indexes built once per sealed segment.
 
 Chunks live in a LIST-partitioned table (migration 0003). A document's transaction writes its chunks
 into `chunks_growing`, which has no vector index and is searched exactly. Compaction seals the
@@ -27,6 +27,10 @@ again; a sealed segment without its index is indexed by the next run. Sealing an
 one transaction. Segment numbers come from a sequence and are never reused. One compaction runs at a
 time per database (a session advisory lock, released by PostgreSQL when the connection dies), and
 `filequeue reembed` takes the same lock.
+
+Three triggers run it, each through `run_compaction` on its own session: `filequeue compact`, the
+worker's leader thread, and the scheduled Lambda (`handlers.lambda_entry.compaction_handler`). Any
+number may fire: a run that finds the lock held does nothing.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ import math
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from handlers.adapters.postgres import GROWING_TABLE, LIVE_TABLE
 from handlers.adapters.rows import scalar
 from handlers.errors import ErrorCode, TransientError
 
@@ -47,11 +52,11 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg.sql import Composable
 
+    from handlers.settings import Settings
+
 _T = TypeVar("_T")
 
 COMPACTION_LOCK_ID = 0x46514350  # "FQCP": one compaction (or re-embedding) at a time per database
-GROWING_TABLE = "chunks_growing"
-LIVE_TABLE = "chunks_live"
 SEGMENT_PREFIX = "chunks_segment_"
 # Columns holding vectors that get an HNSW index per segment (`embedding_next` exists while a
 # `filequeue reembed` run is under way).
@@ -82,6 +87,33 @@ class CompactOptions:
             raise ValueError("seal_rows must be at least 1")
         if self.merge_factor < 2:
             raise ValueError("merge_factor must be at least 2")
+
+
+def compact_options(settings: Settings, **overrides: Any) -> CompactOptions:
+    return CompactOptions(seal_rows=settings.compaction_seal_rows, **overrides)
+
+
+def run_compaction(
+    settings: Settings,
+    options: CompactOptions,
+    *,
+    on_connect: Callable[[psycopg.Connection[Any]], None] | None = None,
+) -> CompactReport:
+    """One compaction of the configured database; `on_connect` sees the connection (to cancel it)."""
+    from handlers.ops.db import session
+
+    with session(settings, application_name="filequeue-compaction") as conn:
+        if on_connect is not None:
+            on_connect(conn)
+        return compact(conn, options)
+
+
+def scheduled_compaction(settings: Settings) -> dict[str, Any]:
+    """What the scheduled function runs: one compaction with the settings' options, as a JSON-ready report.
+
+    A run stopped by the function's timeout leaves only a half-built segment that the next run drops.
+    """
+    return asdict(run_compaction(settings, compact_options(settings)))
 
 
 @dataclass(frozen=True, slots=True)
