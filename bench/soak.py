@@ -35,7 +35,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from handlers.runtime_context import RecordGate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POISON_BODY_PREFIX = "not an S3 event #"
@@ -279,12 +282,12 @@ def _is_worker_child(pid: int) -> bool:
     return False
 
 
-def faulty_handle_batch(event: dict[str, Any], context: Any) -> Any:
+def faulty_handle_batch(event: dict[str, Any], context: Any, *, gate: RecordGate | None = None) -> Any:
     """`handle_batch`, with S3 requests failing at the configured rate (installed once per process)."""
     _install_s3_faults()
     from handlers.batch import handle_batch
 
-    return handle_batch(event, context)
+    return handle_batch(event, context, gate=gate)
 
 
 _installed: list[bool] = []

@@ -15,11 +15,12 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
 from handlers.errors import ConfigError, ErrorCode, FileQueueError, MalformedEventError, TransientError
+from handlers.model import OutcomeStatus
 from handlers.outcome_metrics import record_outcome
 from handlers.service import process_ref
 from handlers.settings import Settings, get_settings
 from handlers.stages.events import NO_RECORDS, parse_notifications
-from handlers.wiring import get_deps, get_repository
+from handlers.wiring import get_deps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from handlers.model import ObjectRef, Outcome
-    from handlers.runtime_context import DeadlineContext
+    from handlers.runtime_context import DeadlineContext, RecordGate
     from handlers.stages.events import Notifications
 
 logger = Logger(service="filequeue")
@@ -41,7 +42,9 @@ RETRY_PAUSE_CAP_SECONDS = 2.0
 _NOT_RETRIED = frozenset({ErrorCode.DEADLINE, ErrorCode.RELEASED, ErrorCode.DB_RECENTLY_UNAVAILABLE})
 
 
-def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+def record_handler(
+    record: SQSRecord, lambda_context: LambdaContext | None = None, gate: RecordGate | None = None
+) -> None:
     """Process one SQS record; its outcome, or its failure at ERROR, is logged and counted here once.
 
     An unexpected exception is logged with its traceback before it propagates: Powertools reports the
@@ -56,7 +59,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         notifications = parse_notifications(record.body)
         if notifications.refs:  # so that a record refused before it starts still names its object
             _name_object(where, notifications.refs[0])
-        work_deadline = _start_record(record, lambda_context, where)
+        work_deadline = _start_record(record, lambda_context, gate, where)
         _acknowledge_ignored(notifications, where)
         for ref in notifications.refs:
             _name_object(where, ref)
@@ -70,12 +73,12 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
             "record failed: unexpected error",
             {
                 **where,
-                "outcome": "retry",
+                "outcome": OutcomeStatus.RETRY,
                 "error_code": ErrorCode.UNEXPECTED,
                 "error": f"{type(error).__name__}: {error}",
             },
         )
-        record_outcome("retry", ErrorCode.UNEXPECTED)
+        record_outcome(OutcomeStatus.RETRY, ErrorCode.UNEXPECTED)
         raise
 
 
@@ -93,13 +96,13 @@ def _name_object(where: dict[str, object], ref: ObjectRef) -> None:
 def _acknowledge_ignored(notifications: Notifications, where: dict[str, object]) -> None:
     for reason in notifications.ignored:
         log = logger.warning if reason == NO_RECORDS else logger.info
-        _log_record(log, f"ignored {reason}", {**where, "outcome": "ignored"})
-        record_outcome("ignored")
+        _log_record(log, f"ignored {reason}", {**where, "outcome": OutcomeStatus.IGNORED})
+        record_outcome(OutcomeStatus.IGNORED)
 
 
 def _log_outcome(outcome: Outcome, where: dict[str, object]) -> None:
     record_outcome(outcome.status, outcome.error_code, chunks=outcome.chunks, size=outcome.ref.size)
-    log = logger.error if outcome.status == "failed" else logger.info
+    log = logger.error if outcome.status is OutcomeStatus.FAILED else logger.info
     _log_record(
         log,
         f"{outcome.status} {outcome.ref.uri}",
@@ -116,7 +119,7 @@ def _log_outcome(outcome: Outcome, where: dict[str, object]) -> None:
 def _report_failure(record: SQSRecord, error: FileQueueError, where: dict[str, object]) -> None:
     """Log and count a failed record once; the caller re-raises, so the record is reported as failed."""
     if error.code == ErrorCode.RELEASED:
-        _log_record(logger.info, "not started: released by the runtime", {**where, "outcome": "released"})
+        _log_record(logger.info, "not started: released by the runtime", {**where, "outcome": OutcomeStatus.RELEASED})
     elif isinstance(error, MalformedEventError):
         # The body itself is at fault: it goes to the DLQ for review after its receives.
         _fail_malformed("malformed event", error, where)
@@ -124,15 +127,17 @@ def _report_failure(record: SQSRecord, error: FileQueueError, where: dict[str, o
         _log_record(
             logger.error,
             f"record failed: {error.code}; retried",
-            {**where, "outcome": "retry", "error_code": error.code, "error": str(error)},
+            {**where, "outcome": OutcomeStatus.RETRY, "error_code": error.code, "error": str(error)},
         )
-        record_outcome("retry", error.code)
+        record_outcome(OutcomeStatus.RETRY, error.code)
         _remember_failure(record.message_id, where["receive_count"], error)
 
 
 def _fail_malformed(message: str, error: MalformedEventError, where: dict[str, object]) -> None:
-    _log_record(logger.error, message, {**where, "outcome": "failed", "error_code": error.code, "error": str(error)})
-    record_outcome("failed", error.code)
+    _log_record(
+        logger.error, message, {**where, "outcome": OutcomeStatus.FAILED, "error_code": error.code, "error": str(error)}
+    )
+    record_outcome(OutcomeStatus.FAILED, error.code)
 
 
 def _log_record(log: Callable[..., None], message: str, fields: dict[str, object]) -> None:
@@ -147,13 +152,20 @@ def _remember_failure(message_id: str, receive_count: object, error: FileQueueEr
     if error.code == ErrorCode.DB_UNAVAILABLE:
         return  # nowhere to keep it: the log line above is the record
     try:
-        get_repository().note_message_failure(message_id, int(str(receive_count or 0)), error.code, str(error))
+        get_deps().message_failures.note_message_failure(
+            message_id, int(str(receive_count or 0)), error.code, str(error)
+        )
     except (FileQueueError, psycopg.Error) as unkept:
         logger.warning("failure reason not kept", extra={"message_id": message_id, "error": str(unkept)})
 
 
-def _start_record(record: SQSRecord, lambda_context: LambdaContext | None, where: dict[str, object]) -> float:
-    """Decide whether the record may start; returns when its extraction and embedding must end (monotonic)."""
+def _start_record(
+    record: SQSRecord, lambda_context: LambdaContext | None, gate: RecordGate | None, where: dict[str, object]
+) -> float:
+    """Decide whether the record may start; returns when its extraction and embedding must end (monotonic).
+
+    `gate` is the runtime's say on whether the message is still its own (the worker's; Lambda has none).
+    """
     settings = get_settings()
     if lambda_context is None:
         return math.inf
@@ -161,8 +173,7 @@ def _start_record(record: SQSRecord, lambda_context: LambdaContext | None, where
     where["remaining_ms"] = remaining_ms
     if remaining_ms < settings.deadline_margin_seconds * 1000:
         raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code=ErrorCode.DEADLINE)
-    claim = getattr(lambda_context, "claim_record", None)
-    if claim is not None and not claim(record.message_id):
+    if gate is not None and not gate(record.message_id):
         raise TransientError("released before it started; another delivery will process it", code=ErrorCode.RELEASED)
     remaining_seconds = remaining_ms / 1000
     return time.monotonic() + settings.time_budget(remaining_seconds).work_seconds(remaining_seconds)
@@ -192,16 +203,21 @@ def _process_with_retries(ref: ObjectRef, work_deadline: float, where: dict[str,
 
 
 def handle_batch(
-    event: dict[str, Any], context: LambdaContext | DeadlineContext | None = None
+    event: dict[str, Any], context: LambdaContext | DeadlineContext | None = None, *, gate: RecordGate | None = None
 ) -> PartialItemFailureResponse:
     """Run every record of a Lambda-shaped SQS event; the failed ones are listed for redelivery.
 
     `context` is Lambda's, or a `DeadlineContext` from the other runtimes: the handler only reads
-    its remaining time.
+    its remaining time. `gate`, from a runtime that may hand messages back before the handler reaches
+    them (the worker), is asked before each record starts.
     """
+
+    def handle_record(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+        record_handler(record, lambda_context, gate)
+
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=cast("LambdaContext | None", context)
+        event=event, record_handler=handle_record, processor=processor, context=cast("LambdaContext | None", context)
     )
     for _kind, error, _traceback in processor.exceptions:
         if isinstance(error, ConfigError):

@@ -15,6 +15,24 @@ class EventKind(StrEnum):
     REMOVED = "removed"
 
 
+class OutcomeStatus(StrEnum):
+    """How one record or object event ended: in log lines (`outcome`) and in the outcome metrics.
+
+    `Outcome.status` is one of the first five; the batch layer adds the others for records that never
+    reached an object (ignored), failed for a reason retrying may cure (retry), or were handed back by the
+    runtime before they started (released).
+    """
+
+    STORED = "stored"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    DELETED = "deleted"
+    FAILED = "failed"
+    IGNORED = "ignored"
+    RETRY = "retry"
+    RELEASED = "released"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectRef:
     """One S3 object event, with its key already `unquote_plus`-decoded and its time parsed (timezone-aware)."""
@@ -132,7 +150,7 @@ class ExtractLimits:
 class Outcome:
     """What processing one object event did; logged once per record."""
 
-    status: str
+    status: OutcomeStatus
     ref: ObjectRef
     detail: str = ""
     chunks: int = 0

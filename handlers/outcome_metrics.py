@@ -13,15 +13,17 @@ import threading
 from collections import Counter
 from typing import Protocol
 
+from handlers.model import OutcomeStatus
+
 NAMESPACE = "FileQueue"
 SERVICE = "filequeue"
 NO_ERROR = "none"
 # Outcomes for which the object was downloaded (and so counts as bytes processed).
-DOWNLOADED = frozenset({"stored", "unchanged", "failed"})
+DOWNLOADED = frozenset({OutcomeStatus.STORED, OutcomeStatus.UNCHANGED, OutcomeStatus.FAILED})
 
 
 class OutcomeRecorder(Protocol):
-    def record(self, outcome: str, error_code: str | None, *, chunks: int, size: int) -> None: ...
+    def record(self, outcome: OutcomeStatus, error_code: str | None, *, chunks: int, size: int) -> None: ...
 
 
 _recorder: OutcomeRecorder | None = None
@@ -33,8 +35,10 @@ def install(recorder: OutcomeRecorder | None) -> None:
     _recorder = recorder
 
 
-def record_outcome(outcome: str, error_code: str | None = None, *, chunks: int = 0, size: int | None = None) -> None:
-    """Count one outcome (stored, unchanged, skipped, deleted, ignored, failed, retry) and what it wrote."""
+def record_outcome(
+    outcome: OutcomeStatus, error_code: str | None = None, *, chunks: int = 0, size: int | None = None
+) -> None:
+    """Count one outcome and what it wrote."""
     if _recorder is not None:
         _recorder.record(outcome, error_code, chunks=chunks, size=size or 0)
 
@@ -53,10 +57,10 @@ class EmfOutcomes:
         self._records: Counter[tuple[str, str]] = Counter()
         self._totals: Counter[str] = Counter()
 
-    def record(self, outcome: str, error_code: str | None, *, chunks: int, size: int) -> None:
+    def record(self, outcome: OutcomeStatus, error_code: str | None, *, chunks: int, size: int) -> None:
         with self._lock:
             self._records[(outcome, error_code or NO_ERROR)] += 1
-            if outcome == "stored":
+            if outcome is OutcomeStatus.STORED:
                 self._totals["DocumentsStored"] += 1
                 self._totals["ChunksWritten"] += chunks
             if outcome in DOWNLOADED:

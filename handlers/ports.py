@@ -67,3 +67,9 @@ class Repository(Protocol):
     def delete_document(self, ref: ObjectRef) -> str | None:
         """Remove the document, its chunks and edges; None if done, else the skip reason."""
         ...
+
+
+class MessageFailures(Protocol):
+    def note_message_failure(self, message_id: str, receive_count: int, code: str, message: str) -> None:
+        """Keep why a message failed, by message id: SQS keeps the id when it moves the message to the DLQ."""
+        ...

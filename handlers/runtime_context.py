@@ -5,6 +5,9 @@ stream) and `get_remaining_time_in_millis`, which counts down to a deadline the 
 the handler's deadline guard works the same everywhere. `filequeue invoke` gives it a fixed
 deadline; the poll loop gives it a moving one: the end of the messages' visibility lease (which
 the heartbeat extends) or of the shutdown grace period, whichever comes first.
+
+`RecordGate` is the other thing a runtime may hand the handler: the worker's way of saying, record
+by record, whether a message is still its own. Lambda has none.
 """
 
 from __future__ import annotations
@@ -14,12 +17,22 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 FUNCTION_NAME = "filequeue"
+
+
+class RecordGate(Protocol):
+    """Asked by the handler before it starts a record, by message id.
+
+    False if the runtime handed the message back to the queue meanwhile (another consumer will process
+    it); True if the record is now the handler's.
+    """
+
+    def __call__(self, message_id: str, /) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +47,6 @@ class DeadlineContext:
     log_group_name: str = f"/filequeue/{FUNCTION_NAME}"
     log_stream_name: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}")
     clock: Callable[[], float] = time.monotonic
-    claim_record: Callable[[str], bool] | None = None
-    """Asked by the handler before it starts a record (by message id): False if the runtime handed the
-    message back to the queue meanwhile. Lambda's own context has no such attribute."""
     identity: None = None
     client_context: None = None
     tenant_id: None = None

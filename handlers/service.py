@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from handlers.errors import ErrorCode, PermanentError, TransientError
-from handlers.model import ChunkingOptions, DocumentLinks, EventKind, Outcome
+from handlers.model import ChunkingOptions, DocumentLinks, EventKind, Outcome, OutcomeStatus
 from handlers.stages.chunking import chunk_document
 from handlers.stages.mentions import document_names, find_mentions
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from handlers.model import Chunk, ExtractedText, FetchedObject, ObjectRef
-    from handlers.ports import Embedder, ObjectStore, Repository
+    from handlers.ports import Embedder, MessageFailures, ObjectStore, Repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,8 @@ class Deps:
     store: ObjectStore
     embedder: Embedder
     repository: Repository
+    message_failures: MessageFailures
+    """Where the batch layer keeps why a message failed, for the failures no document row can hold."""
     extract: Callable[[FetchedObject, float], ExtractedText]
     """`extract(fetched, work_deadline)`: bounded by its own limit and by the monotonic `work_deadline`."""
     chunking: ChunkingOptions
@@ -54,13 +56,13 @@ def process_ref(ref: ObjectRef, deps: Deps, work_deadline: float = math.inf) -> 
     if ref.kind is EventKind.REMOVED:
         return _deleted(ref, deps.repository.delete_document(ref))
     if reason := deps.repository.should_process(ref):
-        return Outcome("skipped", ref, reason)
+        return Outcome(OutcomeStatus.SKIPPED, ref, reason)
     fetched: FetchedObject | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="filequeue-", dir=deps.scratch_dir) as workdir:
             fetched = deps.store.fetch(ref, workdir)
             if deps.repository.mark_unchanged(ref, fetched.sha256):
-                return Outcome("unchanged", ref, f"same content as stored (sha256 {fetched.sha256[:12]})")
+                return Outcome(OutcomeStatus.UNCHANGED, ref, f"same content as stored (sha256 {fetched.sha256[:12]})")
             extracted = deps.extract(fetched, work_deadline)
         chunks = _chunk(extracted, deps.chunking)
         vectors = _embed(deps.embedder, chunks, work_deadline)
@@ -69,12 +71,12 @@ def process_ref(ref: ObjectRef, deps: Deps, work_deadline: float = math.inf) -> 
     except PermanentError as error:
         return _record_failure(deps, ref, error, sha256=fetched.sha256 if fetched else None)
     if reason:
-        return Outcome("skipped", ref, reason)
-    return Outcome("stored", ref, extracted.content_type, chunks=len(chunks))
+        return Outcome(OutcomeStatus.SKIPPED, ref, reason)
+    return Outcome(OutcomeStatus.STORED, ref, extracted.content_type, chunks=len(chunks))
 
 
 def _deleted(ref: ObjectRef, skip_reason: str | None) -> Outcome:
-    return Outcome("skipped", ref, skip_reason) if skip_reason else Outcome("deleted", ref)
+    return Outcome(OutcomeStatus.SKIPPED, ref, skip_reason) if skip_reason else Outcome(OutcomeStatus.DELETED, ref)
 
 
 def _chunk(extracted: ExtractedText, options: ChunkingOptions) -> list[Chunk]:
@@ -120,5 +122,5 @@ def _time_budget(seconds: float, work_deadline: float) -> Callable[[], None]:
 def _record_failure(deps: Deps, ref: ObjectRef, error: PermanentError, sha256: str | None) -> Outcome:
     reason = deps.repository.record_failure(ref, error.code, str(error), sha256)
     if reason:
-        return Outcome("skipped", ref, reason)
-    return Outcome("failed", ref, str(error), error_code=error.code)
+        return Outcome(OutcomeStatus.SKIPPED, ref, reason)
+    return Outcome(OutcomeStatus.FAILED, ref, str(error), error_code=error.code)

@@ -66,7 +66,7 @@ def get_deps() -> Deps:
 
 
 def get_repository() -> PostgresRepository:
-    """The repository of `get_deps()`, with what the pipeline's port does not offer (pings, failure notes)."""
+    """The repository of `get_deps()`, with what the pipeline's ports do not offer (pings)."""
     return _cache.get()[1]
 
 
@@ -100,6 +100,7 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
         store=S3ObjectStore(build_s3_client(), settings.max_object_bytes),
         embedder=embedder,
         repository=repository,
+        message_failures=repository,
         extract=_extractor(settings),
         chunking=ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap),
         analysis_timeout_seconds=settings.extract_timeout_seconds,

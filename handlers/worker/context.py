@@ -26,12 +26,10 @@ def worker_context(
     queue_arn: str,
     memory_mb: int,
     clock: Callable[[], float] = time.monotonic,
-    claim_record: Callable[[str], bool] | None = None,
 ) -> DeadlineContext:
     """The context one batch of the poll loop gets: named as the worker, counting down to `deadline`."""
     return DeadlineContext(
         deadline=deadline,
-        claim_record=claim_record,
         invoked_function_arn=function_arn(queue_arn),
         memory_limit_in_mb=memory_mb,
         function_name=FUNCTION_NAME,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from handlers import outcome_metrics
+from handlers.model import OutcomeStatus
 
 BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
@@ -96,9 +97,9 @@ class WorkerMetrics:
             "filequeue_bytes_processed", "Bytes of the objects downloaded and extracted.", registry=registry
         )
 
-    def record(self, outcome: str, error_code: str | None, *, chunks: int, size: int) -> None:
+    def record(self, outcome: OutcomeStatus, error_code: str | None, *, chunks: int, size: int) -> None:
         self.records.labels(outcome=outcome, error_code=error_code or outcome_metrics.NO_ERROR).inc()
-        if outcome == "stored":
+        if outcome is OutcomeStatus.STORED:
             self.documents_stored.inc()
             self.chunks_written.inc(chunks)
         if outcome in outcome_metrics.DOWNLOADED:

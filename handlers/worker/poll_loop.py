@@ -14,9 +14,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -41,17 +40,25 @@ from handlers.worker.sqs import (
 from handlers.worker.startup import heartbeat_interval, visibility_problem
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
-    from handlers.runtime_context import DeadlineContext
+    from handlers.runtime_context import DeadlineContext, RecordGate
     from handlers.settings import Settings
     from handlers.worker.records import Lease, Received
 
-BatchHandler = Callable[[dict[str, Any], Any], Any]
-"""`handler(event, context) -> {"batchItemFailures": [...]}`, the Lambda handler's shape."""
+
+class BatchHandler(Protocol):
+    """`handler(event, context, gate=...) -> {"batchItemFailures": [...]}`, the Lambda handler's shape.
+
+    The loop passes its gate, which the handler asks before it starts each record (False: the loop
+    handed that message back to the queue).
+    """
+
+    def __call__(self, event: dict[str, Any], context: Any, /, *, gate: RecordGate | None = None) -> Any: ...
+
 
 logger = Logger(service="filequeue")
 
@@ -65,27 +72,33 @@ QUEUE_HINT = "FILEQUEUE_QUEUE_URL names a queue that does not exist"
 
 @dataclass(frozen=True, slots=True)
 class LoopOptions:
+    """How one poll loop runs.
+
+    The fields up to `start_wait_seconds` come from `Settings` (`from_settings`), which holds their
+    defaults; the rest are the loop's own mechanics, which no variable configures.
+    """
+
     queue_url: str
-    wait_time_seconds: int = 20
-    batch_size: int = 10
-    visibility_timeout_seconds: int = 0
+    wait_time_seconds: int
+    batch_size: int
+    visibility_timeout_seconds: int
     """0: use the queue's VisibilityTimeout attribute."""
-    shutdown_grace_seconds: float = 150.0
-    ack_reserve_seconds: float = 2.0
-    """Kept back from the lease for deleting after the handler returns."""
-    handler_margin_seconds: float = 0.0
+    shutdown_grace_seconds: float
+    handler_margin_seconds: float
     """The handler's own deadline margin: it starts no record with less time left than this."""
-    record_seconds: float = 0.0
+    record_seconds: float
     """The most one record may need (deadline margin, extraction limit, write margin): a batch's time budget
     is at least this, even when the visibility timeout is shorter (the heartbeat keeps the lease)."""
+    start_wait_seconds: float
+    """A message not started after this long while the loop is busy is released for an idle consumer."""
+    ack_reserve_seconds: float = 2.0
+    """Kept back from the lease for deleting after the handler returns."""
     heartbeat: bool = True
     receive_backoff_base_seconds: float = 1.0
     receive_backoff_cap_seconds: float = 10.0
     failure_backoff_base_seconds: float = 1.0
     failure_backoff_cap_seconds: float = 30.0
     ack_attempts: int = 4
-    start_wait_seconds: float = 10.0
-    """A message not started after this long while the loop is busy is released for an idle consumer."""
     watch_interval_seconds: float = 0.25
 
     def visibility_problem(self, visibility_seconds: int) -> str | None:
@@ -98,8 +111,9 @@ class LoopOptions:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LoopOptions:
-        return cls(
+    def from_settings(cls, settings: Settings, **mechanics: Any) -> LoopOptions:
+        """The options `settings` configure; `mechanics` overrides the loop's own (tests use it)."""
+        options = cls(
             queue_url=settings.require_queue(),
             wait_time_seconds=settings.worker_wait_time_seconds,
             batch_size=settings.worker_batch_size,
@@ -111,6 +125,7 @@ class LoopOptions:
             + settings.write_margin_seconds,
             start_wait_seconds=settings.worker_start_wait_seconds,
         )
+        return replace(options, **mechanics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +347,7 @@ class PollLoop:
         """Call the handler; the failed message ids and why. Anything but a valid response fails all."""
         ids = sorted(message_ids)
         try:
-            response = self._handler(event, context)
+            response = self._handler(event, context, gate=self._in_flight.claim)
         except ConfigError as exc:
             # Every record would fail the same way: stop receiving rather than spend the queue's receives.
             logger.error("configuration_error", extra={"message_ids": ids, "error": str(exc), "outcome": "failed"})
@@ -376,7 +391,7 @@ class PollLoop:
         return deadline
 
     def _context(self, queue: QueueInfo, deadline: Callable[[], float]) -> DeadlineContext:
-        return worker_context(deadline, queue.identity.arn, self._memory_mb, self._clock, self._in_flight.claim)
+        return worker_context(deadline, queue.identity.arn, self._memory_mb, self._clock)
 
     def _hand_back(self, items: Sequence[Received], reason: str) -> None:
         """Release messages this loop no longer holds, and stop extending their leases first."""

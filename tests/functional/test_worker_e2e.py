@@ -26,9 +26,10 @@ from handlers.batch import handle_batch
 from handlers.settings import get_settings
 from handlers.wiring import reset_deps
 from handlers.worker.metrics import WorkerMetrics
-from handlers.worker.poll_loop import LoopOptions, PollLoop
+from handlers.worker.poll_loop import PollLoop
 from tests.faults import PostgresProxy
 from tests.functional.worker_app import WorkerProcess, drain, queue_counts, wait_until
+from tests.loop_options import loop_options
 from tests.paths import PDF_FIXTURES
 from tests.rows import rows
 
@@ -192,9 +193,9 @@ def test_two_batches_in_work_at_once_get_only_their_own_failures(s3, sqs, ingest
     barrier = threading.Barrier(2)
     answers: list[tuple[set[str], set[str]]] = []
 
-    def handler(event: dict[str, Any], context: Any) -> Any:
+    def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> Any:
         barrier.wait(timeout=30)  # both batches are inside the handler at the same time
-        response = handle_batch(event, context)
+        response = handle_batch(event, context, gate=gate)
         ids = {record["messageId"] for record in event["Records"]}
         answers.append((ids, {str(failure["itemIdentifier"]) for failure in response["batchItemFailures"]}))
         return response
@@ -202,7 +203,7 @@ def test_two_batches_in_work_at_once_get_only_their_own_failures(s3, sqs, ingest
     loop = PollLoop(
         sqs,
         handler,
-        LoopOptions(queue_url=ingest.queue_url, visibility_timeout_seconds=60, heartbeat=False),
+        loop_options(ingest.queue_url, visibility_timeout_seconds=60, heartbeat=False),
         metrics=WorkerMetrics(CollectorRegistry()),
     )
 
@@ -241,7 +242,7 @@ def test_a_database_outage_dead_letters_after_three_receives_with_nothing_writte
     loop = PollLoop(
         sqs,
         handle_batch,
-        LoopOptions(queue_url=ingest.queue_url, wait_time_seconds=1, visibility_timeout_seconds=4),
+        loop_options(ingest.queue_url, wait_time_seconds=1, visibility_timeout_seconds=4),
         metrics=WorkerMetrics(CollectorRegistry()),
         rng=random.Random(2),  # noqa: S311 - jitter
         pause=pauses.append,
@@ -284,7 +285,7 @@ def test_a_message_released_by_a_shutdown_is_processed_normally_on_its_next_deli
     stopping_client = boto3.client("sqs", region_name=REGION)
     stop = StopSignal()
     stopping_client.meta.events.register("after-call.sqs.ReceiveMessage", lambda **_: stop.request("SIGTERM"))
-    options = LoopOptions(queue_url=ingest.queue_url, wait_time_seconds=1)
+    options = loop_options(ingest.queue_url, wait_time_seconds=1)
     first = PollLoop(stopping_client, handle_batch, options, stop=stop, metrics=WorkerMetrics(CollectorRegistry()))
     assert first.run() == 0
     visible, in_flight = queue_counts(sqs, ingest.queue_url)

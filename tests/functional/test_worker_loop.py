@@ -21,9 +21,10 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from prometheus_client import CollectorRegistry
 
 from handlers.worker.metrics import WorkerMetrics
-from handlers.worker.poll_loop import EXIT_ABORTED, EXIT_CONFIG, LoopOptions, PollLoop
+from handlers.worker.poll_loop import EXIT_ABORTED, EXIT_CONFIG, PollLoop
 from handlers.worker.shutdown import StopSignal
 from tests.functional.worker_app import drain, new_queue, queue_counts, send_bodies, wait_until
+from tests.loop_options import loop_options
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Recorder:
     fail: set[str] = field(default_factory=set)
     calls: list[tuple[list[str], Any]] = field(default_factory=list)
 
-    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def __call__(self, event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         ids = [record["messageId"] for record in event["Records"]]
         self.calls.append((ids, context))
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in ids if message_id in self.fail]}
@@ -64,7 +65,7 @@ def harness(sqs):
         registry = CollectorRegistry()
         stop = stop or StopSignal()
         pauses: list[float] = []
-        options = LoopOptions(queue_url=queue_url, wait_time_seconds=1, **overrides)
+        options = loop_options(queue_url, wait_time_seconds=1, **overrides)
         loop = PollLoop(
             client or sqs,
             handler,
@@ -111,16 +112,20 @@ def test_successes_are_deleted_and_reported_failures_stay_in_flight(sqs, harness
 def test_the_context_counts_down_the_visibility_lease(sqs, harness):
     queue_url, _ = new_queue(sqs, visibility_timeout=45)
     send_bodies(sqs, queue_url, [{"n": 1}])
-    handler = Recorder()
+    seen: list[int] = []
+
+    def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
+        seen.append(context.get_remaining_time_in_millis())
+        return {"batchItemFailures": []}
+
     h = harness(queue_url, handler, ack_reserve_seconds=2.0)
 
     h.loop.poll_once()
 
-    remaining = handler.calls[0][1].get_remaining_time_in_millis()
-    assert 30_000 < remaining <= 43_000  # 45 s lease, 2 s kept back for the delete
+    assert 30_000 < seen[0] <= 43_000  # 45 s lease, 2 s kept back for the delete
 
 
-def fail_all(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def fail_all(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
     return {"batchItemFailures": [{"itemIdentifier": record["messageId"]} for record in event["Records"]]}
 
 
@@ -174,7 +179,7 @@ def test_a_message_received_twice_in_one_receive_is_handled_once_and_both_handle
     assert h.value("filequeue_messages_deleted_total") == 2
 
 
-def raising(event: dict[str, Any], context: Any) -> Any:
+def raising(event: dict[str, Any], context: Any, *, gate: Any = None) -> Any:
     raise RuntimeError("handler bug")
 
 
@@ -182,21 +187,21 @@ def raising(event: dict[str, Any], context: Any) -> Any:
     "case",
     [
         (
-            lambda event, context: {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]},
+            lambda event, context, gate=None: {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]},
             "invalid_response",
             "invalid_batch_response",
         ),
         (
-            lambda event, context: {"batchItemFailures": [{"itemIdentifier": None}]},
+            lambda event, context, gate=None: {"batchItemFailures": [{"itemIdentifier": None}]},
             "invalid_response",
             "invalid_batch_response",
         ),
         (
-            lambda event, context: {"batchItemFailures": [{"messageId": event["Records"][0]["messageId"]}]},
+            lambda event, context, gate=None: {"batchItemFailures": [{"messageId": event["Records"][0]["messageId"]}]},
             "invalid_response",
             "invalid_batch_response",
         ),
-        (lambda event, context: "done", "invalid_response", "invalid_batch_response"),
+        (lambda event, context, gate=None: "done", "invalid_response", "invalid_batch_response"),
         (raising, "handler_exception", "handler_failed"),
     ],
     ids=["identifier-not-in-batch", "null-identifier", "wrong-key", "not-an-object", "exception"],
@@ -320,7 +325,7 @@ def test_a_lost_lease_during_work_is_logged_counted_and_work_goes_on(sqs, harnes
     other = boto3.client("sqs", region_name="us-east-1")
     finished: list[bool] = []
 
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         other.delete_message(QueueUrl=queue_url, ReceiptHandle=event["Records"][0]["receiptHandle"])
         wait_until(lambda: any(r.getMessage() == "lease_lost" for r in caplog.records), timeout=30)
         finished.append(True)
@@ -347,7 +352,7 @@ def test_the_heartbeat_keeps_a_long_running_message_from_being_redelivered(sqs, 
     working = threading.Event()
     stolen: list[Any] = []
 
-    def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def slow(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         working.set()
         time.sleep(5)
         return {"batchItemFailures": []}
@@ -379,7 +384,7 @@ def test_without_the_heartbeat_a_long_running_message_is_redelivered(sqs, harnes
     send_bodies(sqs, queue_url, [{"n": 1}])
     stolen: list[Any] = []
 
-    def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def slow(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not stolen:
             stolen.extend(receive(sqs, queue_url, visibility=60))
@@ -398,7 +403,7 @@ def test_a_poison_message_alone_reaches_the_dlq_and_its_batch_mates_are_processe
     poison = ids[4]
     done: list[tuple[str, str]] = []
 
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         if any(record["messageId"] == poison for record in event["Records"]):
             raise RuntimeError("the whole batch dies with the poison message")
         done.extend((r["messageId"], r["attributes"]["ApproximateReceiveCount"]) for r in event["Records"])
@@ -426,7 +431,7 @@ def test_a_base_exception_in_the_handler_deletes_nothing_and_stops_cleanly(sqs, 
     queue_url, _ = new_queue(sqs, visibility_timeout=60)
     send_bodies(sqs, queue_url, [{"n": n} for n in range(3)])
 
-    def aborting(event: dict[str, Any], context: Any) -> Any:
+    def aborting(event: dict[str, Any], context: Any, *, gate: Any = None) -> Any:
         raise abort
 
     h = harness(queue_url, aborting)
@@ -458,7 +463,7 @@ def test_a_stop_during_a_batch_finishes_it_shortens_the_deadline_and_releases_th
     remaining: list[int] = []
     stop = StopSignal()
 
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         remaining.append(context.get_remaining_time_in_millis())
         stop.request("SIGTERM")  # the signal arrives while this batch is in work
         remaining.append(context.get_remaining_time_in_millis())
@@ -528,11 +533,11 @@ class Claiming:
     started: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
-    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def __call__(self, event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         failures = []
         for record in event["Records"]:
             message_id = record["messageId"]
-            if not context.claim_record(message_id):
+            if gate is None or not gate(message_id):
                 self.refused.append(message_id)
                 failures.append({"itemIdentifier": message_id})
                 continue
@@ -549,10 +554,10 @@ def test_a_deleted_message_is_no_longer_extended_so_no_false_lease_lost(sqs, har
     first, second = redelivered(sqs, queue_url, 2)
     handler = Recorder()
 
-    def slow_second(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def slow_second(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         if event["Records"][0]["messageId"] == second:
             time.sleep(3.5)
-        return handler(event, context)
+        return handler(event, context, gate=gate)
 
     h = harness(queue_url, slow_second)
 
@@ -647,7 +652,7 @@ def test_a_configuration_error_in_the_handler_stops_receiving_and_hands_the_batc
     send_bodies(sqs, queue_url, [{"n": n} for n in range(3)])
     calls: list[int] = []
 
-    def misconfigured(event: dict[str, Any], context: Any) -> Any:
+    def misconfigured(event: dict[str, Any], context: Any, *, gate: Any = None) -> Any:
         calls.append(len(event["Records"]))
         raise ConfigError("FILEQUEUE_EMBEDDING_DIMENSION is 128 but the store holds 256")
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
 
-def journal_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def journal_handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
     journal = Path(os.environ["WORKER_APP_JOURNAL"])
     margin_ms = float(os.environ.get("WORKER_APP_MARGIN_SECONDS", "0")) * 1000
     failures: list[dict[str, str]] = []

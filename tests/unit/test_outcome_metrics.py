@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from handlers import outcome_metrics
+from handlers.model import OutcomeStatus
 from handlers.outcome_metrics import EmfOutcomes, record_outcome
 from handlers.worker.metrics import WorkerMetrics
 
@@ -23,12 +24,12 @@ def _emf(captured: str) -> list[dict[str, object]]:
 
 
 def _record_a_batch() -> None:
-    record_outcome("stored", chunks=12, size=4000)
-    record_outcome("stored", chunks=3, size=1000)
-    record_outcome("failed", "encrypted_pdf", size=500)
-    record_outcome("failed", "invalid_json")
-    record_outcome("retry", "db_unavailable")
-    record_outcome("skipped", size=50)
+    record_outcome(OutcomeStatus.STORED, chunks=12, size=4000)
+    record_outcome(OutcomeStatus.STORED, chunks=3, size=1000)
+    record_outcome(OutcomeStatus.FAILED, "encrypted_pdf", size=500)
+    record_outcome(OutcomeStatus.FAILED, "invalid_json")
+    record_outcome(OutcomeStatus.RETRY, "db_unavailable")
+    record_outcome(OutcomeStatus.SKIPPED, size=50)
 
 
 def test_emf_counts_outcomes_by_kind_and_error_code_and_the_throughput(capsys):
@@ -72,7 +73,7 @@ def test_worker_metrics_expose_the_same_outcomes_on_prometheus():
 
 
 def test_without_a_recorder_nothing_is_recorded(capsys):
-    record_outcome("stored", chunks=1, size=1)
+    record_outcome(OutcomeStatus.STORED, chunks=1, size=1)
     assert capsys.readouterr().out == ""
 
 

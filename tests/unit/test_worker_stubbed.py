@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from handlers.worker.heartbeat import VisibilityHeartbeat
 from handlers.worker.metrics import WorkerMetrics
-from handlers.worker.poll_loop import LoopOptions, PollLoop
+from handlers.worker.poll_loop import PollLoop
 from handlers.worker.records import Lease
 from handlers.worker.sqs import Acknowledger
+from tests.loop_options import loop_options
 
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/uploads"
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:uploads"
@@ -50,7 +51,7 @@ def message(number: int) -> dict[str, Any]:
 
 
 def loop_for(sqs: Any, handler: Any, registry: CollectorRegistry, pauses: list[float]) -> PollLoop:
-    options = LoopOptions(queue_url=QUEUE_URL, wait_time_seconds=20, heartbeat=False, ack_attempts=3)
+    options = loop_options(QUEUE_URL, wait_time_seconds=20, heartbeat=False, ack_attempts=3)
     return PollLoop(
         sqs,
         handler,
@@ -83,7 +84,7 @@ def expect_receive(stubber: Stubber, messages: list[dict[str, Any]]) -> None:
     )
 
 
-def succeed_all(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def succeed_all(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
     return {"batchItemFailures": []}
 
 
@@ -168,7 +169,7 @@ def test_receive_errors_back_off_with_a_cap_and_never_crash_the_loop(client, cod
     stubber.add_response("delete_message_batch", {"Successful": [{"Id": "0"}], "Failed": []})
     calls: list[list[str]] = []
 
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
         calls.append([record["messageId"] for record in event["Records"]])
         return {"batchItemFailures": []}
 
