@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from aws_cdk import App, Aspects, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from cdk.acknowledge import ScannerAcknowledgments
-from cdk.config import FileQueueConfig
+from cdk.config import ContextError, FileQueueConfig
 from cdk.file_queue_stack import FileQueueStack
 
 if TYPE_CHECKING:
@@ -32,10 +33,16 @@ def _environment(app: App) -> Environment:
     return Environment(account=account, region=region)
 
 
-def main() -> None:
-    app, _ = build_app()
-    app.synth()
+def main() -> int:
+    """Synthesize; a bad context value is one line naming it (the CDK CLI shows the app's stderr), exit 2."""
+    try:
+        app, _ = build_app()
+        app.synth()
+    except ContextError as error:
+        sys.stderr.write(f"filequeue cdk: {error}\n")
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

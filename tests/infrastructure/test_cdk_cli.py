@@ -39,3 +39,37 @@ def test_the_cdk_cli_synthesizes_non_interactively_without_a_node_end_of_life_ba
     assert (tmp_path / "cdk.out" / "FileQueue.template.json").is_file()
     assert "end-of-life" not in result.stderr
     assert "!!!!" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ("embedder=nonsense", "context embedder must be one of hashing, bedrock, openai"),
+        ("functionTimeoutSeconds=soon", "context functionTimeoutSeconds must be an integer, got 'soon'"),
+    ],
+)
+def test_a_bad_context_value_is_one_line_naming_it_and_a_failed_synth(
+    tmp_path: Path, context: str, message: str
+) -> None:
+    npx = shutil.which("npx")
+    assert npx, "npx (Node.js) is needed for the CDK CLI"
+    environment = {**os.environ, "CI": "true", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    # When the CLI synthesizes with a context value the stack cannot be built from
+    result = subprocess.run(
+        [npx, "--yes", "aws-cdk@2", "synth", "--quiet", "-c", context, "--output", str(tmp_path / "cdk.out")],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    # Then the synthesis fails with the app's one line, and no traceback
+    assert result.returncode != 0
+    assert f"filequeue cdk: {message}\n" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "cdk.out" / "FileQueue.template.json").exists()

@@ -1,4 +1,4 @@
-"""The catalogue of error codes: the README's table of permanent codes, and the codes the modules raise."""
+"""The catalogue of error codes: docs/semantics.md's table of permanent codes, and the codes the modules raise."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import ast
 from handlers.errors import PERMANENT_CODES, ErrorCode, FileQueueError
 from tests.paths import REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+README = REPO_ROOT / "docs" / "semantics.md"
 SEMANTICS = REPO_ROOT / "docs" / "semantics.md"
 TABLE_HEADER = "| code | meaning | what you can do |"
 
 
 def permanent_code_rows() -> list[list[str]]:
-    """The cells of each row of the README's table of permanent codes, the code without its backticks."""
+    """The cells of each row of docs/semantics.md's table of permanent codes, the code without its backticks."""
     lines = README.read_text(encoding="utf-8").splitlines()
-    assert lines.count(TABLE_HEADER) == 1, f"README.md needs exactly one table headed {TABLE_HEADER!r}"
+    assert lines.count(TABLE_HEADER) == 1, f"docs/semantics.md needs exactly one table headed {TABLE_HEADER!r}"
     rows: list[list[str]] = []
     for line in lines[lines.index(TABLE_HEADER) + 2 :]:
         if not line.startswith("|"):
