@@ -112,4 +112,4 @@ PERMANENT_CODES = frozenset(
         ErrorCode.CONTENT_REJECTED,
     }
 )
-"""The codes a document row can show as `status='failed'` (the README's table lists each one)."""
+"""The codes a document row can show as `status='failed'` (docs/semantics.md lists each one)."""
