@@ -142,6 +142,7 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
 
     from handlers.adapters.migrate import (
         StoreConfig,
+        check_prerequisites,
         check_store_config,
         migrate,
         pending_migrations,
@@ -157,8 +158,10 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
         with _connect(url, settings.db_connect_timeout_seconds) as conn:
             if apply:
                 applied = migrate(conn, wanted)
-            elif pending := pending_migrations(conn):
-                raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate`")
+            else:
+                check_prerequisites(conn)
+                if pending := pending_migrations(conn):
+                    raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate`")
             check_store_config(read_store_config(conn), wanted)
     except psycopg.OperationalError as exc:
         raise TransientError(f"database unavailable: {exc}", code=ErrorCode.DB_UNAVAILABLE) from exc
