@@ -7,7 +7,6 @@ import pytest
 
 from handlers.adapters.migrate import ServerFacts, prerequisite_problem
 
-
 EMBEDDED = ServerFacts(
     server_version_num=160002,
     server_version="16.2",
