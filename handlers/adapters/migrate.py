@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 MIGRATION_LOCK_ID = 0x46494C4551  # "FILEQ": one constant lock id shared by every migrating process
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# BEFORE ROW triggers on a partitioned table and `ALTER COLUMN ... DROP EXPRESSION` (the chunk store's
+# full-text column) arrived in PostgreSQL 13.
+MIN_SERVER_VERSION = 130000
+# HNSW indexes (every sealed segment and the documents' similarity index) arrived in pgvector 0.5.0.
+MIN_PGVECTOR_VERSION = (0, 5, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +51,104 @@ def load_migrations() -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
+@dataclass(frozen=True, slots=True)
+class ServerFacts:
+    """What the database server offers the store, as its catalog reports it."""
+
+    server_version_num: int
+    server_version: str
+    database: str
+    role: str
+    pgvector_available: str | None
+    """The version `CREATE EXTENSION vector` would install, or None when the server has no pgvector."""
+    pgvector_installed: str | None
+    """The version installed in this database, or None."""
+
+
+def prerequisite_problem(facts: ServerFacts) -> str | None:
+    """Why this server cannot hold the store, with the fix, in one line; None when it can.
+
+    The privilege to create the extension is not judged here: `migrate` tries it and reports a refusal.
+    """
+    if facts.server_version_num < MIN_SERVER_VERSION:
+        return (
+            f"PostgreSQL {facts.server_version} is too old: File Queue needs PostgreSQL 13 or newer"
+            " (partitioned-table triggers); upgrade the server"
+        )
+    version = facts.pgvector_installed or facts.pgvector_available
+    if version is None:
+        return (
+            f"the pgvector extension is not installed on the PostgreSQL {facts.server_version} server:"
+            " install the pgvector package for this server version (RDS and Aurora PostgreSQL ship it),"
+            " then run `filequeue migrate` again"
+        )
+    if _version_tuple(version) < MIN_PGVECTOR_VERSION:
+        wanted = ".".join(map(str, MIN_PGVECTOR_VERSION))
+        where = "installed in" if facts.pgvector_installed else "offered by the server to"
+        return (
+            f"pgvector {version} {where} database {facts.database!r} is too old: the store needs HNSW indexes"
+            f" (pgvector {wanted} or newer); install a newer pgvector package, then have an administrator run"
+            f" `ALTER EXTENSION vector UPDATE;` in {facts.database!r}"
+        )
+    return None
+
+
+def read_server_facts(conn: psycopg.Connection[Any]) -> ServerFacts:
+    from psycopg.rows import class_row
+
+    with conn.cursor(row_factory=class_row(ServerFacts)) as cursor:
+        (facts,) = cursor.execute(
+            "SELECT current_setting('server_version_num')::int AS server_version_num,"
+            " current_setting('server_version') AS server_version,"
+            " current_database() AS database, current_user AS role,"
+            " (SELECT default_version FROM pg_available_extensions WHERE name = 'vector') AS pgvector_available,"
+            " (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector_installed"
+        ).fetchall()
+    return facts
+
+
+def check_prerequisites(conn: psycopg.Connection[Any]) -> None:
+    """A server that cannot hold the store is a one-line ConfigError naming the fix."""
+    if problem := prerequisite_problem(read_server_facts(conn)):
+        raise ConfigError(problem)
+
+
+def _create_vector_extension(conn: psycopg.Connection[Any], facts: ServerFacts) -> None:
+    """Create pgvector first, so a role without the privilege is told what to ask for before anything runs."""
+    import psycopg
+
+    if facts.pgvector_installed is not None:
+        return
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.errors.InsufficientPrivilege:
+        raise ConfigError(
+            f"role {facts.role!r} may not create the pgvector extension in database {facts.database!r}:"
+            f" have an administrator run `CREATE EXTENSION vector;` in {facts.database!r}"
+            " (on RDS and Aurora, a member of rds_superuser), then run `filequeue migrate` again"
+        ) from None
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
 def migrate(conn: psycopg.Connection[Any], wanted: StoreConfig) -> list[str]:
-    """Apply pending migrations; returns the names applied. `conn` must not be in a transaction."""
+    """Apply pending migrations; returns the names applied. `conn` must not be in a transaction.
+
+    The server is checked first (version, pgvector, the right to create it): a refusal is one
+    ConfigError and nothing is applied, since every migration runs in the one transaction.
+    """
     from psycopg import sql
 
     applied: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        facts = read_server_facts(conn)
+        if problem := prerequisite_problem(facts):
+            raise ConfigError(problem)
+        _create_vector_extension(conn, facts)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"

@@ -84,9 +84,10 @@ def session(
 
 
 def require_schema(conn: psycopg.Connection[Any]) -> None:
-    """A database that was never migrated (or is behind) is a one-line error, not a missing-table traceback."""
-    from handlers.adapters.migrate import pending_migrations
+    """A server the store cannot use, or a database that was never migrated (or is behind), is a one-line error."""
+    from handlers.adapters.migrate import check_prerequisites, pending_migrations
 
+    check_prerequisites(conn)
     if pending := pending_migrations(conn):
         raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate` first")
 

@@ -1,4 +1,4 @@
-"""`filequeue dlq list` and `filequeue dlq redrive`: read the dead-letter queue and send messages back.
+"""`filequeue dlq list`, `redrive`, `delete` and `purge`: read the dead-letter queue, send messages back, drop them.
 
 Listing receives the messages (SQS has no peek), holds them invisible for a moment and makes them
 visible again at once. Redrive uses SQS's own `StartMessageMoveTask` when it moves everything and
@@ -6,6 +6,9 @@ the service offers it; otherwise, and for chosen message ids, each message is re
 source queue and only then deleted from the DLQ. A crash between the send and the delete leaves a
 copy in both queues: a duplicate, never a loss, and the handler skips the duplicate because it
 compares the event with what is stored.
+
+Deleting drops chosen messages (a poison message that would only come back) after receiving them
+by id, and purging drops every message: both can be tried first with a dry run that only lists.
 """
 
 from __future__ import annotations
@@ -109,6 +112,44 @@ def redrive(
             report.moved.append(message["MessageId"])
     if wanted is not None:
         report.not_found = sorted(wanted - set(report.moved))
+    return report
+
+
+@dataclass
+class DropReport:
+    """The messages a delete or purge dropped (or, on a dry run, would drop), and the ids not found."""
+
+    dry_run: bool
+    dropped: list[DeadLetter] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+
+
+def drop_dead_letters(
+    sqs: Any,
+    dlq_url: str,
+    *,
+    message_ids: Collection[str] | None = None,
+    dry_run: bool = False,
+    recorded: Callable[[str, str | None, str | None], RecordedFailure | None] = _no_record,
+) -> DropReport:
+    """Delete the chosen messages (all when `message_ids` is None) from the DLQ, each described first.
+
+    Receive and delete rather than `PurgeQueue`: the report names exactly what went, and a message sent
+    to the DLQ meanwhile is never dropped unseen (SQS purges what arrives during its 60 seconds too).
+    """
+    report = DropReport(dry_run)
+    wanted = None if message_ids is None else set(message_ids)
+    with _held(sqs, dlq_url) as messages:
+        for message in messages:
+            if wanted is not None and message["MessageId"] not in wanted:
+                continue
+            report.dropped.append(_describe(message, recorded))
+            if not dry_run:
+                with translated(dlq_url):
+                    sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                message["ReceiptHandle"] = None
+    if wanted is not None:
+        report.not_found = sorted(wanted - {letter.message_id for letter in report.dropped})
     return report
 
 

@@ -291,6 +291,31 @@ def test_redrive_all_falls_back_where_there_is_no_move_task_and_dry_run_moves_no
     assert (_depth(sqs, ingest.dlq_url), _depth(sqs, ingest.queue_url)) == (0, queued + 12)
 
 
+def test_dlq_delete_drops_only_the_chosen_poison_message_and_dry_run_drops_nothing(sqs, ingest):
+    poison = _dead_letter(sqs, ingest, '{"Records": [')
+    kept = _dead_letter(sqs, ingest, message_body({"Records": []}))
+
+    dry = dlq.drop_dead_letters(sqs, ingest.dlq_url, message_ids=[poison, "no-such-id"], dry_run=True)
+    assert [letter.message_id for letter in dry.dropped] == [poison]
+    assert dry.dropped[0].reason is not None
+    assert dry.dropped[0].reason.startswith("invalid_json: ")
+    assert dry.not_found == ["no-such-id"]
+    assert _visible(sqs, ingest.dlq_url) == 2
+
+    report = dlq.drop_dead_letters(sqs, ingest.dlq_url, message_ids=[poison])
+    assert [letter.message_id for letter in report.dropped] == [poison]
+    assert [letter.message_id for letter in dlq.list_dead_letters(sqs, ingest.dlq_url)] == [kept]
+
+
+def test_dlq_purge_drops_every_message_it_names(sqs, ingest):
+    ids = {_dead_letter(sqs, ingest, message_body({"Records": []})) for _ in range(12)}
+
+    assert {letter.message_id for letter in dlq.drop_dead_letters(sqs, ingest.dlq_url, dry_run=True).dropped} == ids
+    assert _depth(sqs, ingest.dlq_url) == 12
+    assert {letter.message_id for letter in dlq.drop_dead_letters(sqs, ingest.dlq_url).dropped} == ids
+    assert _depth(sqs, ingest.dlq_url) == 0
+
+
 def test_redrive_all_uses_the_move_task_where_sqs_offers_it(aws_env):
     sqs = boto3.client("sqs", region_name=REGION)
     dlq_url = "https://sqs.us-east-1.amazonaws.com/123456789012/uploads-dlq"
