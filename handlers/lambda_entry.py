@@ -26,3 +26,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         return handle_batch(event, context)
     finally:
         _outcomes.flush()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def migrate_handler(_event: dict[str, Any], _context: LambdaContext) -> dict[str, list[str]]:
+    """What `filequeue migrate` does, for the CDK app's deploy-time trigger: an error fails the deployment."""
+    from handlers.adapters.embedders import build_embedder
+    from handlers.settings import get_settings
+    from handlers.wiring import prepare_database
+
+    settings = get_settings()
+    embedder = build_embedder(settings)
+    _, applied = prepare_database(settings, embedder.model, embedder.dimension, apply=True)
+    logger.info("migrations applied" if applied else "database is up to date", extra={"migrations": applied})
+    return {"applied": applied}
