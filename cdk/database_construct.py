@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 # The image's deploy-time migration entry point: what `filequeue migrate` does, as a Lambda handler.
 MIGRATE_HANDLER = "handlers.lambda_entry.migrate_handler"
-# Aurora PostgreSQL 16.6 ships pgvector 0.8.0 (HNSW needs >= 0.5.0).
-ENGINE_VERSION = rds.AuroraPostgresEngineVersion.VER_16_6
+# Aurora PostgreSQL 16.8 ships pgvector 0.8.0 (HNSW needs >= 0.5.0).
+ENGINE_VERSION = rds.AuroraPostgresEngineVersion.VER_16_8
 DATABASE_NAME = "filequeue"
 MASTER_USER = "filequeue"
 PORT = 5432
@@ -91,7 +91,6 @@ class AuroraDatabaseConstruct(Construct):
             max_connections_percent=PROXY_MAX_CONNECTIONS_PERCENT,
             debug_logging=False,
         )
-        self.cluster.connections.allow_from(self.proxy, ec2.Port.tcp(PORT), "RDS Proxy to the cluster")
         self.connection_secret = secretsmanager.Secret(
             self,
             "ConnectionSecret",
