@@ -121,8 +121,8 @@ def test_default_environment(default_synth: Synthesized) -> None:
 
     assert environment == {
         "FILEQUEUE_DATABASE_SECRET_ARN": {"Ref": "DatabaseCredentialsArn"},
-        "FILEQUEUE_EMBEDDER": "hashing",
-        "FILEQUEUE_EMBEDDING_DIMENSION": "256",
+        "FILEQUEUE_EMBEDDER": "bedrock",
+        "FILEQUEUE_EMBEDDING_DIMENSION": "1024",
         "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "30",
         "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS": "120",
         "FILEQUEUE_WRITE_MARGIN_SECONDS": "10",
@@ -154,8 +154,9 @@ def test_database_secret_arn_is_a_parameter_defaulting_to_the_context_value(
     assert default_parameter["AllowedPattern"].startswith("^arn:aws")
 
 
-def test_bedrock_embedder_may_invoke_only_its_foundation_model(full_synth: Synthesized) -> None:
-    template = full_synth.template
+@pytest.mark.parametrize("variant", ["default_synth", "full_synth"])
+def test_bedrock_embedder_may_invoke_only_its_foundation_model(variant: str, request: pytest.FixtureRequest) -> None:
+    template = request.getfixturevalue(variant).template
     environment = env_of(_function(template))
 
     bedrock = [s for s in _role_statements(template) if any(a.startswith("bedrock:") for a in as_list(s["Action"]))]
@@ -169,9 +170,11 @@ def test_bedrock_embedder_may_invoke_only_its_foundation_model(full_synth: Synth
     assert environment["FILEQUEUE_EMBEDDING_DIMENSION"] == "1024"
 
 
-def test_hashing_embedder_gets_no_bedrock_access(default_synth: Synthesized) -> None:
-    actions = {a for s in _role_statements(default_synth.template) for a in as_list(s["Action"])}
+def test_hashing_embedder_gets_no_bedrock_access(hashing_synth: Synthesized) -> None:
+    environment = env_of(_function(hashing_synth.template))
+    actions = {a for s in _role_statements(hashing_synth.template) for a in as_list(s["Action"])}
 
+    assert (environment["FILEQUEUE_EMBEDDER"], environment["FILEQUEUE_EMBEDDING_DIMENSION"]) == ("hashing", "256")
     assert not {action for action in actions if action.startswith("bedrock:")}
 
 
