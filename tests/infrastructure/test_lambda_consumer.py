@@ -154,9 +154,8 @@ def test_database_secret_arn_is_a_parameter_defaulting_to_the_context_value(
     assert default_parameter["AllowedPattern"].startswith("^arn:aws")
 
 
-@pytest.mark.parametrize("variant", ["default_synth", "full_synth"])
-def test_bedrock_embedder_may_invoke_only_its_foundation_model(variant: str, request: pytest.FixtureRequest) -> None:
-    template = request.getfixturevalue(variant).template
+def test_bedrock_embedder_may_invoke_only_its_foundation_model(full_synth: Synthesized) -> None:
+    template = full_synth.template
     environment = env_of(_function(template))
 
     bedrock = [s for s in _role_statements(template) if any(a.startswith("bedrock:") for a in as_list(s["Action"]))]
