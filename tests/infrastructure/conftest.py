@@ -6,6 +6,7 @@
 - `eks_synth`: the EKS runtime alone, with the context the shipped manifests (`container/k8s`) are written for.
 - `aurora_synth`: `database=aurora` with both runtimes in a given VPC, the workers' security groups and
   KEDA's operator role.
+- `aurora_vpc_synth`: `database=aurora` for Lambda alone and nothing else: the stack creates the VPC too.
 - `hashing_synth`: `embedder=hashing` and nothing else.
 - `local_synth`: `embedder=local` with a tiny model2vec model under `models/`, both runtimes.
 """
@@ -85,6 +86,9 @@ AURORA_CONTEXT: dict[str, Any] = {
     "kedaOperatorRoleArn": KEDA_OPERATOR_ROLE_ARN,
 }
 
+# docs/deploy-aws.md's Lambda deployment with a new database: no VPC given, so the stack creates one.
+AURORA_VPC_CONTEXT: dict[str, Any] = {"account": ACCOUNT, "region": REGION, "database": "aurora"}
+
 # A folder of the tiny test model, made for the session and removed after it (the image build sees only models/).
 LOCAL_MODEL_FOLDER = "models/tests-tiny-model2vec"
 LOCAL_CONTEXT: dict[str, Any] = {
@@ -153,6 +157,11 @@ def aurora_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 
 @pytest.fixture(scope="session")
+def aurora_vpc_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return _synthesize(AURORA_VPC_CONTEXT, tmp_path_factory.mktemp("cdk-aurora-vpc"))
+
+
+@pytest.fixture(scope="session")
 def hashing_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return _synthesize({"embedder": "hashing"}, tmp_path_factory.mktemp("cdk-hashing"))
 
@@ -177,7 +186,7 @@ def any_synth(request: pytest.FixtureRequest) -> Synthesized:
     return synth
 
 
-SCANNED_VARIANTS = ("default_synth", "full_synth", "eks_synth", "aurora_synth")
+SCANNED_VARIANTS = ("default_synth", "full_synth", "eks_synth", "aurora_synth", "aurora_vpc_synth")
 
 
 @pytest.fixture(params=SCANNED_VARIANTS)

@@ -200,7 +200,7 @@ def _runtime_permission_problems(
             problems.append(f"the {runtime} role may not invoke {model}")
     # A parameter reaches the workers as its value (params.env), a secret the stack creates as its ARN; the
     # Lambda functions get the reference itself.
-    expected_secret = secret
+    expected_secret: str | None = secret
     if runtime == "worker" and secret == f"<{DATABASE_PARAMETER}>":
         expected_secret = template.find_parameters(DATABASE_PARAMETER)[DATABASE_PARAMETER].get("Default")
     if settings.database_secret_arn != expected_secret:

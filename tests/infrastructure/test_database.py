@@ -21,6 +21,7 @@ from tests.infrastructure.template_queries import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from aws_cdk.assertions import Template
@@ -32,9 +33,8 @@ def _id(template: Template, kind: str, prefix: str) -> str:
     return logical_id_by_prefix(template, kind, prefix)
 
 
-def _resource(template: Template, kind: str, prefix: str) -> dict[str, Any]:
-    resource: dict[str, Any] = resources(template, kind)[_id(template, kind, prefix)]
-    return resource
+def _resource(template: Template, kind: str, prefix: str) -> Mapping[str, Any]:
+    return resources(template, kind)[_id(template, kind, prefix)]
 
 
 def test_the_cluster_is_aurora_postgresql_16_8_serverless_v2_encrypted_and_protected(
@@ -183,3 +183,26 @@ def test_an_external_database_is_checked_against_its_declared_connection_limit(t
 
     with pytest.raises(ContextError, match=r"Lambda maxConcurrency 50 x pool 4 = 200 .* = 202 connections > 100 "):
         build_app(context, outdir=str(tmp_path))
+
+
+def test_without_a_vpc_the_stack_makes_a_private_one_with_the_endpoints_the_handler_calls(
+    aurora_vpc_synth: Synthesized,
+) -> None:
+    template = aurora_vpc_synth.template
+    (vpc_id,) = resources(template, "AWS::EC2::VPC")
+    subnets = resources(template, "AWS::EC2::Subnet")
+    endpoints = {
+        flatten(endpoint["Properties"]["ServiceName"]).rsplit(".", 1)[-1]: endpoint["Properties"]["VpcEndpointType"]
+        for endpoint in resources(template, "AWS::EC2::VPCEndpoint").values()
+    }
+    consumer = _resource(template, "AWS::Lambda::Function", "LambdaConsumerFunction")["Properties"]
+    cluster = _resource(template, "AWS::RDS::DBCluster", "DatabaseCluster")["Properties"]
+
+    assert len(subnets) == 2
+    assert all(subnet["Properties"]["MapPublicIpOnLaunch"] is False for subnet in subnets.values())
+    assert resources(template, "AWS::EC2::NatGateway") == {}
+    assert resources(template, "AWS::EC2::InternetGateway") == {}
+    assert endpoints == {"s3": "Gateway", "secretsmanager": "Interface", "bedrock-runtime": "Interface"}
+    assert sorted(consumer["VpcConfig"]["SubnetIds"], key=str) == sorted(({"Ref": s} for s in subnets), key=str)
+    assert cluster["DBSubnetGroupName"] == {"Ref": _id(template, "AWS::RDS::DBSubnetGroup", "DatabaseClusterSubnets")}
+    assert all(flatten(subnet["Properties"]["VpcId"]) == f"<{vpc_id}>" for subnet in subnets.values())
