@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cdk.local_model import LocalModel, LocalModelError, read_local_model
 from handlers.budget import TimeBudget, extract_memory_mb
 
 if TYPE_CHECKING:
@@ -28,12 +29,22 @@ RECOMMENDED_MIN_RECEIVE_COUNT = 5
 RUNTIMES = ("lambda", "eks", "both")
 # S3 event notifications are at most 64 KiB; a smaller MaximumMessageSize silently drops events.
 S3_NOTIFICATION_MAX_BYTES = 64 * 1024
+# The least the extraction child gets in the function once the handler process and a local model are paid for.
+MIN_EXTRACT_MEMORY_MB = 512
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922)
-EMBEDDERS = ("hashing", "bedrock", "openai")
+EMBEDDERS = ("bedrock", "local", "openai", "hashing")
+DEFAULT_DIMENSIONS = {"bedrock": 1024}
+FALLBACK_DIMENSION = 256
+# `external`: bring your own PostgreSQL (dbSecretArn); `aurora`: the stack creates Aurora Serverless v2 and RDS Proxy.
+DATABASES = ("external", "aurora")
 _OIDC_PROVIDER_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/(?P<issuer>[^\s]+)$")
 # Also the CloudFormation parameter's AllowedPattern, so it avoids regex features CloudFormation lacks.
 DATABASE_CREDENTIALS_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$"
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+# Aurora Serverless v2 capacity range, in Aurora capacity units (1 ACU ~ 2 GiB of memory).
+AURORA_MIN_ACU = 0.5
+AURORA_MAX_ACU = 256
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _RESOURCE_ID = {kind: re.compile(rf"^{kind}-[0-9a-f]{{8,17}}$") for kind in ("vpc", "subnet", "sg")}
 
@@ -61,9 +72,17 @@ class FileQueueConfig:
     noncurrent_version_days: int = 30
     access_log_retention_days: int = 90
     db_secret_arn: str | None = None
-    embedder: str = "hashing"
+    database: str = "external"
+    database_min_capacity: float = 0.5
+    database_max_capacity: float = 4.0
+    database_max_connections: int | None = None
+    worker_security_group_ids: tuple[str, ...] = ()
+    worker_max_replicas: int = 20
+    worker_processes: int = 2
+    embedder: str = "bedrock"
     embedding_model: str = ""
-    embedding_dimension: int = 256
+    embedding_dimension: int | None = None
+    embedding_model_folder: str | None = None
     openai_base_url: str | None = None
     max_object_bytes: int = 100 * 1024 * 1024
     deadline_margin_seconds: int = 30
@@ -80,6 +99,7 @@ class FileQueueConfig:
     k8s_service_account: str = "filequeue-worker"
     keda_namespace: str = "keda"
     keda_service_account: str = "keda-operator"
+    keda_operator_role_arn: str | None = None
     alarm_email: str | None = None
     worker_log_group_name: str | None = None
     alarm_topic: bool = False
@@ -105,9 +125,17 @@ class FileQueueConfig:
             noncurrent_version_days=_integer(get, "noncurrentVersionDays", defaults.noncurrent_version_days),
             access_log_retention_days=_integer(get, "accessLogRetentionDays", defaults.access_log_retention_days),
             db_secret_arn=_optional_text(get, "dbSecretArn"),
-            embedder=_text(get, "embedder", defaults.embedder),
+            database=_text(get, "database", defaults.database).lower(),
+            database_min_capacity=_number(get, "databaseMinCapacity", defaults.database_min_capacity),
+            database_max_capacity=_number(get, "databaseMaxCapacity", defaults.database_max_capacity),
+            database_max_connections=_optional_integer(get, "databaseMaxConnections"),
+            worker_security_group_ids=_text_list(get, "workerSecurityGroupIds"),
+            worker_max_replicas=_integer(get, "workerMaxReplicas", defaults.worker_max_replicas),
+            worker_processes=_integer(get, "workerProcesses", defaults.worker_processes),
+            embedder=_text(get, "embedder", defaults.embedder).lower(),
             embedding_model=_text(get, "embeddingModel", defaults.embedding_model),
-            embedding_dimension=_integer(get, "embeddingDimension", defaults.embedding_dimension),
+            embedding_dimension=_optional_integer(get, "embeddingDimension"),
+            embedding_model_folder=_optional_text(get, "embeddingModelFolder"),
             openai_base_url=_optional_text(get, "openaiBaseUrl"),
             max_object_bytes=_integer(get, "maxObjectBytes", defaults.max_object_bytes),
             deadline_margin_seconds=_integer(get, "deadlineMarginSeconds", defaults.deadline_margin_seconds),
@@ -130,6 +158,7 @@ class FileQueueConfig:
             k8s_service_account=_text(get, "k8sServiceAccount", defaults.k8s_service_account),
             keda_namespace=_text(get, "kedaNamespace", defaults.keda_namespace),
             keda_service_account=_text(get, "kedaServiceAccount", defaults.keda_service_account),
+            keda_operator_role_arn=_optional_text(get, "kedaOperatorRoleArn"),
             alarm_email=_optional_text(get, "alarmEmail"),
             worker_log_group_name=_optional_text(get, "workerLogGroupName"),
             alarm_topic=_flag(get, "alarmTopic", defaults.alarm_topic),
@@ -167,6 +196,19 @@ class FileQueueConfig:
     def runs_eks(self) -> bool:
         return self.runtime in ("eks", "both")
 
+    @property
+    def resolved_embedding_dimension(self) -> int:
+        """The context's dimension, else the embedder's: Titan V2's largest, the local model's own, or 256."""
+        if self.embedding_dimension is not None:
+            return self.embedding_dimension
+        if self.embedder == "local" and self.embedding_model_folder is not None:
+            return local_model(self.embedding_model_folder).dimension
+        return DEFAULT_DIMENSIONS.get(self.embedder, FALLBACK_DIMENSION)
+
+    @property
+    def creates_database(self) -> bool:
+        return self.database == "aurora"
+
     def validate(self) -> None:
         _check(1 <= self.function_timeout_seconds <= 900, "functionTimeoutSeconds", "must be in 1..900")
         _check(128 <= self.function_memory_mb <= 10240, "functionMemoryMb", "must be in 128..10240")
@@ -201,6 +243,8 @@ class FileQueueConfig:
             "must be a key prefix such as 'uploads/' (ends with '/', no leading '/', no '*')",
         )
         _check(self.embedder in EMBEDDERS, "embedder", f"must be one of {', '.join(EMBEDDERS)}")
+        self._check_database()
+        self._check_local_model()
         self._check_budgets()
         _check(self.oldest_message_alarm_seconds >= 60, "oldestMessageAlarmSeconds", "must be at least 60")
         if self.db_secret_arn is not None:
@@ -219,6 +263,7 @@ class FileQueueConfig:
             ("vpcId", "vpc", (self.vpc_id,) if self.vpc_id else ()),
             ("subnetIds", "subnet", self.subnet_ids),
             ("securityGroupIds", "sg", self.security_group_ids),
+            ("workerSecurityGroupIds", "sg", self.worker_security_group_ids),
         ):
             for resource_id in ids:
                 _check(bool(_RESOURCE_ID[kind].match(resource_id)), key, f"has {resource_id!r}, not a {kind}-... id")
@@ -229,16 +274,99 @@ class FileQueueConfig:
             ("kedaServiceAccount", self.keda_service_account),
         ):
             _check(bool(_K8S_NAME.match(name)), key, "must be a Kubernetes name (lower case letters, digits, '-')")
+        if self.keda_operator_role_arn is not None:
+            _check(
+                bool(_ROLE_ARN.match(self.keda_operator_role_arn)),
+                "kedaOperatorRoleArn",
+                "must be an IAM role ARN (the role KEDA's operator already runs as)",
+            )
+        _check(1 <= self.worker_max_replicas <= 1000, "workerMaxReplicas", "must be in 1..1000")
+        _check(1 <= self.worker_processes <= 64, "workerProcesses", "must be in 1..64")
         # Parsing the issuer validates the ARN's shape.
         _ = self.oidc_issuer
 
+    def _check_database(self) -> None:
+        _check(self.database in DATABASES, "database", f"must be one of {', '.join(DATABASES)}")
+        if self.database_max_connections is not None:
+            _check(self.database_max_connections >= 1, "databaseMaxConnections", "must be at least 1")
+        if not self.creates_database:
+            _check(
+                not self.worker_security_group_ids,
+                "workerSecurityGroupIds",
+                "is only used with database=aurora (they are let into the database's proxy)",
+            )
+            return
+        _check(
+            self.db_secret_arn is None,
+            "dbSecretArn",
+            "cannot be given with database=aurora: the stack creates the database and its secret",
+        )
+        _check(
+            AURORA_MIN_ACU <= self.database_min_capacity <= self.database_max_capacity <= AURORA_MAX_ACU
+            and self.database_max_capacity >= 1,
+            "databaseMaxCapacity",
+            f"and databaseMinCapacity must satisfy {AURORA_MIN_ACU} <= min <= max <= {AURORA_MAX_ACU} ACU, max >= 1",
+        )
+        _check(
+            (self.database_min_capacity * 2).is_integer() and (self.database_max_capacity * 2).is_integer(),
+            "databaseMinCapacity",
+            "and databaseMaxCapacity must be multiples of 0.5 ACU",
+        )
+        if self.runs_eks:
+            _check(
+                self.vpc_id is not None,
+                "vpcId",
+                "and subnetIds are required with database=aurora and runtime="
+                f"{self.runtime}: the cluster's VPC, where the pods reach the database",
+            )
+            _check(
+                bool(self.worker_security_group_ids),
+                "workerSecurityGroupIds",
+                f"is required with database=aurora and runtime={self.runtime}: the security groups of the "
+                "worker pods (the nodes' or the pods' own), let into the database's proxy",
+            )
+
+    def _check_local_model(self) -> None:
+        if self.embedder != "local":
+            _check(
+                self.embedding_model_folder is None,
+                "embeddingModelFolder",
+                "is only used with embedder=local",
+            )
+            return
+        _check(
+            self.embedding_model_folder is not None,
+            "embeddingModelFolder",
+            "is required with embedder=local: a model2vec model folder inside the repository, baked into the image",
+        )
+        model = local_model(self.embedding_model_folder or "")
+        _check(
+            self.embedding_dimension in (None, model.dimension),
+            "embeddingDimension",
+            f"is {self.embedding_dimension}, but the model in {model.folder} has {model.dimension} dimensions",
+        )
+
+    @property
+    def model_memory_mb(self) -> int:
+        """What the handler process holds for a local model; 0 for an embedder behind an API."""
+        if self.embedder != "local" or self.embedding_model_folder is None:
+            return 0
+        return local_model(self.embedding_model_folder).memory_mb
+
     @property
     def lambda_extract_memory_mb(self) -> int:
-        """The extraction child's cap in the function: its memory less what the handler process keeps."""
+        """The extraction child's cap in the function: its memory less the handler process's reserve and model."""
         try:
-            return extract_memory_mb(self.function_memory_mb, processes=1)
+            cap = extract_memory_mb(self.function_memory_mb, processes=1) - self.model_memory_mb
         except ValueError as exc:
             raise ContextError(f"context functionMemoryMb is too small: {exc}") from None
+        if cap < MIN_EXTRACT_MEMORY_MB:
+            raise ContextError(
+                f"context functionMemoryMb is too small: {self.function_memory_mb} MB leaves {cap} MB for "
+                f"extraction once the local model ({self.model_memory_mb} MB) is loaded; at least "
+                f"{MIN_EXTRACT_MEMORY_MB} MB are needed"
+            )
+        return cap
 
     def time_budgets(self) -> dict[str, TimeBudget]:
         """The time budget of each runtime this stack deploys, keyed by the name of its total."""
@@ -267,9 +395,35 @@ class FileQueueConfig:
             _ = self.lambda_extract_memory_mb
 
 
+def local_model(folder: str) -> LocalModel:
+    """The model2vec folder `embeddingModelFolder` names, read once per synthesis."""
+    try:
+        return read_local_model(folder)
+    except LocalModelError as exc:
+        raise ContextError(f"context embeddingModelFolder {exc}") from None
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ContextError(f"context {key} {message}")
+
+
+def _optional_integer(get: Callable[[str], Any], key: str) -> int | None:
+    return None if get(key) is None else _integer(get, key, 0)
+
+
+def _number(get: Callable[[str], Any], key: str, default: float) -> float:
+    value = get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise ContextError(f"context {key} must be a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ContextError(f"context {key} must be a number, got {value!r}") from None
 
 
 def _optional_text(get: Callable[[str], Any], key: str) -> str | None:

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from aws_cdk import Duration, Fn
-from aws_cdk import aws_ec2 as ec2
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from aws_cdk import aws_sqs as sqs
 
     from cdk.config import FileQueueConfig
+    from cdk.network import Network
 
 HANDLER = "handlers.lambda_entry.lambda_handler"
 # The image's default command is the EKS poll loop; in Lambda the runtime interface client runs the handler.
@@ -61,6 +61,7 @@ class LambdaConsumerConstruct(Construct):
         consumer_policy: iam.IManagedPolicy,
         database_secret_arn: str,
         image: ecr_assets.DockerImageAsset,
+        network: Network | None,
     ) -> None:
         super().__init__(scope, construct_id)
         environment = lambda_environment(config, database_secret_arn)
@@ -75,7 +76,6 @@ class LambdaConsumerConstruct(Construct):
             managed_policies=[consumer_policy],
         )
         self.log_group.grant_write(self.role)
-        vpc, subnets, security_groups = self._network(config)
         self.function = lambda_.DockerImageFunction(
             self,
             "Function",
@@ -90,9 +90,9 @@ class LambdaConsumerConstruct(Construct):
             memory_size=config.function_memory_mb,
             environment=environment,
             log_group=self.log_group,
-            vpc=vpc,
-            vpc_subnets=subnets,
-            security_groups=security_groups,
+            vpc=network.vpc if network else None,
+            vpc_subnets=network.subnets if network else None,
+            security_groups=network.function_security_groups if network else None,
         )
         self.event_source = SqsEventSource(
             queue,
@@ -105,7 +105,7 @@ class LambdaConsumerConstruct(Construct):
         self.function.add_event_source(self.event_source)
         grant_settings_permissions(self, self.role, environment, database_secret_arn)
         self._trace()
-        if vpc is not None:
+        if network is not None:
             self._allow_network_interfaces()
 
     def _trace(self) -> None:
@@ -133,35 +133,6 @@ class LambdaConsumerConstruct(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray's xray:PutTraceSegments and xray:PutTelemetryRecords support no resource-level permissions.",
         )
-
-    def _network(
-        self, config: FileQueueConfig
-    ) -> tuple[ec2.IVpc | None, ec2.SubnetSelection | None, list[ec2.ISecurityGroup] | None]:
-        """Import the VPC by id, without a lookup, so synthesis needs no credentials."""
-        if config.vpc_id is None:
-            return None, None, None
-        vpc = ec2.Vpc.from_vpc_attributes(self, "Vpc", vpc_id=config.vpc_id, availability_zones=Fn.get_azs())
-        acknowledge(
-            vpc,
-            "Annotation::@aws-cdk/aws-ec2:vpcAttributeIsListTokenavailabilityZones",
-            "The function is placed in explicit subnet ids; nothing here selects subnets by availability zone.",
-        )
-        subnets: list[ec2.ISubnet] = []
-        for index, subnet_id in enumerate(config.subnet_ids):
-            subnet = ec2.Subnet.from_subnet_id(self, f"Subnet{index}", subnet_id)
-            acknowledge(
-                subnet,
-                "Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId",
-                "Lambda's VpcConfig needs only the subnet id; nothing here reads the subnet's route table.",
-            )
-            subnets.append(subnet)
-        security_groups: list[ec2.ISecurityGroup] | None = None
-        if config.security_group_ids:
-            security_groups = [
-                ec2.SecurityGroup.from_security_group_id(self, f"SecurityGroup{index}", group_id, mutable=False)
-                for index, group_id in enumerate(config.security_group_ids)
-            ]
-        return vpc, ec2.SubnetSelection(subnets=subnets), security_groups
 
     def _allow_network_interfaces(self) -> None:
         allow_network_interfaces(self.role)

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "container/Dockerfile"
+# Where the Dockerfile copies the model folder named by the build argument; FILEQUEUE_EMBEDDING_MODEL_PATH.
+IMAGE_MODEL_PATH = "/usr/local/share/filequeue/model"
+MODEL_FOLDER_BUILD_ARG = "EMBEDDING_MODEL_FOLDER"
 # Docker-ignore patterns (root-anchored), added to the repository's .dockerignore: what the image never
 # needs, so the build context and the asset hash stay independent of tests, benchmarks and the CDK app.
 IMAGE_EXCLUDES = (
@@ -40,6 +43,9 @@ IMAGE_EXCLUDES = (
     "*.egg-info",
     "**/__pycache__",
     "**/*.pyc",
+    # Every model folder but the placeholder; `project_image` lets the chosen one back in.
+    "models/*",
+    "!models/none",
     # CDK re-includes only the Dockerfile's base name; without this a .dockerignore that excludes
     # container/ would drop the Dockerfile and its lock file from the staged asset.
     f"!{DOCKERFILE}",
@@ -48,12 +54,20 @@ IMAGE_EXCLUDES = (
 )
 
 
-def project_image(scope: Construct, construct_id: str) -> ecr_assets.DockerImageAsset:
+def project_image(scope: Construct, construct_id: str, *, model_folder: str | None) -> ecr_assets.DockerImageAsset:
+    """The image; with `model_folder` (relative to the repository root) that model2vec model is baked in."""
+    excludes = list(IMAGE_EXCLUDES)
+    build_args: dict[str, str] = {}
+    if model_folder is not None:
+        build_args[MODEL_FOLDER_BUILD_ARG] = model_folder
+        # Kept in the build context even where an ignore pattern (a cache folder, say) covers it.
+        excludes.append(f"!{model_folder}")
     return ecr_assets.DockerImageAsset(
         scope,
         construct_id,
         directory=str(REPO_ROOT),
         file=DOCKERFILE,
-        exclude=list(IMAGE_EXCLUDES),
+        exclude=excludes,
+        build_args=build_args or None,
         platform=ecr_assets.Platform.LINUX_AMD64,
     )

@@ -14,8 +14,13 @@ STS_AUDIENCE = "sts.amazonaws.com"
 class IrsaRolesConstruct(Construct):
     """IAM roles for Kubernetes service accounts (IRSA) of an existing EKS cluster's OIDC provider.
 
-    The workers' role gets the consumer policy; the caller grants what the workers' settings need. KEDA
-    authenticates as its operator, so the operator's role only reads the queue's attributes to scale on depth.
+    The workers' role gets the consumer policy; the caller grants what the workers' settings need.
+
+    The scaler role is what KEDA's TriggerAuthentication names (`podIdentity.provider: aws` with `roleArn`):
+    KEDA's operator assumes it with its own service account token (AssumeRoleWithWebIdentity), or, when that
+    fails, with the credentials it already has (AssumeRole, trusted only for `keda_operator_role_arn`). The
+    operator's own service account and role are never changed, so other teams' scalers on a shared cluster
+    keep theirs; the scaler role only reads the queue's attributes to scale on depth.
     """
 
     def __init__(
@@ -29,6 +34,7 @@ class IrsaRolesConstruct(Construct):
         service_account: str,
         keda_namespace: str,
         keda_service_account: str,
+        keda_operator_role_arn: str | None,
         queue: sqs.IQueue,
         consumer_policy: iam.IManagedPolicy,
     ) -> None:
@@ -46,7 +52,7 @@ class IrsaRolesConstruct(Construct):
             self,
             "KedaOperatorRole",
             description=f"KEDA operator reading the file queue depth ({keda_namespace}/{keda_service_account})",
-            assumed_by=self._service_account_principal(keda_namespace, keda_service_account),
+            assumed_by=self._keda_principal(keda_namespace, keda_service_account, keda_operator_role_arn),
             inline_policies={
                 "ReadQueueDepth": iam.PolicyDocument(
                     statements=[
@@ -57,6 +63,12 @@ class IrsaRolesConstruct(Construct):
                 )
             },
         )
+
+    def _keda_principal(self, namespace: str, service_account: str, operator_role_arn: str | None) -> iam.IPrincipal:
+        token = self._service_account_principal(namespace, service_account)
+        if operator_role_arn is None:
+            return token
+        return iam.CompositePrincipal(token, iam.ArnPrincipal(operator_role_arn))
 
     def _service_account_principal(self, namespace: str, service_account: str) -> iam.IPrincipal:
         """Trust bound to one service account's token, and only tokens minted for STS."""

@@ -24,6 +24,8 @@ PARAMS_FROM_OUTPUTS = {
     "WORKER_ROLE_ARN": "workerRoleArn",
     "KEDA_ROLE_ARN": "kedaRoleArn",
     "IMAGE": "image",
+    "EMBEDDER": "embedder",
+    "EMBEDDING_DIMENSION": "embeddingDimension",
 }
 
 

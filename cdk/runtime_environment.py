@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cdk.config import ContextError
+from cdk.image_asset import IMAGE_MODEL_PATH
 from handlers.errors import ConfigError
 from handlers.settings import Settings
 
@@ -59,12 +60,15 @@ def _shared_environment(config: FileQueueConfig, database_secret_arn: str) -> di
     environment = {
         "FILEQUEUE_DATABASE_SECRET_ARN": database_secret_arn,
         "FILEQUEUE_EMBEDDER": config.embedder,
-        "FILEQUEUE_EMBEDDING_DIMENSION": str(config.embedding_dimension),
+        "FILEQUEUE_EMBEDDING_DIMENSION": str(config.resolved_embedding_dimension),
         "FILEQUEUE_MAX_OBJECT_BYTES": str(config.max_object_bytes),
         "FILEQUEUE_WRITE_MARGIN_SECONDS": str(config.write_margin_seconds),
     }
     if config.embedding_model:
         environment["FILEQUEUE_EMBEDDING_MODEL"] = config.embedding_model
+    if config.embedder == "local":
+        # The folder the image copies the model into; the model's own name is the folder's.
+        environment["FILEQUEUE_EMBEDDING_MODEL_PATH"] = IMAGE_MODEL_PATH
     if config.openai_base_url:
         environment["FILEQUEUE_OPENAI_BASE_URL"] = config.openai_base_url
     return environment

@@ -1,4 +1,5 @@
-"""The AWS Lambda entry points: `lambda_handler` (the queue consumer) and `compaction_handler` (scheduled).
+"""The AWS Lambda entry points: `lambda_handler` (the queue consumer), `compaction_handler` (scheduled) and
+`migrate_handler` (the deploy-time migration).
 
 Importing this module must stay cheap (no pypdf, no psycopg): cold starts pay for what they import.
 """
@@ -37,3 +38,14 @@ def compaction_handler(_event: dict[str, Any], _context: Any) -> dict[str, Any]:
     report = scheduled_compaction(get_settings())
     logger.info("compaction finished", extra={"compaction": report})
     return report
+
+
+@logger.inject_lambda_context(clear_state=True)
+def migrate_handler(_event: dict[str, Any], _context: LambdaContext) -> dict[str, list[str]]:
+    """What `filequeue migrate` does, for the CDK app's deploy-time trigger: an error fails the deployment."""
+    from handlers.ops.db import migrate_store
+    from handlers.settings import get_settings
+
+    applied = migrate_store(get_settings())
+    logger.info("migrations applied" if applied else "database is up to date", extra={"migrations": applied})
+    return {"applied": applied}

@@ -6,6 +6,7 @@ tests can run it on the real pair (no problem) and on pairs where one side alone
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.infrastructure.template_queries import (
 )
 
 RUNTIME_ENV_PREFIXES = ("AWS_", "POWERTOOLS_")
+STS_AUDIENCE = "sts.amazonaws.com"
 # What the worker needs after its batch deadline: delete the successes and release the rest.
 RELEASE_SECONDS = 10
 DATABASE_PARAMETER = "DatabaseCredentialsArn"
@@ -33,11 +35,24 @@ OBJECT_ACTIONS = {"s3:GetObject", "s3:GetObjectVersion"}
 
 
 @dataclass(frozen=True)
+class KedaOperator:
+    """Who KEDA's operator is: its service account (installed with KEDA, outside these manifests) and, when
+    given as `kedaOperatorRoleArn`, the IAM role it already runs as."""
+
+    namespace: str
+    service_account: str
+    role_arn: str | None
+
+
+@dataclass(frozen=True)
 class Sides:
     template: dict[str, Any]
     manifests: list[dict[str, Any]]
     params: dict[str, str]
     expected_worker_environment: dict[str, str]
+    image_environment: dict[str, str]
+    """What the image's Dockerfile sets (ENV): the workers' environment under the ConfigMap's."""
+    keda_operator: KedaOperator
 
     def stack(self) -> Template:
         """The template document as a queryable Template; built per call, as the tests change the document."""
@@ -52,6 +67,8 @@ def contract_problems(sides: Sides) -> list[str]:
         *_output_problems(sides),
         *_migration_job_problems(sides),
         *_budget_problems(sides),
+        *_database_problems(sides),
+        *_keda_problems(sides),
     ]
 
 
@@ -64,6 +81,16 @@ def one(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def config_map(manifests: list[dict[str, Any]]) -> dict[str, str]:
     data: dict[str, str] = one(manifests, "ConfigMap")["data"]
     return data
+
+
+def worker_environment(sides: Sides) -> dict[str, str]:
+    """The environment a worker container sees: the image's ENV, overridden by the ConfigMap (envFrom)."""
+    return {**sides.image_environment, **config_map(sides.manifests)}
+
+
+def database_secret(template: Template) -> str:
+    """The database secret the stack hands both runtimes (its `databaseSecretArn` output), flattened."""
+    return flatten(outputs(template)[PARAMS_FROM_OUTPUTS["DATABASE_SECRET_ARN"]]["Value"])
 
 
 def _pod(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -109,18 +136,20 @@ def _environment_problems(sides: Sides) -> list[str]:
             for name in sorted(variables)
             if name not in known and not name.startswith(RUNTIME_ENV_PREFIXES)
         )
+    environment = worker_environment(sides)
     for name, expected in sides.expected_worker_environment.items():
         if name == "FILEQUEUE_DATABASE_SECRET_ARN":
-            continue  # a parameter in the template; compared with its default below
-        if data.get(name) != expected:
-            problems.append(f"the ConfigMap has {name}={data.get(name)!r}, the stack granted for {expected!r}")
+            continue  # a reference in the template; compared in the permission check
+        if environment.get(name) != expected:
+            source = "ConfigMap" if name in data or name not in sides.image_environment else "image"
+            problems.append(f"the {source} has {name}={environment.get(name)!r}, the stack granted for {expected!r}")
     return problems
 
 
 def _permission_problems(sides: Sides) -> list[str]:
     template = sides.stack()
     problems = _runtime_permission_problems(
-        "worker", config_map(sides.manifests), _statements(template, _worker_role(template)), template
+        "worker", worker_environment(sides), _statements(template, _worker_role(template)), template
     )
     for role_id in resources(template, "AWS::IAM::Role"):
         if role_id.startswith("LambdaConsumerRole"):
@@ -152,8 +181,9 @@ def _runtime_permission_problems(
     queue = f"<{logical_id_by_prefix(template, 'AWS::SQS::Queue', 'IngestQueue')}.Arn>"
     bucket = f"<{logical_id_by_prefix(template, 'AWS::S3::Bucket', 'IngestUploadsBucket')}.Arn>"
     required = [(action, queue) for action in sorted(QUEUE_ACTIONS)] + [("s3:ListBucket", bucket)]
+    secret = database_secret(template)
     if settings.database_secret_arn:
-        required.append(("secretsmanager:GetSecretValue", f"<{DATABASE_PARAMETER}>"))
+        required.append(("secretsmanager:GetSecretValue", secret))
     problems = [
         f"the {runtime} role lacks {action} on {resource}"
         for action, resource in required
@@ -168,9 +198,15 @@ def _runtime_permission_problems(
         model = f"foundation-model/{settings.resolved_embedding_model}"
         if not any(action == "bedrock:InvokeModel" and resource.endswith(model) for action, resource in grants):
             problems.append(f"the {runtime} role may not invoke {model}")
-    secret_default = template.find_parameters(DATABASE_PARAMETER)[DATABASE_PARAMETER].get("Default")
-    if runtime == "worker" and settings.database_secret_arn != secret_default:
-        problems.append(f"the worker reads secret {settings.database_secret_arn}, the stack grants {secret_default}")
+    # A parameter reaches the workers as its value (params.env), a secret the stack creates as its ARN; the
+    # Lambda functions get the reference itself.
+    expected_secret: str | None = secret
+    if runtime == "worker" and secret == f"<{DATABASE_PARAMETER}>":
+        expected_secret = template.find_parameters(DATABASE_PARAMETER)[DATABASE_PARAMETER].get("Default")
+    if settings.database_secret_arn != expected_secret:
+        problems.append(
+            f"the {runtime} reads secret {settings.database_secret_arn}, the stack grants {expected_secret}"
+        )
     return problems
 
 
@@ -227,7 +263,7 @@ def _migration_job_problems(sides: Sides) -> list[str]:
 
 def _budget_problems(sides: Sides) -> list[str]:
     """The worker's own start-up checks on the ConfigMap and the container's memory limit, and the pod's grace."""
-    data = config_map(sides.manifests)
+    data = worker_environment(sides)
     worker = _pod(sides.manifests, "Deployment")
     limit = worker["containers"][0]["resources"]["limits"]["memory"]
     problems: list[str] = []
@@ -243,6 +279,72 @@ def _budget_problems(sides: Sides) -> list[str]:
             f"deadline + release time ({needed})"
         )
     return problems
+
+
+def _database_problems(sides: Sides) -> list[str]:
+    """With a database the stack creates, the secret both runtimes read connects through its RDS Proxy."""
+    stack = sides.stack()
+    proxies = list(resources(stack, "AWS::RDS::DBProxy"))
+    if not proxies:
+        return []
+    (proxy,) = proxies
+    secret = database_secret(stack)
+    secrets = resources(stack, "AWS::SecretsManager::Secret")
+    secret_id = secret.strip("<>")
+    if secret_id not in secrets:
+        return [f"the runtimes read {secret}, which is no secret of the stack"]
+    connection = json.loads(flatten(secrets[secret_id]["Properties"]["SecretString"]))
+    if connection.get("host") != f"<{proxy}.Endpoint>":
+        return [f"the runtimes' secret {secret} connects to {connection.get('host')}, not to the proxy {proxy}"]
+    return []
+
+
+def _keda_problems(sides: Sides) -> list[str]:
+    """The TriggerAuthentication names the stack's scaler role, and that role trusts KEDA as `provider: aws` asks.
+
+    KEDA's operator assumes the `roleArn` with its own service account token (AssumeRoleWithWebIdentity) and,
+    when that is refused, with the credentials it already has (AssumeRole): the role must trust the operator's
+    token, and the operator's own role only when `kedaOperatorRoleArn` names it.
+    """
+    authentication = one(sides.manifests, "TriggerAuthentication")
+    identity = authentication["spec"].get("podIdentity", {})
+    problems = []
+    if identity.get("provider") != "aws" or "identityOwner" in identity:
+        problems.append(f"KEDA authenticates with {identity}, not with provider aws and a role of its own")
+    if identity.get("roleArn") != sides.params.get("KEDA_ROLE_ARN"):
+        problems.append(f"KEDA assumes {identity.get('roleArn')}, params.env names {sides.params.get('KEDA_ROLE_ARN')}")
+    trigger = one(sides.manifests, "ScaledObject")["spec"]["triggers"][0]
+    if trigger.get("authenticationRef", {}).get("name") != authentication["metadata"]["name"]:
+        problems.append("the ScaledObject does not use the TriggerAuthentication")
+    stack = sides.stack()
+    value = outputs(stack).get(PARAMS_FROM_OUTPUTS["KEDA_ROLE_ARN"], {}).get("Value")
+    roles = resources(stack, "AWS::IAM::Role")
+    if not (isinstance(value, dict) and value.get("Fn::GetAtt", [None])[0] in roles):
+        return [*problems, f"params.env KEDA_ROLE_ARN comes from {value}, not a role of the stack"]
+    trust = roles[value["Fn::GetAtt"][0]]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    operator = sides.keda_operator
+    expected = {("token", f"system:serviceaccount:{operator.namespace}:{operator.service_account}", STS_AUDIENCE)}
+    if operator.role_arn is not None:
+        expected.add(("role", operator.role_arn, "sts:AssumeRole"))
+    trusted = {_trusted_identity(statement) for statement in trust}
+    if trusted != expected:
+        problems.append(f"KEDA's scaler role trusts {sorted(trusted)}, KEDA's operator comes as {sorted(expected)}")
+    return problems
+
+
+def _trusted_identity(statement: dict[str, Any]) -> tuple[str, str, str]:
+    """A trust statement as (kind, who, how): a service account's token for an audience, or a role's AssumeRole."""
+    if statement.get("Effect") != "Allow":
+        return ("deny", json.dumps(statement, sort_keys=True), "")
+    principal = statement.get("Principal", {})
+    if statement.get("Action") == "sts:AssumeRoleWithWebIdentity" and "Federated" in principal:
+        conditions = statement.get("Condition", {}).get("StringEquals", {})
+        subject = next((value for key, value in conditions.items() if key.endswith(":sub")), "any subject")
+        audience = next((value for key, value in conditions.items() if key.endswith(":aud")), "any audience")
+        return ("token", subject, audience)
+    if "AWS" in principal:
+        return ("role", flatten(principal["AWS"]), str(statement.get("Action")))
+    return ("other", json.dumps(statement, sort_keys=True), "")
 
 
 def _mebibytes(quantity: str) -> int:

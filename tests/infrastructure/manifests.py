@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,3 +43,15 @@ def read_params(path: Path) -> dict[str, str]:
 
 def params() -> dict[str, str]:
     return read_params(K8S / "params.env")
+
+
+def image_environment(dockerfile: Path = CONTAINER / "Dockerfile") -> dict[str, str]:
+    """The `ENV` of the Dockerfile's final stage: what every container of the image starts with."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    final_stage = re.split(r"^FROM .*$", text, flags=re.MULTILINE)[-1]
+    environment: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", final_stage, flags=re.MULTILINE):
+        for word in shlex.split(line):
+            name, _, value = word.partition("=")
+            environment[name] = value
+    return environment

@@ -34,8 +34,8 @@ def _acknowledgments(synth: Synthesized) -> dict[str, str]:
     return found
 
 
-def test_aws_solutions_pack_finds_nothing_unacknowledged(any_synth: Synthesized) -> None:
-    report = AwsSolutionsChecks().validate_scope(any_synth.stack)
+def test_aws_solutions_pack_finds_nothing_unacknowledged(scanned_synth: Synthesized) -> None:
+    report = AwsSolutionsChecks().validate_scope(scanned_synth.stack)
 
     assert _violations(report) == []
     assert report.success
@@ -51,25 +51,25 @@ def test_aws_solutions_pack_reports_a_plain_bucket() -> None:
     assert {"AwsSolutions-S1", "AwsSolutions-S10"} <= rules
 
 
-def test_synthesis_reports_no_violation_of_any_plugin(any_synth: Synthesized) -> None:
+def test_synthesis_reports_no_violation_of_any_plugin(scanned_synth: Synthesized) -> None:
     """Covers CDK's CloudFormation validation and construct warnings too (warnings do not fail synthesis)."""
-    reports = any_synth.validation_report["pluginReports"]
+    reports = scanned_synth.validation_report["pluginReports"]
 
     assert [(report["pluginName"], report["violations"]) for report in reports if report["violations"]] == []
 
 
-def test_every_acknowledgment_gives_a_reason(any_synth: Synthesized) -> None:
-    acknowledgments = _acknowledgments(any_synth)
+def test_every_acknowledgment_gives_a_reason(scanned_synth: Synthesized) -> None:
+    acknowledgments = _acknowledgments(scanned_synth)
 
     assert acknowledgments
     short = {rule: reason for rule, reason in acknowledgments.items() if len(reason) < MIN_REASON_LENGTH}
     assert short == {}
 
 
-def test_every_acknowledgment_is_listed_in_the_cdk_readme(any_synth: Synthesized) -> None:
+def test_every_acknowledgment_is_listed_in_the_cdk_readme(scanned_synth: Synthesized) -> None:
     readme = (REPO_ROOT / "cdk" / "README.md").read_text()
 
-    undocumented = {rule for rule in _acknowledgments(any_synth) if _readme_id(rule) not in readme}
+    undocumented = {rule for rule in _acknowledgments(scanned_synth) if _readme_id(rule) not in readme}
     assert undocumented == set()
 
 

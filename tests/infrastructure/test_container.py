@@ -76,8 +76,23 @@ def test_dependencies_and_code_are_separate_layers_with_the_dependencies_first()
     assert final_copies == [
         "--from=builder /dependencies /usr/local",
         "--from=builder /code /usr/local",
-        "--from=builder /model /usr/local/share/filequeue/model",  # empty unless EMBEDDING_MODEL is given
+        # the model folder the CDK app names (embedder=local), else models/none, which holds only a note
+        "${EMBEDDING_MODEL_FOLDER} /usr/local/share/filequeue/model",
     ]
+
+
+def test_the_model_folder_is_a_build_argument_copied_where_the_stack_points_the_handler():
+    from cdk.image_asset import IMAGE_MODEL_PATH, MODEL_FOLDER_BUILD_ARG
+
+    stage = final_stage()
+    (default,) = [rest for keyword, rest in stage if keyword == "ARG" and rest.startswith(MODEL_FOLDER_BUILD_ARG)]
+    folder = default.partition("=")[2]
+    assert (REPO_ROOT / folder / "README.md").is_file()
+    assert not (REPO_ROOT / folder / "model.safetensors").exists()
+    env = " ".join(rest for keyword, rest in stage if keyword == "ENV")
+    assert f"FILEQUEUE_EMBEDDING_MODEL_PATH={IMAGE_MODEL_PATH}" in env
+    # docker applies .dockerignore to the staged context: the model folders must survive it
+    assert "!models/" in (REPO_ROOT / ".dockerignore").read_text().splitlines()
 
 
 def test_the_final_stage_runs_as_a_numeric_non_root_user_and_needs_only_tmp():
@@ -167,6 +182,8 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else():
     for keyword, rest in instructions():
         if keyword == "COPY" and not rest.startswith("--from"):
             copied.update(rest.split()[:-1])
+    # the model folder is a build argument naming a folder under models/ (cdk/local_model.py)
+    copied = {"models" if path == "${EMBEDDING_MODEL_FOLDER}" else path for path in copied}
     assert copied == allowed
     for path in copied:
         assert (REPO_ROOT / path).exists(), path

@@ -299,7 +299,16 @@ def test_keda_authenticates_with_aws_pod_identity_and_a_role_of_its_own():
     trigger = one("ScaledObject")["spec"]["triggers"][0]
     authentication = one("TriggerAuthentication")
     assert trigger["authenticationRef"] == {"name": authentication["metadata"]["name"]}
+    # roleArn, not identityOwner (the two exclude each other): KEDA assumes the scaler role itself
     assert authentication["spec"]["podIdentity"] == {"provider": "aws", "roleArn": params()["KEDA_ROLE_ARN"]}
+
+
+def test_nothing_here_touches_the_keda_operators_identity():
+    # A shared cluster's operator keeps its own service account and role: no object in KEDA's namespace,
+    # and no ServiceAccount but the workers'.
+    accounts = [document["metadata"]["name"] for document in rendered() if document["kind"] == "ServiceAccount"]
+    assert accounts == ["filequeue-worker"]
+    assert all(document["metadata"].get("namespace") != "keda" for document in rendered())
 
 
 def test_the_image_and_command_are_the_containers():
@@ -320,6 +329,8 @@ def test_every_per_environment_value_comes_from_params_env(tmp_path):
         "WORKER_ROLE_ARN": "arn:aws:iam::210987654321:role/other-worker",
         "KEDA_ROLE_ARN": "arn:aws:iam::210987654321:role/other-keda",
         "IMAGE": "registry.example/other:9.9.9",
+        "EMBEDDER": "hashing",
+        "EMBEDDING_DIMENSION": "384",
     }
     assert set(changed) == set(original)
     (overlay / "params.env").write_text("".join(f"{name}={value}\n" for name, value in changed.items()))

@@ -121,8 +121,8 @@ def test_default_environment(default_synth: Synthesized) -> None:
 
     assert environment == {
         "FILEQUEUE_DATABASE_SECRET_ARN": {"Ref": "DatabaseCredentialsArn"},
-        "FILEQUEUE_EMBEDDER": "hashing",
-        "FILEQUEUE_EMBEDDING_DIMENSION": "256",
+        "FILEQUEUE_EMBEDDER": "bedrock",
+        "FILEQUEUE_EMBEDDING_DIMENSION": "1024",
         "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "30",
         "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS": "120",
         "FILEQUEUE_WRITE_MARGIN_SECONDS": "10",
@@ -169,9 +169,11 @@ def test_bedrock_embedder_may_invoke_only_its_foundation_model(full_synth: Synth
     assert environment["FILEQUEUE_EMBEDDING_DIMENSION"] == "1024"
 
 
-def test_hashing_embedder_gets_no_bedrock_access(default_synth: Synthesized) -> None:
-    actions = {a for s in _role_statements(default_synth.template) for a in as_list(s["Action"])}
+def test_hashing_embedder_gets_no_bedrock_access(hashing_synth: Synthesized) -> None:
+    environment = env_of(_function(hashing_synth.template))
+    actions = {a for s in _role_statements(hashing_synth.template) for a in as_list(s["Action"])}
 
+    assert (environment["FILEQUEUE_EMBEDDER"], environment["FILEQUEUE_EMBEDDING_DIMENSION"]) == ("hashing", "256")
     assert not {action for action in actions if action.startswith("bedrock:")}
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from cdk.acknowledge import SCANNER_ACKNOWLEDGMENTS
+from tests.infrastructure.conftest import SCANNED_VARIANTS
 from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
 MIN_REASON_LENGTH = 40
-VARIANTS = ("default_synth", "full_synth", "eks_synth")
 
 
 def _template_file(synth: Synthesized) -> Path:
@@ -52,14 +52,14 @@ def checkov(template: Path) -> list[dict[str, Any]]:
     return failed
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", SCANNED_VARIANTS)
 def test_cfn_lint_finds_nothing_unacknowledged(variant: str, request: pytest.FixtureRequest) -> None:
     result = cfn_lint(_template_file(request.getfixturevalue(variant)))
 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", SCANNED_VARIANTS)
 def test_checkov_finds_nothing_unacknowledged(variant: str, request: pytest.FixtureRequest) -> None:
     failed = checkov(_template_file(request.getfixturevalue(variant)))
 
@@ -80,13 +80,10 @@ def test_without_the_acknowledgments_both_tools_report_findings(full_synth: Synt
 
 
 def test_every_scanner_acknowledgment_has_a_reason_and_still_matches_a_resource(
-    default_synth: Synthesized, full_synth: Synthesized, eks_synth: Synthesized
+    request: pytest.FixtureRequest,
 ) -> None:
-    paths = {
-        construct.node.path.partition("/")[2]
-        for synth in (default_synth, full_synth, eks_synth)
-        for construct in synth.stack.node.find_all()
-    }
+    synths: list[Synthesized] = [request.getfixturevalue(variant) for variant in SCANNED_VARIANTS]
+    paths = {construct.node.path.partition("/")[2] for synth in synths for construct in synth.stack.node.find_all()}
     for entry in SCANNER_ACKNOWLEDGMENTS:
         assert entry.tool in ("cfn-lint", "checkov")
         assert len(entry.reason) >= MIN_REASON_LENGTH, entry
