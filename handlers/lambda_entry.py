@@ -1,5 +1,6 @@
-"""The AWS Lambda entry points: `lambda_handler` (the queue consumer), `compaction_handler` (scheduled) and
-`migrate_handler` (the deploy-time migration).
+"""The AWS Lambda entry points: the queue consumer, scheduled compaction and the deploy-time migration.
+
+`lambda_handler`, `compaction_handler` and `migrate_handler` run from one image with different commands.
 
 Importing this module must stay cheap (no pypdf, no psycopg): cold starts pay for what they import.
 """
