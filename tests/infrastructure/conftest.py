@@ -86,7 +86,7 @@ AURORA_CONTEXT: dict[str, Any] = {
     "kedaOperatorRoleArn": KEDA_OPERATOR_ROLE_ARN,
 }
 
-# docs/deploy-aws.md's Lambda deployment with a new database: no VPC given, so the stack creates one.
+# docs/deploy.md's Lambda deployment with a new database: no VPC given, so the stack creates one.
 AURORA_VPC_CONTEXT: dict[str, Any] = {"account": ACCOUNT, "region": REGION, "database": "aurora"}
 
 # A folder of the tiny test model, made for the session and removed after it (the image build sees only models/).

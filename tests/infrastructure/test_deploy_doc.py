@@ -1,4 +1,4 @@
-"""docs/deploy-aws.md's commands, checked as far as this machine allows: every `cdk deploy` is synthesized with
+"""The deploy commands of docs/deploy.md and the README, checked as far as this machine allows: every `cdk deploy` is synthesized with
 exactly its `-c` flags (cdk-nag, the handler's settings and the connection budget run in it), the manifests it
 applies are the ones test_k8s.py renders, and nothing in it touches KEDA's operator identity."""
 
@@ -19,13 +19,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-DOC = REPO_ROOT / "docs" / "deploy-aws.md"
+DOCS = (REPO_ROOT / "docs" / "deploy.md", REPO_ROOT / "README.md")
 DEPLOY = ("npx", "--yes", "aws-cdk@2", "deploy")
 
 
 def shell_commands() -> list[str]:
-    """Each command of the doc's bash blocks, continuation lines joined."""
-    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    """Each command of the docs' bash blocks, continuation lines joined."""
+    blocks = [block for doc in DOCS for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.DOTALL)]
     commands: list[str] = []
     for block in blocks:
         text = re.sub(r"\\\n\s*", " ", block)
@@ -40,7 +40,8 @@ def deploy_contexts() -> list[dict[str, str]]:
         if tuple(words[: len(DEPLOY)]) != DEPLOY:
             continue
         context = dict(words[index + 1].split("=", 1) for index, word in enumerate(words) if word == "-c")
-        contexts.append(context)
+        if context not in contexts:  # the README repeats some of docs/deploy.md's: synthesized once
+            contexts.append(context)
     return contexts
 
 
