@@ -1,7 +1,9 @@
 """The deploy commands of docs/deploy.md and the README, checked as far as this machine allows.
 
 Every `cdk deploy` is synthesized with exactly its `-c` flags (cdk-nag, the handler's settings and the
-connection budget run in it), the manifests it applies are the ones test_k8s.py renders, and nothing in it touches KEDA's operator identity."""
+connection budget run in it), the manifests it applies are the ones test_k8s.py renders, and nothing in it
+touches KEDA's operator identity.
+"""
 
 from __future__ import annotations
 
