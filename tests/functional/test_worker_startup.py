@@ -83,7 +83,7 @@ def test_an_unreachable_database_is_named(start_worker):
 
 def test_a_database_url_that_is_not_a_url_is_named(start_worker):
     line = error_line(start_worker(FILEQUEUE_DATABASE_URL="not a url"))
-    assert "FILEQUEUE_DATABASE_URL is not a valid PostgreSQL URL" in line
+    assert "FILEQUEUE_DATABASE_URL is not a PostgreSQL URL" in line
 
 
 def test_an_embedding_dimension_other_than_the_stores_is_named(start_worker):

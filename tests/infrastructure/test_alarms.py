@@ -152,14 +152,15 @@ def test_the_failure_pattern_matches_the_log_lines_the_handler_writes() -> None:
     from inspect import getsource
 
     from cdk.alarms_construct import BATCH_ITEM_FAILURE_PATTERN
+    from handlers.model import OutcomeStatus
 
     source = getsource(batch)
     pattern = BATCH_ITEM_FAILURE_PATTERN.log_pattern_string
     for message in ("malformed event", "malformed record"):
         assert f'"{message}"' in source
         assert message in pattern
-    assert '"outcome": "retry"' in source
-    assert '$.outcome = "retry"' in pattern
+    assert '"outcome": OutcomeStatus.RETRY' in source
+    assert f'$.outcome = "{OutcomeStatus.RETRY.value}"' in pattern
 
 
 def test_workers_partial_batch_failures_raise_an_alarm_from_their_log_group(eks_synth: Synthesized) -> None:

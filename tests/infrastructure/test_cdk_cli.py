@@ -45,7 +45,7 @@ def test_the_cdk_cli_synthesizes_non_interactively_without_a_node_end_of_life_ba
 @pytest.mark.parametrize(
     ("context", "message"),
     [
-        ("embedder=nonsense", "context embedder must be one of hashing, bedrock, openai"),
+        ("embedder=nonsense", "context embedder must be one of bedrock, local, openai, hashing"),
         ("functionTimeoutSeconds=soon", "context functionTimeoutSeconds must be an integer, got 'soon'"),
     ],
 )
