@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from handlers.adapters.postgres import PostgresRepository
+    from handlers.budget import ExtractionTime
     from handlers.model import ExtractedText, FetchedObject
 
 logger = Logger(service="filequeue")
@@ -110,8 +111,8 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
     return deps, repository
 
 
-def _extractor(settings: Settings) -> Callable[[FetchedObject, float], ExtractedText]:
-    """Extraction in the sandbox, bounded by the file's own limits and by the record's deadline."""
+def _extractor(settings: Settings) -> Callable[[FetchedObject, ExtractionTime], ExtractedText]:
+    """Extraction in the sandbox, bounded by the file's own limits and by the time the record's budget gives."""
     from handlers.adapters.sandbox import extract_file
 
     limits = ExtractLimits(
@@ -120,14 +121,14 @@ def _extractor(settings: Settings) -> Callable[[FetchedObject, float], Extracted
         max_decompressed_bytes=settings.max_decompressed_bytes,
     )
 
-    def extract(fetched: FetchedObject, work_deadline: float) -> ExtractedText:
+    def extract(fetched: FetchedObject, allowed: ExtractionTime) -> ExtractedText:
         return extract_file(
             fetched.path,
             key=fetched.ref.key,
             declared_content_type=fetched.content_type,
             limits=limits,
-            timeout_seconds=min(settings.extract_timeout_seconds, work_deadline - time.monotonic()),
-            file_limit_seconds=settings.extract_timeout_seconds,
+            timeout_seconds=allowed.seconds,
+            whole_limit=allowed.whole_limit,
             memory_mb=settings.extract_memory_mb,
         )
 
@@ -148,7 +149,7 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
         pending_migrations,
         read_store_config,
     )
-    from handlers.adapters.postgres import resolve_database_url
+    from handlers.adapters.postgres import configuration_fault, resolve_database_url
     from handlers.adapters.secrets import fetch_secret
 
     url = resolve_database_url(settings.database_url, settings.database_secret_arn, fetch_secret)
@@ -162,6 +163,11 @@ def prepare_database(settings: Settings, model: str, dimension: int, *, apply: b
                 raise ConfigError(f"database schema is behind ({', '.join(pending)}); run `filequeue migrate`")
             check_store_config(read_store_config(conn), wanted)
     except psycopg.OperationalError as exc:
+        if configuration_fault(exc):
+            reason = " ".join(str(exc).split())  # libpq's messages span lines
+            raise ConfigError(
+                f"FILEQUEUE_DATABASE_URL (or FILEQUEUE_DATABASE_SECRET_ARN) names a database that refuses it: {reason}"
+            ) from None
         raise TransientError(f"database unavailable: {exc}", code=ErrorCode.DB_UNAVAILABLE) from exc
     return url, applied
 
