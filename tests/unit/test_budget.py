@@ -92,3 +92,26 @@ def test_extract_memory_too_small_names_the_figures() -> None:
 def test_extract_memory_needs_a_process() -> None:
     with pytest.raises(ValueError, match="processes must be at least 1"):
         extract_memory_mb(2048, processes=0)
+
+
+def test_the_lambda_refuses_a_timeout_that_leaves_no_time_to_download_before_the_whole_limit(monkeypatch) -> None:
+    from handlers.batch import check_function_budget
+    from handlers.errors import ConfigError
+    from handlers.runtime_context import DeadlineContext
+    from handlers.settings import get_settings
+
+    # Given a 20 s extraction limit, a 2 s write margin and a function that times out after 22 s
+    monkeypatch.setenv("FILEQUEUE_DEADLINE_MARGIN_SECONDS", "5")
+    monkeypatch.setenv("FILEQUEUE_EXTRACT_TIMEOUT_SECONDS", "20")
+    monkeypatch.setenv("FILEQUEUE_WRITE_MARGIN_SECONDS", "2")
+    get_settings.cache_clear()
+    try:
+        # When the first invocation checks the budget, then the invocation fails, naming the variables
+        with pytest.raises(ConfigError) as caught:
+            check_function_budget(DeadlineContext.lasting(22))  # type: ignore[arg-type]  # Lambda's context shape
+    finally:
+        get_settings.cache_clear()
+    message = str(caught.value)
+    assert "the function timeout (22 s)" in message
+    assert "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS" in message
+    assert "no file could ever use its whole extraction limit" in message
