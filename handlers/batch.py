@@ -45,19 +45,25 @@ if TYPE_CHECKING:
 logger = Logger(service="filequeue")
 
 
-def _route_warnings() -> None:
-    """Python's warnings (the libraries') leave as JSON lines through this logger, not as raw text on stderr.
+# Libraries whose records would otherwise reach stderr as raw text among the JSON lines: Python's warnings
+# and psycopg's (its pool reports failed connections).
+_LIBRARY_LOGGERS = ("py.warnings", "psycopg")
+
+
+def _route_library_logs() -> None:
+    """The libraries' warnings and log records leave as JSON lines through this logger's handlers.
 
     pypdf's own log records take the same way from the extraction child (`handlers.adapters.sandbox`).
     """
     logging.captureWarnings(True)
-    warnings_logger = logging.getLogger("py.warnings")
-    # Powertools' copy_config_to_registered_loggers skips dotted names such as this one: the same, by hand.
-    warnings_logger.handlers = list(logging.getLogger(logger.name).handlers)
-    warnings_logger.propagate = False
+    for name in _LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        # Powertools' copy_config_to_registered_loggers skips dotted names such as py.warnings: the same, by hand.
+        library.handlers = list(logging.getLogger(logger.name).handlers)
+        library.propagate = False
 
 
-_route_warnings()
+_route_library_logs()
 
 RECORD_ATTEMPTS = 5
 RETRY_PAUSE_SECONDS = 0.25

@@ -280,7 +280,7 @@ class PollLoop:
             return []
         heartbeat = self._heartbeat
         if heartbeat is not None:
-            heartbeat.track(leases, received_at=received_at)
+            heartbeat.track(leases)
         self._in_flight.add(received, received_at)
         reports: list[BatchReport] = []
         try:
@@ -307,7 +307,7 @@ class PollLoop:
         budget = _RecordBudget(started + max(self.visibility_timeout, self._options.record_seconds))
         self._note_budget(budget)
         event = build_event(offered, queue.identity)
-        context = self._context(queue, self._deadline(_leases(offered), received_at, budget))
+        context = self._context(queue, self._deadline(received_at, budget))
         message_ids = frozenset(item.message_id for item in offered)
         self._metrics.in_flight.inc(len(offered))
         try:
@@ -394,7 +394,7 @@ class PollLoop:
             logger.error("invalid_batch_response", extra={"message_ids": ids, "error": str(exc), "outcome": "failed"})
             return message_ids, "invalid_response"
 
-    def _deadline(self, leases: Sequence[Lease], received_at: float, budget: _RecordBudget) -> Callable[[], float]:
+    def _deadline(self, received_at: float, budget: _RecordBudget) -> Callable[[], float]:
         """When the record in work must be done: the earlier of its budget and the shutdown grace.
 
         Each record the handler claims gets the time one record may need (deadline margin, extraction
@@ -487,7 +487,6 @@ class PollLoop:
                 self._acknowledger,
                 interval_seconds=heartbeat_interval(visibility),
                 visibility_timeout=visibility,
-                clock=self._clock,
             )
             self._heartbeat.start()
         self._watcher = threading.Thread(

@@ -447,6 +447,7 @@ def test_a_child_started_by_a_thread_that_ended_is_replaced_without_an_error():
 
 
 def test_pypdf_warnings_and_python_warnings_are_json_lines_of_the_log_stream(tmp_path):
+    # (psycopg's pool warnings too: a database that refuses connections makes it log them)
     # Given a PDF with junk before its header and no end-of-file marker (pypdf warns about both)
     good = (PDF_FIXTURES / "pdfjs-issue16221-hello-world.pdf").read_bytes()
     broken = tmp_path / "broken.pdf"
@@ -463,6 +464,8 @@ def test_pypdf_warnings_and_python_warnings_are_json_lines_of_the_log_stream(tmp
         "except PermanentError:\n"
         "    pass\n"
         "warnings.warn('a library is deprecated', DeprecationWarning, stacklevel=1)\n"
+        "import logging\n"
+        "logging.getLogger('psycopg.pool').warning('error connecting in pool-1')\n"
     )
 
     # When a process that runs the handler extracts it (pypdf gives up on it: corrupt), and a library warns
@@ -477,3 +480,4 @@ def test_pypdf_warnings_and_python_warnings_are_json_lines_of_the_log_stream(tmp
     assert "invalid pdf header" in messages.lower()
     assert "EOF marker not found" in messages
     assert "a library is deprecated" in messages
+    assert "error connecting in pool-1" in messages
