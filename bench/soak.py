@@ -407,7 +407,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             visibility_timeout=VISIBILITY_TIMEOUT,
         )
         environment = local_settings_environment(database_url, moto.endpoint_url, resources.queue_url)
-        prepare_database(Settings.from_env({"FILEQUEUE_DATABASE_URL": database_url}), "hashing-v1", 256, apply=True)
+        # The store is built for the embedder the worker will use, read from the same environment.
+        settings = Settings.from_env(environment)
+        prepare_database(settings, settings.resolved_embedding_model, settings.embedding_dimension, apply=True)
         s3, sqs = aws_client("s3", environment), aws_client("sqs", environment)
         planned_at = time.monotonic()
         plan = build_plan(s3, resources.bucket, args.messages, args.keys, rng)

@@ -6,6 +6,7 @@ call gets its own `BatchProcessor`, so batches handled concurrently by the poll 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -14,8 +15,15 @@ from typing import TYPE_CHECKING, Any, cast
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-from handlers.errors import ConfigError, ErrorCode, FileQueueError, MalformedEventError, TransientError
-from handlers.model import OutcomeStatus
+from handlers.errors import (
+    ConfigError,
+    ErrorCode,
+    FileQueueError,
+    MalformedEventError,
+    PermanentError,
+    TransientError,
+)
+from handlers.model import Outcome, OutcomeStatus
 from handlers.outcome_metrics import record_outcome
 from handlers.service import process_ref
 from handlers.settings import Settings, get_settings
@@ -29,11 +37,33 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from handlers.model import ObjectRef, Outcome
+    from handlers.budget import RecordBudget
+    from handlers.model import ObjectRef
     from handlers.runtime_context import DeadlineContext, RecordGate
     from handlers.stages.events import Notifications
 
 logger = Logger(service="filequeue")
+
+
+# Libraries whose records would otherwise reach stderr as raw text among the JSON lines: Python's warnings
+# and psycopg's (its pool reports failed connections).
+_LIBRARY_LOGGERS = ("py.warnings", "psycopg")
+
+
+def _route_library_logs() -> None:
+    """The libraries' warnings and log records leave as JSON lines through this logger's handlers.
+
+    pypdf's own log records take the same way from the extraction child (`handlers.adapters.sandbox`).
+    """
+    logging.captureWarnings(True)
+    for name in _LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        # Powertools' copy_config_to_registered_loggers skips dotted names such as py.warnings: the same, by hand.
+        library.handlers = list(logging.getLogger(logger.name).handlers)
+        library.propagate = False
+
+
+_route_library_logs()
 
 RECORD_ATTEMPTS = 5
 RETRY_PAUSE_SECONDS = 0.25
@@ -59,11 +89,11 @@ def record_handler(
         notifications = parse_notifications(record.body)
         if notifications.refs:  # so that a record refused before it starts still names its object
             _name_object(where, notifications.refs[0])
-        work_deadline = _start_record(record, lambda_context, gate, where)
+        budget = _start_record(record, lambda_context, gate, where)
         _acknowledge_ignored(notifications, where)
         for ref in notifications.refs:
             _name_object(where, ref)
-            _log_outcome(_process_with_retries(ref, work_deadline, where), where)
+            _log_outcome(_process_or_keep_failure(record, ref, budget, where), where)
     except FileQueueError as error:
         _report_failure(record, error, where)
         raise
@@ -161,25 +191,60 @@ def _remember_failure(message_id: str, receive_count: object, error: FileQueueEr
 
 def _start_record(
     record: SQSRecord, lambda_context: LambdaContext | None, gate: RecordGate | None, where: dict[str, object]
-) -> float:
-    """Decide whether the record may start; returns when its extraction and embedding must end (monotonic).
+) -> RecordBudget:
+    """Decide whether the record may start; returns its time budget, computed once, here.
 
     `gate` is the runtime's say on whether the message is still its own (the worker's; Lambda has none).
+    It is asked first: a runtime that renews its lease gives a record it hands over a fresh budget, which
+    the context's remaining time then shows (Lambda's is simply the time left of the invocation).
     """
     settings = get_settings()
-    if lambda_context is None:
-        return math.inf
-    remaining_ms = lambda_context.get_remaining_time_in_millis()
-    where["remaining_ms"] = remaining_ms
-    if remaining_ms < settings.deadline_margin_seconds * 1000:
-        raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code=ErrorCode.DEADLINE)
     if gate is not None and not gate(record.message_id):
         raise TransientError("released before it started; another delivery will process it", code=ErrorCode.RELEASED)
-    remaining_seconds = remaining_ms / 1000
-    return time.monotonic() + settings.time_budget(remaining_seconds).work_seconds(remaining_seconds)
+    remaining_seconds = math.inf
+    if lambda_context is not None:
+        remaining_ms = lambda_context.get_remaining_time_in_millis()
+        where["remaining_ms"] = remaining_ms
+        if remaining_ms < settings.deadline_margin_seconds * 1000:
+            raise TransientError(f"not started: only {remaining_ms} ms left; retried later", code=ErrorCode.DEADLINE)
+        remaining_seconds = remaining_ms / 1000
+    return settings.time_budget(remaining_seconds).record(remaining_seconds, time.monotonic())
 
 
-def _process_with_retries(ref: ObjectRef, work_deadline: float, where: dict[str, object]) -> Outcome:
+def _process_or_keep_failure(
+    record: SQSRecord, ref: ObjectRef, budget: RecordBudget, where: dict[str, object]
+) -> Outcome:
+    """`_process_with_retries`; a permanent failure no document row can hold is kept by message id instead.
+
+    Such a failure (the database refuses the object's key itself) is decided once: kept in the message
+    failure table with its reason and acknowledged, not retried into the DLQ. If even that cannot be
+    written, the record is retried like any transient failure.
+    """
+    import psycopg
+
+    try:
+        return _process_with_retries(ref, budget, where)
+    except PermanentError as error:
+        reason = _storable(f"{ref.uri}: {error}")
+        try:
+            get_deps().message_failures.note_message_failure(
+                record.message_id, int(str(where["receive_count"] or 0)), error.code, reason
+            )
+        except (FileQueueError, psycopg.Error) as unkept:
+            raise TransientError(
+                f"{error}; and the failure could not be kept by message id ({unkept}); retried",
+                code=ErrorCode.DB_UNAVAILABLE,
+            ) from error
+        detail = f"{reason} (kept by message id: no document row can hold it)"
+        return Outcome(OutcomeStatus.FAILED, ref, detail, error_code=error.code)
+
+
+def _storable(text: str) -> str:
+    """`text` with each NUL character, which PostgreSQL refuses in text (a key may hold one), written out."""
+    return text.replace("\x00", "\\x00")
+
+
+def _process_with_retries(ref: ObjectRef, budget: RecordBudget, where: dict[str, object]) -> Outcome:
     """`process_ref`, tried again after a short pause when a transient failure leaves time to.
 
     A dropped connection or a throttled request usually passes within a second; retrying here keeps
@@ -189,10 +254,11 @@ def _process_with_retries(ref: ObjectRef, work_deadline: float, where: dict[str,
     attempt = 1
     while True:
         try:
-            return process_ref(ref, get_deps(), work_deadline)
+            return process_ref(ref, get_deps(), budget)
         except TransientError as error:
             pause = random.uniform(0, min(RETRY_PAUSE_CAP_SECONDS, RETRY_PAUSE_SECONDS * 2 ** (attempt - 1)))  # noqa: S311
-            if attempt == RECORD_ATTEMPTS or error.code in _NOT_RETRIED or time.monotonic() + pause > work_deadline:
+            late = time.monotonic() + pause > budget.work_deadline
+            if attempt == RECORD_ATTEMPTS or error.code in _NOT_RETRIED or late:
                 raise
             logger.warning(
                 "record retried",

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# SQS never keeps a received message invisible for longer than this from its receive, however often the
+# worker's heartbeat extends it: the most time the worker can ever hold one record.
+SQS_MAX_VISIBILITY_SECONDS = 12 * 60 * 60
 # What a handler process holds while its extraction child runs: the interpreter, boto3, psycopg, the
 # powertools logger, one downloaded batch's bookkeeping and the embedder's working set.
 PARENT_RESERVE_MB = 384
@@ -44,17 +47,53 @@ class TimeBudget:
                 f"{total_name} ({self.total_seconds:g} s) must exceed the deadline margin "
                 f"({self.deadline_margin_seconds:g} s), or no record would ever start"
             )
-        if self.extract_timeout_seconds + self.write_margin_seconds > self.total_seconds:
+        if self.extract_timeout_seconds + self.write_margin_seconds >= self.total_seconds:
+            # Equal is refused too: the download comes before the extraction, so no file would get its whole limit.
             found.append(
                 f"the extraction limit ({self.extract_timeout_seconds:g} s) plus the write margin "
-                f"({self.write_margin_seconds:g} s) exceed {total_name} ({self.total_seconds:g} s): "
-                "a file that needs the whole extraction limit could never be stored"
+                f"({self.write_margin_seconds:g} s) exceed {total_name} ({self.total_seconds:g} s) or leave nothing "
+                "of it to download the file: no file could ever use its whole extraction limit"
             )
         return found
 
-    def work_seconds(self, remaining_seconds: float) -> float:
-        """Time a record that starts now may spend on extraction and embedding: never past the write margin."""
-        return max(0.0, min(self.extract_timeout_seconds, remaining_seconds - self.write_margin_seconds))
+    def record(self, remaining_seconds: float, now: float) -> RecordBudget:
+        """The budget of a record that starts at `now` (monotonic), its runtime holding it `remaining_seconds`."""
+        return RecordBudget(
+            work_deadline=now + max(0.0, remaining_seconds - self.write_margin_seconds),
+            extract_limit_seconds=self.extract_timeout_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionTime:
+    """How long one extraction may run, and whose fault it is if the file needs longer."""
+
+    seconds: float
+    whole_limit: bool
+    """True: the file has its whole extraction limit, so needing longer is the file's own verdict
+    (`extract_timeout`, recorded). False: the runtime's time cut it shorter, so needing longer says nothing
+    about the file (`deadline`, retried with fresh time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBudget:
+    """One record's time, fixed when it starts from how long its runtime can still hold the message.
+
+    Extraction, embedding and reading the links end by `work_deadline`; the write margin follows it. The
+    file's own extraction limit counts from the moment its extraction starts (after the download), so a
+    runtime that can hold the record long enough always gives the file its whole limit.
+    """
+
+    work_deadline: float
+    """Monotonic time by which the work before the write must end."""
+    extract_limit_seconds: float
+
+    def extraction(self, now: float) -> ExtractionTime:
+        """The time an extraction starting at `now` gets: the file's whole limit when it fits, else what is left."""
+        left = self.work_deadline - now
+        if left >= self.extract_limit_seconds:
+            return ExtractionTime(self.extract_limit_seconds, whole_limit=True)
+        return ExtractionTime(max(0.0, left), whole_limit=False)
 
 
 def extract_memory_mb(total_memory_mb: int, processes: int = 1) -> int:

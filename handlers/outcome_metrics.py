@@ -43,6 +43,26 @@ def record_outcome(
         _recorder.record(outcome, error_code, chunks=chunks, size=size or 0)
 
 
+class OutcomeTally:
+    """Outcomes counted by status, for a caller that must tell how a run ended (`filequeue invoke`).
+
+    A permanent failure is acknowledged, so it never shows in `batchItemFailures`: installed during a run,
+    this still counts it (`failed`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[OutcomeStatus] = Counter()
+
+    def record(self, outcome: OutcomeStatus, error_code: str | None, *, chunks: int, size: int) -> None:
+        with self._lock:
+            self.counts[outcome] += 1
+
+    @property
+    def failed(self) -> int:
+        return self.counts[OutcomeStatus.FAILED]
+
+
 class EmfOutcomes:
     """Outcomes of one Lambda invocation, written as EMF when `flush` is called at its end.
 

@@ -3,8 +3,9 @@
 It has the attributes Powertools reads (function name, memory, ARN, request id, log group and
 stream) and `get_remaining_time_in_millis`, which counts down to a deadline the caller chooses, so
 the handler's deadline guard works the same everywhere. `filequeue invoke` gives it a fixed
-deadline; the poll loop gives it a moving one: the end of the messages' visibility lease (which
-the heartbeat extends) or of the shutdown grace period, whichever comes first.
+deadline; the poll loop gives it a moving one: the end of the time of the record in work (renewed
+for each record the handler claims, the heartbeat holding the lease meanwhile) or of the shutdown
+grace period, whichever comes first.
 
 `RecordGate` is the other thing a runtime may hand the handler: the worker's way of saying, record
 by record, whether a message is still its own. Lambda has none.

@@ -11,7 +11,6 @@ redelivers the message and, after the last receive, moves it to the DLQ.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from handlers.stages.mentions import document_names, find_mentions
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from handlers.budget import ExtractionTime, RecordBudget
     from handlers.model import Chunk, ExtractedText, FetchedObject, ObjectRef
     from handlers.ports import Embedder, MessageFailures, ObjectStore, Repository
 
@@ -38,21 +38,24 @@ class Deps:
     repository: Repository
     message_failures: MessageFailures
     """Where the batch layer keeps why a message failed, for the failures no document row can hold."""
-    extract: Callable[[FetchedObject, float], ExtractedText]
-    """`extract(fetched, work_deadline)`: bounded by its own limit and by the monotonic `work_deadline`."""
+    extract: Callable[[FetchedObject, ExtractionTime], ExtractedText]
+    """`extract(fetched, time)`: bounded by `time`, which also says whose fault a timeout is."""
     chunking: ChunkingOptions
     scratch_dir: str | None = None
     # The time bound of extraction applies to the other passes over the extracted text too.
     analysis_timeout_seconds: float = 120.0
 
 
-def process_ref(ref: ObjectRef, deps: Deps, work_deadline: float = math.inf) -> Outcome:
-    """Process one object event; extraction, embedding and linking must end by `work_deadline` (monotonic clock).
+def process_ref(ref: ObjectRef, deps: Deps, budget: RecordBudget) -> Outcome:
+    """Process one object event within the record's `budget`.
 
-    The time after `work_deadline` is kept for the database write, so a record never runs out the clock
-    mid-write: work that cannot finish in time is retried (TransientError), not recorded against the file.
-    A PermanentError at any step is recorded on the document row instead of the document.
+    Extraction, embedding and linking end by the budget's work deadline; the time after it is kept for
+    the database write, so a record never runs out the clock mid-write: work that cannot finish in time
+    is retried (TransientError), not recorded against the file. A PermanentError at any step is recorded
+    on the document row instead of the document; one that the row cannot hold (the database refuses the
+    key itself) propagates as it is, for the batch layer to keep by message id.
     """
+    work_deadline = budget.work_deadline
     if ref.kind is EventKind.REMOVED:
         return _deleted(ref, deps.repository.delete_document(ref))
     if reason := deps.repository.should_process(ref):
@@ -63,7 +66,7 @@ def process_ref(ref: ObjectRef, deps: Deps, work_deadline: float = math.inf) -> 
             fetched = deps.store.fetch(ref, workdir)
             if deps.repository.mark_unchanged(ref, fetched.sha256):
                 return Outcome(OutcomeStatus.UNCHANGED, ref, f"same content as stored (sha256 {fetched.sha256[:12]})")
-            extracted = deps.extract(fetched, work_deadline)
+            extracted = deps.extract(fetched, budget.extraction(time.monotonic()))
         chunks = _chunk(extracted, deps.chunking)
         vectors = _embed(deps.embedder, chunks, work_deadline)
         links = _link(ref, extracted, _time_budget(deps.analysis_timeout_seconds, work_deadline))

@@ -90,6 +90,9 @@ class Settings:
     worker_shutdown_grace_seconds: float = 150.0
     worker_start_wait_seconds: float = 10.0
     """A received message that has not started after this long while the process is busy is released."""
+    worker_database_wait_seconds: float = 120.0
+    """How long a starting worker waits, retrying, for a database that refuses or times out (a restart or a
+    failover) before it exits as misconfigured; a wrong URL, password or database name exits at once."""
     health_port: int = 8080
     console_token: str | None = None
 
@@ -167,6 +170,7 @@ class Settings:
         _require(self.extract_memory_mb >= 0, "FILEQUEUE_EXTRACT_MEMORY_MB", "must be >= 0 (0 means derived)")
         _require(self.max_decompressed_bytes > 0, "FILEQUEUE_MAX_DECOMPRESSED_BYTES", "must be positive")
         _require(self.worker_start_wait_seconds > 0, "FILEQUEUE_WORKER_START_WAIT_SECONDS", "must be positive")
+        _require(self.worker_database_wait_seconds >= 0, "FILEQUEUE_WORKER_DATABASE_WAIT_SECONDS", "must be >= 0")
         self.derive_extract_memory(max(1, self.worker_processes))
         _require(0 <= self.worker_wait_time_seconds <= 20, "FILEQUEUE_WORKER_WAIT_TIME_SECONDS", "must be in 0..20")
         _require(1 <= self.worker_batch_size <= 10, "FILEQUEUE_WORKER_BATCH_SIZE", "must be in 1..10")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from handlers.adapters.postgres import PostgresRepository
+    from handlers.budget import ExtractionTime
     from handlers.model import ExtractedText, FetchedObject
 
 logger = Logger(service="filequeue")
@@ -108,8 +109,8 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
     return deps, repository
 
 
-def _extractor(settings: Settings) -> Callable[[FetchedObject, float], ExtractedText]:
-    """Extraction in the sandbox, bounded by the file's own limits and by the record's deadline."""
+def _extractor(settings: Settings) -> Callable[[FetchedObject, ExtractionTime], ExtractedText]:
+    """Extraction in the sandbox, bounded by the file's own limits and by the time the record's budget gives."""
     from handlers.adapters.sandbox import extract_file
 
     limits = ExtractLimits(
@@ -118,14 +119,14 @@ def _extractor(settings: Settings) -> Callable[[FetchedObject, float], Extracted
         max_decompressed_bytes=settings.max_decompressed_bytes,
     )
 
-    def extract(fetched: FetchedObject, work_deadline: float) -> ExtractedText:
+    def extract(fetched: FetchedObject, allowed: ExtractionTime) -> ExtractedText:
         return extract_file(
             fetched.path,
             key=fetched.ref.key,
             declared_content_type=fetched.content_type,
             limits=limits,
-            timeout_seconds=min(settings.extract_timeout_seconds, work_deadline - time.monotonic()),
-            file_limit_seconds=settings.extract_timeout_seconds,
+            timeout_seconds=allowed.seconds,
+            whole_limit=allowed.whole_limit,
             memory_mb=settings.extract_memory_mb,
         )
 

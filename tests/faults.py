@@ -1,4 +1,4 @@
-"""Real faults for the tests: a TCP proxy in front of PostgreSQL that can be cut, and S3 wire errors.
+"""Real faults for the tests: a TCP proxy in front of PostgreSQL that can be cut, S3 wire errors, slow PDFs.
 
 The proxy carries real PostgreSQL traffic; cutting it closes every live connection and refuses new
 ones, which is what a database failover or a network partition looks like to the driver. S3 errors
@@ -9,8 +9,12 @@ as it parses AWS's own.
 from __future__ import annotations
 
 import contextlib
+import io
+import math
 import socket
 import threading
+import time
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
@@ -135,3 +139,50 @@ def on_get_object(session: Any, action: Callable[[str], AWSResponse | None]) -> 
 
     session.events.register("before-send.s3.GetObject", hook)
     return hook
+
+
+_SLOW_OPERATION = b"BT /F1 9 Tf 20 700 Td (ab) Tj ET\n"
+_CALIBRATION_OPERATIONS = 3000
+_OPERATIONS_PER_PAGE = 8000
+
+
+def slow_pdf(seconds: float) -> bytes:
+    """A valid text PDF whose extraction takes about `seconds` on this machine, as busy as it is now.
+
+    Each page draws the same text thousands of times, each in its own text object, which pypdf's text
+    extraction walks one by one; a one-page sample is timed first to choose the number of pages.
+    """
+    from pypdf import PdfReader
+
+    sample = _text_object_pdf(1, _CALIBRATION_OPERATIONS)
+    started = time.perf_counter()
+    PdfReader(io.BytesIO(sample)).pages[0].extract_text()
+    per_operation = (time.perf_counter() - started) / _CALIBRATION_OPERATIONS
+    pages = max(1, math.ceil(seconds / (per_operation * _OPERATIONS_PER_PAGE)))
+    return _text_object_pdf(pages, _OPERATIONS_PER_PAGE)
+
+
+def _text_object_pdf(pages: int, operations: int) -> bytes:
+    content = zlib.compress(_SLOW_OPERATION * operations)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>"]
+    kids = " ".join(f"{4 + 2 * index} 0 R" for index in range(pages))
+    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode())
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    for index in range(pages):
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >>"
+            + f" /Contents {5 + 2 * index} 0 R >>".encode()
+        )
+        objects.append(
+            f"<< /Length {len(content)} /Filter /FlateDecode >>\nstream\n".encode() + content + b"\nendstream"
+        )
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)

@@ -240,6 +240,29 @@ def _locked(
         yield _Locked(stored, skip_reason(ref, stored))
 
 
+# What libpq says when the server answered and refused this configuration: the URL names a host that does
+# not resolve, a database or role that does not exist, or credentials the server does not accept. Anything
+# else (refused, timed out, unreachable, a server starting up or failing over) may pass by itself.
+_CONFIGURATION_FAULTS = (
+    "does not exist",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "could not translate host name",
+    "invalid connection option",
+    "invalid sslmode value",
+)
+
+
+def configuration_fault(error: psycopg.OperationalError) -> bool:
+    """Whether a failed connection is the configuration's fault, so that retrying cannot help.
+
+    libpq reports no SQLSTATE for a refused connection, so its message is read.
+    """
+    message = str(error)
+    return any(fault in message for fault in _CONFIGURATION_FAULTS)
+
+
 def open_pool(conninfo: str, *, max_size: int, timeout: float) -> ConnectionPool[Any]:
     """A small pool whose connections know the vector type and are checked before use after a pause.
 

@@ -49,6 +49,9 @@ MAX_CALLS_PER_CHILD = 200
 _PR_SET_PDEATHSIG = 1
 # pypdf logs one warning per repaired object; a hostile file yields thousands of lines.
 _MAX_PYPDF_LOG_RECORDS = 20
+# The logger the runtimes configure to write JSON lines (Powertools' `Logger(service="filequeue")`): pypdf's
+# records leave through its handlers, so they are JSON lines like every other line of the log stream.
+_SERVICE_LOGGER = "filequeue"
 
 
 class BoundedChild(Generic[*Ts, T]):
@@ -203,15 +206,14 @@ def extract_file(
     limits: ExtractLimits,
     timeout_seconds: float,
     memory_mb: int,
-    file_limit_seconds: float | None = None,
+    whole_limit: bool = True,
 ) -> ExtractedText:
     """`extract_text` of the file at `path`, bounded; the child reads the file, not this process.
 
-    `file_limit_seconds` is the time any file may take; `timeout_seconds` may be shorter, clamped to
-    what is left of the runtime's time. A file stopped by the clamp was not given its full limit: that
-    is a TransientError (`deadline`, retried with fresh time), not a permanent `extract_timeout`.
+    `whole_limit` says whose fault running past `timeout_seconds` is, as the record's budget decided when
+    it gave this time: the file's (its whole extraction limit: `extract_timeout`, permanent) or the
+    runtime's (a shorter time, what was left: `deadline`, retried with fresh time).
     """
-    limit = timeout_seconds if file_limit_seconds is None else file_limit_seconds
     if timeout_seconds <= 0:
         raise TransientError("no time left to extract before the write margin; retried", code=ErrorCode.DEADLINE)
     try:
@@ -219,10 +221,10 @@ def extract_file(
             path, key, declared_content_type, limits, timeout_seconds=timeout_seconds
         )
     except PermanentError as error:
-        if error.code == ErrorCode.EXTRACT_TIMEOUT and timeout_seconds < limit:
+        if error.code == ErrorCode.EXTRACT_TIMEOUT and not whole_limit:
             raise TransientError(
-                f"extraction cut short after {timeout_seconds:.3g} s by the time left (the limit is {limit:g} s); "
-                "retried",
+                f"extraction cut short after {timeout_seconds:.3g} s, all the time the runtime had left "
+                "(less than the file's extraction limit); retried",
                 code=ErrorCode.DEADLINE,
             ) from error
         raise
@@ -247,7 +249,7 @@ def _extract_path(path: str, key: str, declared_content_type: str | None, limits
 
 
 def _cap_pypdf_logging() -> None:
-    """Pass each file's first pypdf log records on and drop the flood (only ever called in the child)."""
+    """Pass each file's first pypdf log records to the service logger and drop the flood (only in the child)."""
     pypdf_logger = logging.getLogger("pypdf")
     cap = next((handler for handler in pypdf_logger.handlers if isinstance(handler, _FirstRecordsHandler)), None)
     if cap is None:
@@ -258,14 +260,14 @@ def _cap_pypdf_logging() -> None:
 
 
 class _FirstRecordsHandler(logging.Handler):
-    """Forwards records to the root logger, as propagation would have, while `remaining` lasts."""
+    """Forwards records to the service logger's (JSON) handlers while `remaining` lasts."""
 
     remaining = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.remaining > 0:
             self.remaining -= 1
-            logging.getLogger().handle(record)
+            logging.getLogger(_SERVICE_LOGGER).handle(record)
 
 
 def _serve(requests: int, outcomes: int, memory_mb: int, parent_pid: int, function: Callable[..., object]) -> NoReturn:

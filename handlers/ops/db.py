@@ -61,6 +61,8 @@ def session(
     import psycopg
     from pgvector.psycopg import register_vector
 
+    from handlers.adapters.postgres import configuration_fault
+
     url = url or database_url(settings)
     try:
         conn = psycopg.connect(
@@ -70,6 +72,11 @@ def session(
             application_name=application_name,
         )
     except psycopg.OperationalError as exc:
+        if configuration_fault(exc):
+            reason = " ".join(str(exc).split())  # libpq's messages span lines
+            raise ConfigError(
+                f"FILEQUEUE_DATABASE_URL (or FILEQUEUE_DATABASE_SECRET_ARN) names a database that refuses it: {reason}"
+            ) from None
         raise TransientError(f"database unavailable: {exc}".strip(), code=ErrorCode.DB_UNAVAILABLE) from exc
     try:
         with conn:

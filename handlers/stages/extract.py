@@ -23,7 +23,7 @@ from handlers.errors import ErrorCode, PermanentError
 from handlers.model import ExtractedText, ExtractLimits, Page
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from pypdf import PageObject, PdfReader
 
@@ -470,7 +470,7 @@ def _pdf_pages(reader: PdfReader, page_count: int, limits: ExtractLimits) -> tup
     for number in range(1, page_count + 1):
         try:
             page = reader.pages[number - 1]
-            decompressed += _content_bytes(page)
+            decompressed += _content_bytes(page, limits.max_decompressed_bytes - decompressed)
             if decompressed > limits.max_decompressed_bytes:
                 raise PermanentError(
                     f"the PDF's content decompresses to more than {limits.max_decompressed_bytes} bytes "
@@ -503,11 +503,13 @@ def _pdf_title(reader: PdfReader) -> str | None:
     return clean_text(title).strip() or None
 
 
-def _content_bytes(page: PageObject) -> int:
+def _content_bytes(page: PageObject, allowed: int) -> int:
     """Decompressed size of what text extraction decodes for `page`: its content streams and form XObjects.
 
-    pypdf caps each stream on its own; this lets the caller cap their sum over the document. The decoded
-    streams stay cached in the reader, so extraction does not decode them again.
+    The streams are inflated here, before extraction, each under pypdf's own output limits lowered to
+    the `allowed` bytes the document has left: inflating stops as soon as the document's total would pass
+    it, so a bomb page never holds more than that in memory: the total returned is then `allowed` + 1.
+    The decoded streams stay cached in the reader, so extraction does not decode them again.
     """
     total = 0
     pending: list[object] = [page.get("/Contents"), *_form_xobjects(page.get("/Resources"))]
@@ -520,10 +522,41 @@ def _content_bytes(page: PageObject) -> int:
         if isinstance(item, list):
             pending.extend(item)
         elif hasattr(item, "get_data"):
-            total += len(item.get_data())
+            total += _decoded_size(item.get_data, allowed - total)
+            if total > allowed:
+                return total
             if hasattr(item, "get"):
                 pending.extend(_form_xobjects(item.get("/Resources")))
     return total
+
+
+def _decoded_size(get_data: Callable[[], bytes], allowed: int) -> int:
+    """`len(get_data())`, inflating at most `allowed` + 1 bytes: `allowed` + 1 means "more than allowed"."""
+    from pypdf import apply_configuration, get_configuration
+    from pypdf.errors import LimitReachedError
+
+    # One byte over what is left: reaching it proves the limit passed (0 would mean "no limit" to pypdf).
+    ceiling = max(0, allowed) + 1
+    current = get_configuration()
+    bounded = current.with_overwrites(
+        **{name: min(getattr(current, name) or ceiling, ceiling) for name in _OUTPUT_LIMITS}
+    )
+    try:
+        with apply_configuration(bounded):
+            return min(len(get_data()), ceiling)
+    except LimitReachedError:
+        return ceiling
+
+
+# pypdf's per-stream output limits, one per filter that can inflate, and the work bound across a stream's filters.
+_OUTPUT_LIMITS = (
+    "zlib_maximum_output_length",
+    "lzw_maximum_output_length",
+    "run_length_maximum_output_length",
+    "brotli_maximum_output_length",
+    "array_based_stream_maximum_output_length",
+    "stream_decoding_work_maximum_length",
+)
 
 
 def _form_xobjects(resources: object) -> list[object]:

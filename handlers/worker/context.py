@@ -1,8 +1,9 @@
 """What the poll loop puts in its Lambda context stand-in (`handlers.runtime_context.DeadlineContext`).
 
-The batch's deadline is the end of the messages' visibility lease, or the end of the shutdown
-grace period once a stop was requested, whichever comes first: the moment another consumer (or
-SIGKILL) may take over, the container's equivalent of a Lambda timeout.
+The deadline is the end of the time of the record in work (each record the handler claims gets the
+time one record needs, the heartbeat holding its lease), or the end of the shutdown grace period once
+a stop was requested, whichever comes first: the container's equivalent of a Lambda timeout. Without
+a heartbeat it is the end of the messages' visibility lease.
 """
 
 from __future__ import annotations

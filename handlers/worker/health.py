@@ -1,7 +1,8 @@
 """`/healthz`, `/readyz` and `/metrics` on one small threaded HTTP server.
 
-- `/healthz` (liveness): every loop polled or is inside a batch's time budget recently.
-- `/readyz` (readiness): the database answers (`check_ready`) and SQS answers a cheap
+- `/healthz` (liveness): every loop polled or is inside a record's time budget recently; while the
+  worker starts (waiting for its database), alive, and it says "starting" and why.
+- `/readyz` (readiness): not ready while starting; then, the database answers (`check_ready`) and SQS answers a cheap
   `GetQueueAttributes`; cached a few seconds so probes do not hammer either. Not ready while
   stopping, so no new traffic is routed to a pod that is going away.
 - `/metrics`: Prometheus text format of the given registry.
@@ -51,6 +52,38 @@ class LivenessBoard:
         if stale:
             return False, f"loop(s) {stale} made no progress in time"
         return True, "ok"
+
+
+class Startup:
+    """What the probes answer before the start-up checks have passed: alive, not ready, and why.
+
+    The database wait may take minutes (a failover); the pod says so instead of failing its probes.
+    """
+
+    def __init__(self) -> None:
+        self._detail: str | None = "starting"
+
+    @property
+    def done(self) -> bool:
+        return self._detail is None
+
+    def waiting(self, detail: str) -> None:
+        if self._detail is not None:
+            self._detail = detail
+
+    def finish(self) -> None:
+        self._detail = None
+
+    def guard(self, probe: Probe, *, alive: bool) -> Probe:
+        """`probe` once started; until then (`alive`, what the start is waiting for)."""
+
+        def guarded() -> tuple[bool, str]:
+            detail = self._detail
+            if detail is not None:
+                return alive, detail
+            return probe()
+
+        return guarded
 
 
 class ReadinessProbe:

@@ -6,13 +6,12 @@ A failed extension is logged as `lease_lost` and the work goes on: the write is 
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from handlers.worker.records import Lease
     from handlers.worker.sqs import Acknowledger
@@ -23,8 +22,7 @@ logger = Logger(service="filequeue")
 class VisibilityHeartbeat:
     """A daemon thread that periodically resets the visibility timeout of every tracked lease.
 
-    It remembers when each lease was last renewed, so the loop knows when a lease would really run
-    out (`expiry`) if renewals stopped working. A lease SQS no longer accepts (the message was
+    A lease SQS no longer accepts (the message was
     received by someone else, or its handle is stale) is logged as `lease_lost`, counted, and no
     longer extended; the handler keeps working, and the database's unique keys make a second
     processing harmless.
@@ -36,38 +34,25 @@ class VisibilityHeartbeat:
         *,
         interval_seconds: float,
         visibility_timeout: int,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._acknowledger = acknowledger
         self._interval = interval_seconds
         self._visibility_timeout = visibility_timeout
-        self._clock = clock
         self._leases: dict[str, Lease] = {}
-        self._renewed_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def track(self, leases: Iterable[Lease], *, received_at: float) -> None:
-        """Extend these leases from now on; `received_at` is when their visibility timeout started."""
+    def track(self, leases: Iterable[Lease]) -> None:
+        """Extend these leases from now on."""
         with self._lock:
             for lease in leases:
                 self._leases[lease.receipt_handle] = lease
-                self._renewed_at[lease.receipt_handle] = received_at
 
     def untrack(self, leases: Iterable[Lease]) -> None:
         with self._lock:
             for lease in leases:
                 self._leases.pop(lease.receipt_handle, None)
-                self._renewed_at.pop(lease.receipt_handle, None)
-
-    def expiry(self, leases: Iterable[Lease]) -> float:
-        """When the first of these tracked leases ends unless renewed again; +inf if none is tracked."""
-        with self._lock:
-            renewed = [
-                self._renewed_at[lease.receipt_handle] for lease in leases if lease.receipt_handle in self._leases
-            ]
-        return min(renewed) + self._visibility_timeout if renewed else float("inf")
 
     def tracked(self) -> list[Lease]:
         with self._lock:
@@ -92,12 +77,8 @@ class VisibilityHeartbeat:
             leases = [lease for lease in leases if lease.receipt_handle in self._leases]
         if not leases:
             return
-        started = self._clock()
         result = self._acknowledger.extend(leases, self._visibility_timeout)
         with self._lock:
-            for lease in result.done:
-                if lease.receipt_handle in self._renewed_at:
-                    self._renewed_at[lease.receipt_handle] = started
             # A lease untracked meanwhile was deleted or released on purpose: its stale handle is expected.
             lost = {lease: code for lease, code in result.lost.items() if lease.receipt_handle in self._leases}
         for lease, code in lost.items():

@@ -11,6 +11,7 @@ The handler is injected, so this module never imports the pipeline.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -87,8 +88,8 @@ class LoopOptions:
     handler_margin_seconds: float
     """The handler's own deadline margin: it starts no record with less time left than this."""
     record_seconds: float
-    """The most one record may need (deadline margin, extraction limit, write margin): a batch's time budget
-    is at least this, even when the visibility timeout is shorter (the heartbeat keeps the lease)."""
+    """The most one record may need (deadline margin, extraction limit, write margin): the time each record
+    the handler claims is given, however short the visibility timeout (the heartbeat keeps the lease)."""
     start_wait_seconds: float
     """A message not started after this long while the loop is busy is released for an idle consumer."""
     ack_reserve_seconds: float = 2.0
@@ -126,6 +127,12 @@ class LoopOptions:
             start_wait_seconds=settings.worker_start_wait_seconds,
         )
         return replace(options, **mechanics)
+
+
+@dataclass(slots=True)
+class _RecordBudget:
+    ends_at: float
+    """Monotonic end of the record in work's time (the delete reserve included), renewed at each claim."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +280,7 @@ class PollLoop:
             return []
         heartbeat = self._heartbeat
         if heartbeat is not None:
-            heartbeat.track(leases, received_at=received_at)
+            heartbeat.track(leases)
         self._in_flight.add(received, received_at)
         reports: list[BatchReport] = []
         try:
@@ -296,15 +303,15 @@ class PollLoop:
             # batch starts with a whole visibility timeout and its records are not refused for lack of time.
             self._heartbeat.renew(_leases(offered))
         started = self._clock()
-        budget_end = started + max(self.visibility_timeout, self._options.record_seconds)
-        # The batch is stuck if it outlives its budget by another visibility timeout.
-        self._liveness(budget_end + self.visibility_timeout)
+        # Until the handler claims a record (one that never does keeps the whole batch), the batch's budget.
+        budget = _RecordBudget(started + max(self.visibility_timeout, self._options.record_seconds))
+        self._note_budget(budget)
         event = build_event(offered, queue.identity)
-        context = self._context(queue, self._deadline(_leases(offered), received_at, budget_end))
+        context = self._context(queue, self._deadline(received_at, budget))
         message_ids = frozenset(item.message_id for item in offered)
         self._metrics.in_flight.inc(len(offered))
         try:
-            failed_ids, reason = self._invoke(event, context, message_ids)
+            failed_ids, reason = self._invoke(event, context, message_ids, self._gate(budget))
         finally:
             self._metrics.in_flight.dec(len(offered))
             seconds = self._clock() - started
@@ -341,13 +348,29 @@ class PollLoop:
         )
         return BatchReport(len(batch), len(succeeded), reason if failed else None)
 
+    def _gate(self, budget: _RecordBudget) -> RecordGate:
+        """The gate the handler asks before each record: a claimed record gets the whole time one record may need."""
+
+        def claim(message_id: str) -> bool:
+            if not self._in_flight.claim(message_id):
+                return False
+            budget.ends_at = self._clock() + self._options.record_seconds + self._options.ack_reserve_seconds
+            self._note_budget(budget)
+            return True
+
+        return claim
+
+    def _note_budget(self, budget: _RecordBudget) -> None:
+        # The loop is stuck if the record in work outlives its budget by another visibility timeout.
+        self._liveness(budget.ends_at + self.visibility_timeout)
+
     def _invoke(
-        self, event: dict[str, Any], context: DeadlineContext, message_ids: frozenset[str]
+        self, event: dict[str, Any], context: DeadlineContext, message_ids: frozenset[str], gate: RecordGate
     ) -> tuple[frozenset[str], str]:
         """Call the handler; the failed message ids and why. Anything but a valid response fails all."""
         ids = sorted(message_ids)
         try:
-            response = self._handler(event, context, gate=self._in_flight.claim)
+            response = self._handler(event, context, gate=gate)
         except ConfigError as exc:
             # Every record would fail the same way: stop receiving rather than spend the queue's receives.
             logger.error("configuration_error", extra={"message_ids": ids, "error": str(exc), "outcome": "failed"})
@@ -371,22 +394,21 @@ class PollLoop:
             logger.error("invalid_batch_response", extra={"message_ids": ids, "error": str(exc), "outcome": "failed"})
             return message_ids, "invalid_response"
 
-    def _deadline(self, leases: Sequence[Lease], received_at: float, budget_end: float) -> Callable[[], float]:
-        """When the batch must be done: the earliest of its budget, its lease and the shutdown grace.
+    def _deadline(self, received_at: float, budget: _RecordBudget) -> Callable[[], float]:
+        """When the record in work must be done: the earlier of its budget and the shutdown grace.
 
-        Like a Lambda timeout, each batch gets a fixed time from its start: one visibility timeout, or
-        the time one record may need if that is longer. The heartbeat keeps the lease beyond that;
-        should renewals stop working, the real end of the lease comes first. After SIGTERM, the end of
-        the grace period does.
+        Each record the handler claims gets the time one record may need (deadline margin, extraction
+        limit, write margin), whatever the visibility timeout: the heartbeat renews the lease meanwhile,
+        so the handler computes one budget from it that gives every file its whole extraction limit.
+        A lease the heartbeat loses does not stop the work (the write is idempotent). Without a
+        heartbeat, the end of the lease comes first. After SIGTERM, the end of the grace period does.
         """
-        heartbeat = self._heartbeat
         reserve = self._options.ack_reserve_seconds
         grace = self._options.shutdown_grace_seconds
-        visibility = self.visibility_timeout
+        lease_end = received_at + self.visibility_timeout if self._heartbeat is None else math.inf
 
         def deadline() -> float:
-            lease_end = heartbeat.expiry(leases) if heartbeat is not None else received_at + visibility
-            return min(budget_end, lease_end, self._stop.deadline(grace)) - reserve
+            return min(budget.ends_at, lease_end, self._stop.deadline(grace)) - reserve
 
         return deadline
 
@@ -465,7 +487,6 @@ class PollLoop:
                 self._acknowledger,
                 interval_seconds=heartbeat_interval(visibility),
                 visibility_timeout=visibility,
-                clock=self._clock,
             )
             self._heartbeat.start()
         self._watcher = threading.Thread(

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
 
     from handlers.settings import Settings
-    from handlers.worker.health import HealthServer, Probe
+    from handlers.worker.health import HealthServer, Probe, Startup
     from handlers.worker.metrics import WorkerMetrics
     from handlers.worker.poll_loop import BatchHandler, PollLoop
 
@@ -56,20 +56,22 @@ def serve(
 ) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the exit code.
 
-    Configuration that would fail every record raises ConfigError before the first receive.
+    Configuration that would fail every record raises ConfigError before the first receive. A database
+    that refuses or times out is waited for (`FILEQUEUE_WORKER_DATABASE_WAIT_SECONDS`) with the health
+    server up, saying "starting".
     """
     count = worker_count(settings.worker_processes if processes is None else processes)
     if count == 1:
-        check_startup(settings, count, check_ready)
+        check_configuration(settings, count)
         return _run_in_process(settings, handler, check_ready)
     return _run_supervised(settings, handler, check_ready, count)
 
 
-def check_startup(settings: Settings, processes: int, check_ready: Callable[[], None]) -> None:
-    """Every start-up check (limits, queue, visibility, database), cheapest first; raises ConfigError."""
+def check_configuration(settings: Settings, processes: int) -> None:
+    """The start-up checks that need no database (limits, queue, visibility), cheapest first; raises ConfigError."""
     from handlers.worker.poll_loop import LoopOptions
     from handlers.worker.sqs import make_sqs_client
-    from handlers.worker.startup import check_database, check_limits, check_queue
+    from handlers.worker.startup import check_limits, check_queue
 
     check_limits(settings, processes)
     options = LoopOptions.from_settings(settings)
@@ -79,7 +81,23 @@ def check_startup(settings: Settings, processes: int, check_ready: Callable[[], 
     problem = options.visibility_problem(visibility)
     if problem is not None:
         raise ConfigError(problem)
-    check_database(check_ready)
+
+
+def _await_database(settings: Settings, check_ready: Callable[[], None], stop: StopSignal, startup: Startup) -> bool:
+    """Wait for a usable database (raises ConfigError if it never is); False if a stop came first."""
+    from handlers.worker.startup import wait_for_database
+
+    ready = wait_for_database(
+        check_ready, wait_seconds=settings.worker_database_wait_seconds, stop=stop, waiting=startup.waiting
+    )
+    if ready:
+        startup.finish()
+    return ready
+
+
+def _startup_budget(settings: Settings) -> float:
+    """How long a starting worker counts as alive: its own start plus the longest database wait."""
+    return STARTUP_BUDGET_SECONDS + settings.worker_database_wait_seconds
 
 
 def worker_count(requested: int) -> int:
@@ -104,19 +122,22 @@ def available_cpus(cgroup_file: Path = CGROUP_CPU_MAX) -> int:
 def _run_in_process(settings: Settings, handler: BatchHandler, check_ready: Callable[[], None]) -> int:
     from prometheus_client import CollectorRegistry
 
-    from handlers.worker.health import LivenessBoard
+    from handlers.worker.health import LivenessBoard, Startup
     from handlers.worker.metrics import WorkerMetrics
 
     stop = StopSignal()
     restore_signals = install_signal_handlers(stop)
     registry = CollectorRegistry()
-    alive_until = [time.monotonic() + STARTUP_BUDGET_SECONDS]
+    alive_until = [time.monotonic() + _startup_budget(settings)]
 
     def beat(until: float) -> None:
         alive_until[0] = until
 
-    server = _start_health(settings, stop, check_ready, LivenessBoard(alive_until).probe, registry)
+    startup = Startup()
+    server = _start_health(settings, stop, check_ready, LivenessBoard(alive_until).probe, registry, startup=startup)
     try:
+        if not _await_database(settings, check_ready, stop, startup):
+            return 0
         return _build_loop(settings, handler, stop, WorkerMetrics(registry), beat).run()
     finally:
         if server is not None:
@@ -128,14 +149,14 @@ def _run_supervised(settings: Settings, handler: BatchHandler, check_ready: Call
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from handlers.worker.health import LivenessBoard
+    from handlers.worker.health import LivenessBoard, Startup
 
     # Children inherit the variable when spawned and write their samples there; a fresh directory per
     # run keeps a previous run's files (same emptyDir, restarted container) out of the counts.
     metrics_dir = tempfile.mkdtemp(prefix="filequeue-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     context = multiprocessing.get_context("spawn")
-    slots = context.Array("d", [time.monotonic() + STARTUP_BUDGET_SECONDS] * count, lock=False)
+    slots = context.Array("d", [time.monotonic() + _startup_budget(settings)] * count, lock=False)
     checks_passed = context.Event()
     stop = StopSignal()
     restore_signals = install_signal_handlers(stop)
@@ -154,12 +175,16 @@ def _run_supervised(settings: Settings, handler: BatchHandler, check_ready: Call
         on_exit=lambda pid: _mark_dead(pid, metrics_dir),
     )
     server = None
+    startup = Startup()
     try:
         # The children start (import, build their clients) while the checks run here, and wait for
         # them to pass before their first receive: a bad configuration costs no receive.
         supervisor.start_children()
-        check_startup(settings, count, check_ready)
-        server = _start_health(settings, stop, check_ready, LivenessBoard(slots).probe, registry)
+        check_configuration(settings, count)
+        server = _start_health(settings, stop, check_ready, LivenessBoard(slots).probe, registry, startup=startup)
+        if not _await_database(settings, check_ready, stop, startup):
+            supervisor.stop_children()
+            return 0
         checks_passed.set()
         return supervisor.run()
     except ConfigError:
@@ -223,6 +248,8 @@ def _start_health(
     check_ready: Callable[[], None],
     liveness: Probe,
     registry: Any,
+    *,
+    startup: Startup,
 ) -> HealthServer | None:
     if settings.health_port == 0:
         return None
@@ -232,7 +259,12 @@ def _start_health(
     sqs = make_sqs_client(settings.worker_wait_time_seconds)
     readiness = ReadinessProbe(check_ready, sqs, settings.require_queue(), stop)
     try:
-        server = HealthServer(settings.health_port, liveness=liveness, readiness=readiness.probe, registry=registry)
+        server = HealthServer(
+            settings.health_port,
+            liveness=startup.guard(liveness, alive=True),
+            readiness=startup.guard(readiness.probe, alive=False),
+            registry=registry,
+        )
     except OSError as error:
         raise ConfigError(f"FILEQUEUE_HEALTH_PORT {settings.health_port} cannot be served: {error.strerror}") from None
     server.start()

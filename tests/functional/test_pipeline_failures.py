@@ -1,9 +1,16 @@
-"""A permanent failure at any step of the pipeline is recorded on the document row; the message is acknowledged."""
+"""A permanent failure at any step of the pipeline is recorded on the document row; the message is acknowledged.
+
+One that no document row can hold is kept by message id in the message failure table instead.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
+from handlers.batch import handle_batch
+from handlers.ops.s3_events import s3_notification, sqs_event
+from handlers.runtime_context import DeadlineContext
 from handlers.settings import get_settings
 from handlers.wiring import reset_deps
 from tests.functional.ingest_helpers import Uploads
@@ -39,3 +46,23 @@ def test_a_vector_without_direction_from_the_embedder_fails_the_document_instead
     assert (status, code) == ("failed", "embedding_invalid")
     assert "vector without a direction" in error
     assert rows(handler_env, "SELECT count(*) FROM chunks") == [(0,)]
+
+
+def test_a_permanent_failure_no_document_row_can_hold_is_kept_by_message_id_and_acknowledged(s3, handler_env):
+    # Given a notification for a key holding a NUL character (%00): the database refuses it in every row
+    s3.create_bucket(Bucket="nul-bucket")
+    event = sqs_event([json.dumps(s3_notification("nul-bucket", "uploads/bad\x00name.txt", size=4))])
+    message_id = event["Records"][0]["messageId"]
+    assert "%00" in event["Records"][0]["body"]
+
+    # When the handler processes it
+    response = handle_batch(event, DeadlineContext.lasting(60))
+
+    # Then it is decided once: acknowledged (not retried into the DLQ), its reason kept by message id
+    assert response["batchItemFailures"] == []
+    [(code, error)] = rows(
+        handler_env, "SELECT error_code, error FROM message_failures WHERE message_id = %s", message_id
+    )
+    assert code == "content_rejected"
+    assert "uploads/bad\\x00name.txt" in error
+    assert rows(handler_env, "SELECT count(*) FROM documents") == [(0,)]

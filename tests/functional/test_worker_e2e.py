@@ -4,7 +4,9 @@ Fault cases where the database matters: a stop during a batch (C2) and a killed 
 pipeline (nothing lost, nothing duplicated), concurrent batches through the real handler that never mix
 their answers (D4), and
 the DLQ rules (a persistent transient failure dead-letters after 3 receives with nothing written; a
-permanent failure never does).
+permanent failure never does), and slow files: one slower than its extraction limit is recorded as
+`extract_timeout`, one slower than the visibility timeout but within its limit is stored, neither
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from handlers.settings import get_settings
 from handlers.wiring import reset_deps
 from handlers.worker.metrics import WorkerMetrics
 from handlers.worker.poll_loop import PollLoop
-from tests.faults import PostgresProxy
+from tests.faults import PostgresProxy, slow_pdf
 from tests.functional.worker_app import WorkerProcess, drain, queue_counts, wait_until
 from tests.loop_options import loop_options
 from tests.paths import PDF_FIXTURES
@@ -116,7 +118,7 @@ def test_sigterm_mid_batch_with_the_real_handler_loses_nothing_and_leaves_nothin
     # Given ten uploads and a one-process worker (C2)
     keys = upload_pdfs(s3, ingest, TEXT_PDFS)
     worker = worker_process(
-        ingest, processes=1, FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS="10", FILEQUEUE_EXTRACT_TIMEOUT_SECONDS="8"
+        ingest, processes=1, FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS="12", FILEQUEUE_EXTRACT_TIMEOUT_SECONDS="8"
     )
     started.append(worker)
 
@@ -305,3 +307,77 @@ def test_a_message_released_by_a_shutdown_is_processed_normally_on_its_next_deli
         second.close()
     assert rows(handler_env, "SELECT key, status FROM documents") == [(key, "ready")]
     assert queue_counts(sqs, ingest.dlq_url) == (0, 0)
+
+
+def run_worker_until_recorded(
+    s3: Any, sqs: Any, ingest: IngestResources, database_url: str, data: bytes, **settings: str
+) -> tuple[str, str | None, WorkerProcess]:
+    """Upload `data`, run a one-process worker until its document row exists and the queue is empty.
+
+    A message dead-lettered instead ends the wait at once (the test then fails on the missing row).
+    """
+    key = f"{ingest.prefix}slow.pdf"
+    s3.put_object(Bucket=ingest.bucket, Key=key, Body=data)
+    worker = worker_process(ingest, processes=1, **settings)
+
+    def settled() -> bool:
+        return document_count(database_url) == 1 or queue_counts(sqs, ingest.dlq_url) != (0, 0)
+
+    try:
+        wait_until(settled, timeout=240, explain=worker.output)
+        wait_until(lambda: queue_counts(sqs, ingest.queue_url) == (0, 0), timeout=60, explain=worker.output)
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait() == 0, worker.output()
+    finally:
+        worker.kill()
+    found = rows(database_url, "SELECT status, error_code FROM documents WHERE key = %s", key)
+    assert len(found) == 1, f"no document row; dead-lettered: {queue_counts(sqs, ingest.dlq_url)}"
+    [(status, error_code)] = found
+    return status, error_code, worker
+
+
+@pytest.mark.slow
+def test_a_file_slower_than_its_extraction_limit_is_recorded_as_extract_timeout_not_dead_lettered(
+    s3, sqs, ingest, handler_env
+):
+    # Given a PDF that needs about 12 s and a 3 s extraction limit, with a 20 s lease
+    data = slow_pdf(12)
+
+    # When a worker processes it
+    status, error_code, worker = run_worker_until_recorded(
+        s3,
+        sqs,
+        ingest,
+        handler_env,
+        data,
+        FILEQUEUE_EXTRACT_TIMEOUT_SECONDS="3",
+        FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS="20",
+    )
+
+    # Then it is recorded once as too slow, on its first receive, and nothing reaches the DLQ
+    assert (status, error_code) == ("failed", "extract_timeout")
+    assert queue_counts(sqs, ingest.dlq_url) == (0, 0)
+    assert not [record for record in worker.logs() if record.get("error_code") == "deadline"]
+
+
+@pytest.mark.slow
+def test_a_file_slower_than_the_visibility_timeout_but_within_its_limit_is_stored(s3, sqs, ingest, handler_env):
+    # Given a PDF that needs about 15 s, a 10 s lease and a 45 s extraction limit
+    data = slow_pdf(15)
+
+    # When a worker processes it
+    status, error_code, worker = run_worker_until_recorded(
+        s3,
+        sqs,
+        ingest,
+        handler_env,
+        data,
+        FILEQUEUE_EXTRACT_TIMEOUT_SECONDS="45",
+        FILEQUEUE_WORKER_VISIBILITY_TIMEOUT_SECONDS="10",
+    )
+
+    # Then the heartbeat held the lease for the record's whole budget: it is stored, on its first receive
+    assert (status, error_code) == ("ready", None)
+    assert queue_counts(sqs, ingest.dlq_url) == (0, 0)
+    outcomes = [record for record in worker.logs() if record.get("outcome") == "stored"]
+    assert [record["receive_count"] for record in outcomes] == ["1"]

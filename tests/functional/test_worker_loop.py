@@ -109,16 +109,40 @@ def test_successes_are_deleted_and_reported_failures_stay_in_flight(sqs, harness
     assert h.value("filequeue_batch_duration_seconds_count") == 1
 
 
-def test_the_context_counts_down_the_visibility_lease(sqs, harness):
+def test_each_claimed_record_gets_the_time_one_record_needs_however_short_the_lease(sqs, harness):
+    # Given a 45 s lease, and settings whose record needs 30 s margin + 120 s extraction + 15 s write
+    queue_url, _ = new_queue(sqs, visibility_timeout=45)
+    send_bodies(sqs, queue_url, [{"n": 1}, {"n": 2}])
+    seen: list[int] = []
+
+    def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
+        for record in event["Records"]:
+            assert gate(record["messageId"])
+            seen.append(context.get_remaining_time_in_millis())
+            time.sleep(0.5)
+        return {"batchItemFailures": []}
+
+    h = harness(queue_url, handler, ack_reserve_seconds=2.0)
+
+    # When the loop hands both to the handler, which claims each before it starts it
+    h.loop.poll_once()
+
+    # Then each record, the second too, starts with the whole 165 s (the heartbeat keeps the lease meanwhile)
+    assert len(seen) == 2
+    assert all(160_000 < remaining <= 165_000 for remaining in seen), seen
+
+
+def test_without_a_heartbeat_the_context_counts_down_the_visibility_lease(sqs, harness):
     queue_url, _ = new_queue(sqs, visibility_timeout=45)
     send_bodies(sqs, queue_url, [{"n": 1}])
     seen: list[int] = []
 
     def handler(event: dict[str, Any], context: Any, *, gate: Any = None) -> dict[str, Any]:
+        assert gate(event["Records"][0]["messageId"])
         seen.append(context.get_remaining_time_in_millis())
         return {"batchItemFailures": []}
 
-    h = harness(queue_url, handler, ack_reserve_seconds=2.0)
+    h = harness(queue_url, handler, ack_reserve_seconds=2.0, heartbeat=False)
 
     h.loop.poll_once()
 

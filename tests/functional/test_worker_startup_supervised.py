@@ -19,7 +19,12 @@ SUPERVISED = {"FILEQUEUE_WORKER_PROCESSES": "2"}
 
 def test_an_unreachable_database_stops_the_started_children_before_any_receive(start_worker):
     url = f"postgresql://filequeue@127.0.0.1:{closed_port()}/filequeue"
-    completed = start_worker(**SUPERVISED, FILEQUEUE_DATABASE_URL=url, FILEQUEUE_DB_CONNECT_TIMEOUT_SECONDS="1")
+    completed = start_worker(
+        **SUPERVISED,
+        FILEQUEUE_DATABASE_URL=url,
+        FILEQUEUE_DB_CONNECT_TIMEOUT_SECONDS="1",
+        FILEQUEUE_WORKER_DATABASE_WAIT_SECONDS="2",
+    )
     assert "FILEQUEUE_DATABASE_URL" in error_line(completed)
     # The children had started (they overlap the checks) and were stopped without receiving
     assert completed.stdout.count('"message":"worker_started_process"') == 2

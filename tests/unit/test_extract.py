@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 
 import pytest
 from pypdf import PdfReader, PdfWriter
@@ -355,6 +356,39 @@ def test_a_pdf_whose_content_decompresses_past_the_document_bound_is_refused_nam
 
     assert error.code == "too_much_content"
     assert "more than 10485760 bytes by page 3" in str(error)
+
+
+def bomb_page_pdf(streams: int, stream_bytes: int) -> bytes:
+    """One page whose content is `streams` Flate streams of `stream_bytes` spaces each (one compressed copy)."""
+    from pypdf.generic import ArrayObject, DecodedStreamObject, NameObject
+
+    writer = PdfWriter()
+    content = DecodedStreamObject()
+    content.set_data(b" " * stream_bytes)
+    compressed = content.flate_encode()
+    page = writer.add_blank_page(200, 200)
+    del page[NameObject("/Resources")]
+    page[NameObject("/Contents")] = ArrayObject(writer._add_object(compressed) for _ in range(streams))
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_bomb_page_is_refused_while_it_inflates_never_holding_more_than_the_bound():
+    # One page of 16 streams of 8 MiB (128 MiB in all), each below pypdf's own per-stream cap, and a 1 MiB bound
+    data = bomb_page_pdf(16, 8 << 20)
+    limit = 1 << 20
+
+    tracemalloc.start()
+    try:
+        error = error_of(data, "bomb.pdf", limits=ExtractLimits(max_decompressed_bytes=limit))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert error.code == "too_much_content"
+    assert "more than 1048576 bytes by page 1" in str(error)
+    assert peak < 4 * limit  # inflating stopped at the bound, not after a stream (or the page's 128 MiB)
 
 
 def test_a_pdf_whose_pages_have_no_fonts_says_so_instead_of_blaming_a_scan():

@@ -89,3 +89,18 @@ def test_the_lambda_entry_writes_emf_at_the_end_of_each_invocation(capsys):
     assert lambda_entry.lambda_handler(event, DeadlineContext.lasting(300)) == {"batchItemFailures": []}  # type: ignore[arg-type]
     [line] = [line for line in _emf(capsys.readouterr().out) if "Records" in line]
     assert (line["outcome"], line["error_code"], line["Records"]) == ("ignored", "none", [1.0])
+
+
+def test_a_tally_counts_the_permanent_failures_a_batch_response_does_not_show():
+    tally = outcome_metrics.OutcomeTally()
+    outcome_metrics.install(tally)
+    try:
+        record_outcome(OutcomeStatus.STORED, chunks=2, size=10)
+        record_outcome(OutcomeStatus.FAILED, "corrupt_file", size=5)
+        record_outcome(OutcomeStatus.FAILED, "content_rejected")
+        record_outcome(OutcomeStatus.RETRY, "db_unavailable")
+    finally:
+        outcome_metrics.install(None)
+    assert tally.failed == 2
+    assert tally.counts[OutcomeStatus.STORED] == 1
+    assert tally.counts[OutcomeStatus.RETRY] == 1

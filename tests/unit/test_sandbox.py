@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import json
 import os
 import signal
 import subprocess
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from handlers.adapters.sandbox import BoundedChild, extract_file
+from handlers.budget import ExtractionTime, RecordBudget
 from handlers.errors import ErrorCode, PermanentError, TransientError
 from handlers.model import ExtractLimits
-from tests.paths import REPO_ROOT
+from tests.paths import PDF_FIXTURES, REPO_ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -377,28 +379,31 @@ def process_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_timeout_shortened_by_the_time_left_is_transient_and_the_files_own_limit_is_permanent(tmp_path):
+def test_a_timeout_the_budget_cut_short_is_transient_and_one_of_the_whole_limit_is_permanent(tmp_path):
     # A path that never ends being read: a FIFO nobody writes to
     fifo = tmp_path / "never.txt"
     os.mkfifo(fifo)
+    budget = RecordBudget(work_deadline=100.0, extract_limit_seconds=0.5)
 
-    def extract_never(file_limit_seconds: float) -> None:
+    def extract_never(allowed: ExtractionTime) -> None:
         extract_file(
             str(fifo),
             key="never.txt",
             declared_content_type=None,
             limits=ExtractLimits(),
             memory_mb=4096,
-            timeout_seconds=0.5,
-            file_limit_seconds=file_limit_seconds,
+            timeout_seconds=allowed.seconds,
+            whole_limit=allowed.whole_limit,
         )
 
+    # With 0.4 s left of the budget the file is cut short by the runtime, not by its own limit
     with pytest.raises(TransientError) as cut_short:
-        extract_never(file_limit_seconds=120)
+        extract_never(budget.extraction(now=99.6))
     assert cut_short.value.code == "deadline"
 
+    # With time to spare it has its whole limit, and needing longer is the file's own verdict
     with pytest.raises(PermanentError) as too_slow:
-        extract_never(file_limit_seconds=0.5)
+        extract_never(budget.extraction(now=10.0))
     assert too_slow.value.code == "extract_timeout"
 
 
@@ -439,3 +444,40 @@ def test_a_child_started_by_a_thread_that_ended_is_replaced_without_an_error():
         assert child.call(None, timeout_seconds=30) not in (first[0], None)
     finally:
         child.close()
+
+
+def test_pypdf_warnings_and_python_warnings_are_json_lines_of_the_log_stream(tmp_path):
+    # (psycopg's pool warnings too: a database that refuses connections makes it log them)
+    # Given a PDF with junk before its header and no end-of-file marker (pypdf warns about both)
+    good = (PDF_FIXTURES / "pdfjs-issue16221-hello-world.pdf").read_bytes()
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"junk before the header\n" + good.replace(b"%%EOF", b""))
+    probe = (
+        "import warnings\n"
+        "import handlers.batch\n"
+        "from handlers.adapters import sandbox\n"
+        "from handlers.errors import PermanentError\n"
+        "from handlers.model import ExtractLimits\n"
+        "try:\n"
+        f"    sandbox.extract_file({str(broken)!r}, key='broken.pdf', declared_content_type=None,"
+        " limits=ExtractLimits(), timeout_seconds=60, memory_mb=2048)\n"
+        "except PermanentError:\n"
+        "    pass\n"
+        "warnings.warn('a library is deprecated', DeprecationWarning, stacklevel=1)\n"
+        "import logging\n"
+        "logging.getLogger('psycopg.pool').warning('error connecting in pool-1')\n"
+    )
+
+    # When a process that runs the handler extracts it (pypdf gives up on it: corrupt), and a library warns
+    completed = subprocess.run(
+        [sys.executable, "-W", "always", "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+
+    # Then every line it wrote, on either stream, is a JSON object, pypdf's and the warning's included
+    lines = [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    messages = " ".join(str(record.get("message")) for record in records)
+    assert "invalid pdf header" in messages.lower()
+    assert "EOF marker not found" in messages
+    assert "a library is deprecated" in messages
+    assert "error connecting in pool-1" in messages

@@ -117,3 +117,31 @@ def test_inconsistent_time_limits_name_every_variable_involved():
     ):
         assert name in message
     assert "exceed FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS (25 s)" in message
+
+
+def test_an_extraction_limit_no_worker_lease_can_hold_names_the_variables():
+    from handlers.worker.startup import check_limits
+
+    # SQS keeps a message invisible for 12 h at most, however often the heartbeat renews it
+    settings = Settings.from_env(
+        {"FILEQUEUE_EXTRACT_TIMEOUT_SECONDS": "43200", "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS": "50000"}
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_limits(settings, 1)
+    message = str(caught.value)
+    assert "SQS's 12 h visibility limit less FILEQUEUE_WORKER_START_WAIT_SECONDS" in message
+    assert "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS" in message
+    assert "no file could ever use its whole extraction limit" in message
+
+
+def test_a_shutdown_grace_that_exactly_fits_extraction_and_write_is_refused():
+    # The download comes first: a grace of exactly the limit plus the write margin never fits a whole limit
+    settings = Settings.from_env(
+        {
+            "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS": "135",
+            "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS": "120",
+            "FILEQUEUE_WRITE_MARGIN_SECONDS": "15",
+        }
+    )
+    with pytest.raises(ConfigError, match="leave nothing of it to download the file"):
+        settings.check_time_budget(settings.worker_shutdown_grace_seconds, "FILEQUEUE_WORKER_SHUTDOWN_GRACE_SECONDS")
