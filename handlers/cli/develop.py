@@ -84,17 +84,22 @@ def register_invoke(commands: Subcommands) -> None:
     )
     invoke.add_argument("--timeout", type=float, default=300.0, help="simulated function timeout in seconds")
     invoke.add_argument(
-        "--fail-on-item-failures", action="store_true", help="exit with code 1 when a record is reported as failed"
+        "--fail-on-item-failures",
+        action="store_true",
+        help="exit with code 1 when a record failed: reported for a retry, or failed for good (recorded, acknowledged)",
     )
 
 
 def run_invoke(args: argparse.Namespace) -> int:
+    from handlers import outcome_metrics
     from handlers.batch import handle_batch, logger
     from handlers.ops.db import database_url
     from handlers.runtime_context import DeadlineContext
     from handlers.wiring import get_deps
 
     event = _sqs_event(_read_event(args.event), args.event)
+    # A permanent failure is acknowledged, so the response cannot show it: the tally counts it.
+    tally = outcome_metrics.OutcomeTally()
     if not event["Records"]:
         print("filequeue: note: the event has no records; nothing to do", file=sys.stderr)
         response: dict[str, Any] = {"batchItemFailures": []}
@@ -108,11 +113,14 @@ def run_invoke(args: argparse.Namespace) -> int:
             settings.require_database()
             database_url(settings)
             get_deps()
+            outcome_metrics.install(tally)
             response = dict(handle_batch(event, DeadlineContext.lasting(args.timeout)))
         finally:
+            outcome_metrics.install(None)
             log_handler.setStream(previous_stream)
     print(json.dumps(response))
-    return 1 if args.fail_on_item_failures and response.get("batchItemFailures") else 0
+    failed = bool(response.get("batchItemFailures")) or tally.failed > 0
+    return 1 if args.fail_on_item_failures and failed else 0
 
 
 def _read_event(source: str) -> Any:

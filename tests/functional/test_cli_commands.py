@@ -219,6 +219,19 @@ def test_invoke_answers_an_empty_event_and_can_fail_on_item_failures(stack):
     assert len(_json(strict)["batchItemFailures"]) == 1
 
 
+def test_invoke_fails_on_a_file_that_failed_for_good_though_it_was_acknowledged(stack, s3):
+    env, ingest = stack["env"], stack["ingest"]
+    s3.put_object(Bucket=ingest.bucket, Key="uploads/corrupt.pdf", Body=b"%PDF-1.4 not really")
+    corrupt = json.dumps(sqs_event([message_body(s3_notification(ingest.bucket, "uploads/corrupt.pdf", size=19))]))
+
+    lenient = run_cli("invoke", "--event", "-", env=env, stdin=corrupt)
+    strict = run_cli("invoke", "--event", "-", "--fail-on-item-failures", env=env, stdin=corrupt)
+
+    assert (lenient.returncode, _json(lenient)) == (0, {"batchItemFailures": []})
+    assert (strict.returncode, _json(strict)) == (1, {"batchItemFailures": []})
+    assert "corrupt_file" in strict.stderr
+
+
 def test_invoke_with_an_unreachable_database_is_a_cli_error_not_a_retried_record(aws_env):
     env = {
         **aws_environment(aws_env),
