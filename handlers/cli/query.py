@@ -270,25 +270,28 @@ def register_failed(commands: Subcommands) -> None:
 
 def run_failed(args: argparse.Namespace) -> int:
     from handlers.ops.db import session
-    from handlers.ops.failed import failed_documents, parse_since
+    from handlers.ops.failed import failed_documents, failed_messages, parse_since
 
     since = parse_since(args.since) if args.since else None
     with session(get_settings()) as conn:
-        failures = failed_documents(conn, prefix=args.prefix, code=args.code, since=since)
-        if args.json:
-            print_json([dataclasses.asdict(failure) for failure in failures])
-            return 0
-        rows = [["failed at", "error code", "key", "version", "reason"]]
-        rows += [
-            [
-                failure.failed_at[:19],
-                str(failure.error_code),
-                failure.key,
-                failure.version_id or "-",
-                str(failure.error),
-            ]
-            for failure in failures
+        failures = list(failed_documents(conn, prefix=args.prefix, code=args.code, since=since))
+        # Kept by message id, they have no key for --prefix to match: listed only when no prefix is asked for.
+        if not args.prefix:
+            failures += failed_messages(conn, code=args.code, since=since)
+    if args.json:
+        print_json([dataclasses.asdict(failure) for failure in failures])
+        return 0
+    rows = [["failed at", "error code", "key", "version", "reason"]]
+    rows += [
+        [
+            failure.failed_at[:19],
+            str(failure.error_code),
+            failure.key if failure.key is not None else f"(no row) message {failure.message_id}",
+            failure.version_id or "-",
+            str(failure.error),
         ]
+        for failure in failures
+    ]
     print(table(rows, right_aligned=0) if len(rows) > 1 else "no failed documents")
     return 0
 

@@ -1,4 +1,8 @@
-"""`filequeue failed`: every document whose last event failed permanently, with the reason."""
+"""`filequeue failed`: every document whose last event failed permanently, with the reason.
+
+A permanent failure that no document row can hold (a key PostgreSQL cannot store) is kept by message id
+in `message_failures` instead, and listed here too: it was acknowledged, so it is in no queue.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import ConfigError
+from handlers.errors import PERMANENT_CODES, ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -20,12 +24,14 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 @dataclass(frozen=True)
 class FailedDocument:
-    bucket: str
-    key: str
+    bucket: str | None
+    key: str | None
     version_id: str | None
     error_code: str | None
     error: str | None
     failed_at: str
+    message_id: str | None = None
+    """Set, with no bucket and key, for a failure no document row could hold."""
 
 
 def parse_since(value: str, *, now: datetime | None = None) -> datetime:
@@ -54,6 +60,23 @@ def failed_documents(
         )
         for bucket, key, version_id, error_code, error, updated_at in cursor:
             yield FailedDocument(bucket, key, version_id, error_code, error, updated_at.isoformat())
+
+
+def failed_messages(
+    conn: psycopg.Connection[Any], *, code: str | None = None, since: datetime | None = None
+) -> list[FailedDocument]:
+    """Permanent failures kept by message id because no document row could hold them, newest first."""
+    rows = conn.execute(
+        "SELECT message_id, error_code, error, last_failed_at FROM message_failures"
+        " WHERE error_code = ANY(%s) AND (%s::text IS NULL OR error_code = %s)"
+        " AND (%s::timestamptz IS NULL OR last_failed_at >= %s)"
+        " ORDER BY last_failed_at DESC, message_id",
+        (sorted(PERMANENT_CODES), code, code, since, since),
+    ).fetchall()
+    return [
+        FailedDocument(None, None, None, error_code, error, failed_at.isoformat(), message_id=message_id)
+        for message_id, error_code, error, failed_at in rows
+    ]
 
 
 def failure_of(conn: psycopg.Connection[Any], key: str, bucket: str | None = None) -> FailedDocument | None:

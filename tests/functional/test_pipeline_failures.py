@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING
 
 from handlers.batch import handle_batch
+from handlers.cli import main
 from handlers.ops.s3_events import s3_notification, sqs_event
 from handlers.runtime_context import DeadlineContext
 from handlers.settings import get_settings
@@ -48,7 +49,7 @@ def test_a_vector_without_direction_from_the_embedder_fails_the_document_instead
     assert rows(handler_env, "SELECT count(*) FROM chunks") == [(0,)]
 
 
-def test_a_permanent_failure_no_document_row_can_hold_is_kept_by_message_id_and_acknowledged(s3, handler_env):
+def test_a_permanent_failure_no_document_row_can_hold_is_kept_by_message_id_and_acknowledged(s3, handler_env, capsys):
     # Given a notification for a key holding a NUL character (%00): the database refuses it in every row
     s3.create_bucket(Bucket="nul-bucket")
     event = sqs_event([json.dumps(s3_notification("nul-bucket", "uploads/bad\x00name.txt", size=4))])
@@ -66,3 +67,8 @@ def test_a_permanent_failure_no_document_row_can_hold_is_kept_by_message_id_and_
     assert code == "content_rejected"
     assert "uploads/bad\\x00name.txt" in error
     assert rows(handler_env, "SELECT count(*) FROM documents") == [(0,)]
+
+    # And `filequeue failed` lists it by message id, since no document row holds it
+    assert main(["failed", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["message_id"], listed["key"], listed["error_code"]) == (message_id, None, "content_rejected")
