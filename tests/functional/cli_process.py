@@ -27,6 +27,8 @@ SUBCOMMANDS = [
     ["failed"],
     ["dlq", "list"],
     ["dlq", "redrive"],
+    ["dlq", "delete"],
+    ["dlq", "purge"],
     ["reconcile"],
     ["migrate"],
     ["search"],
