@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import urllib.request
 import warnings
@@ -67,10 +68,21 @@ class MotoServer:
         werkzeug = logging.getLogger("werkzeug")
         werkzeug.setLevel(logging.WARNING)
         werkzeug.addFilter(_one_line_for_unimplemented)
-        # What moto's ThreadedMotoServer does, with the request counter in front and the bind in this thread,
-        # so that a port in use is an error here rather than in the server's thread.
-        requests = RequestCounter(DomainDispatcherApplication(create_backend_app))
-        server = make_server("127.0.0.1", port, requests, threaded=True, request_handler=MotoRequestHandler)
+        # What moto's ThreadedMotoServer does, with the request counter in front and the socket bound here:
+        # a port in use raises OSError to the caller (werkzeug would print two lines and exit the process).
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug: TIME_WAIT is no obstacle
+            listening.bind(("127.0.0.1", port))
+            listening.listen(128)
+            requests = RequestCounter(DomainDispatcherApplication(create_backend_app))
+            server = make_server(
+                "127.0.0.1",
+                port,
+                requests,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+                fd=listening.fileno(),  # werkzeug duplicates the descriptor
+            )
         thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
         thread.start()
         bound = int(server.server_address[1])
