@@ -53,10 +53,11 @@ class Walkthrough:
         self.env = {**os.environ, **dev.exports, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
         self.workdir = workdir
         self.database_url = dev.exports["FILEQUEUE_DATABASE_URL"]
+        self.setup = dev.shell_setup
 
     def run(self, line: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", line],
+            ["bash", "-euo", "pipefail", "-c", self.setup + line],
             env=self.env,
             cwd=self.workdir,
             capture_output=True,
