@@ -161,6 +161,7 @@ def run_dlq_purge(args: argparse.Namespace) -> int:
 
     from handlers.errors import ConfigError
 
+    get_settings()  # a malformed setting is reported before the question of confirmation
     if args.dry_run or args.yes:
         report, dlq_url = _drop_letters(None, dry_run=args.dry_run)
         return _print_dropped(args, report, dlq_url)
