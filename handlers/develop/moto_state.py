@@ -113,10 +113,22 @@ def restore(snapshot: Snapshot) -> None:
 
 
 class RequestCounter:
-    """WSGI middleware counting requests that may change moto's state (a read-only one is not counted)."""
+    """WSGI middleware counting the requests that call for a new snapshot.
 
-    _READ_ONLY_SQS = frozenset(
-        {"AmazonSQS.ListQueues", "AmazonSQS.GetQueueUrl", "AmazonSQS.GetQueueAttributes", "AmazonSQS.ListQueueTags"}
+    Reads are not counted, nor are receives: an idle worker long-polls all the time, and a snapshot
+    after each empty receive would pickle every object over and over. What a receive changes (a
+    receive count, a move to the DLQ) is saved with the next counted request or at the stop; after
+    a crash it is lost, and the message is delivered once more.
+    """
+
+    _UNCOUNTED_SQS = frozenset(
+        {
+            "AmazonSQS.ListQueues",
+            "AmazonSQS.GetQueueUrl",
+            "AmazonSQS.GetQueueAttributes",
+            "AmazonSQS.ListQueueTags",
+            "AmazonSQS.ReceiveMessage",
+        }
     )
 
     def __init__(self, app: Any) -> None:
@@ -127,10 +139,10 @@ class RequestCounter:
         try:
             return self._app(environ, start_response)
         finally:
-            read_only = environ.get("REQUEST_METHOD") in {"GET", "HEAD"} or (
-                environ.get("HTTP_X_AMZ_TARGET") in self._READ_ONLY_SQS
+            uncounted = environ.get("REQUEST_METHOD") in {"GET", "HEAD"} or (
+                environ.get("HTTP_X_AMZ_TARGET") in self._UNCOUNTED_SQS
             )
-            if not read_only:
+            if not uncounted:
                 self.changes += 1
 
 
