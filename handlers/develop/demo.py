@@ -406,7 +406,7 @@ def run_dev(
                 sys.stdout.flush()  # a script reading the announcement from a pipe gets it now
                 # The worker's JSON logs go to stderr: stdout carries only what a user copies (the exports).
                 with running_worker(environment, processes, health_port=port, log=sys.stderr.buffer) as worker:
-                    code = worker.wait()
+                    code = _wait_interruptibly(worker)
             except KeyboardInterrupt:
                 _stderr_line("stopping ...")
                 return 0
@@ -441,6 +441,19 @@ def _restored_line(stack: LocalStack, restored: Restored) -> str:
         f" last snapshot, taken {saved_at} ({contents}); what changed after it is lost, and"
         f" `filequeue reconcile --bucket {stack.resources.bucket} --dry-run` shows how the store differs"
     )
+
+
+def _wait_interruptibly(process: subprocess.Popen[bytes]) -> int:
+    """The process's exit code, waiting in short steps.
+
+    A stop signal may be delivered to any thread (moto's, the snapshots'); its Python handler then waits
+    for the main thread to run bytecode, which a plain `wait()` blocked in waitpid never does.
+    """
+    while True:
+        try:
+            return process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def embedder_environment(settings: Settings) -> dict[str, str]:
