@@ -51,12 +51,22 @@ def register_dev(commands: Subcommands) -> None:
     dev = add_command(
         commands,
         "dev",
-        "keep the embedded stack and a worker running until Ctrl-C, SIGTERM or SIGHUP; prints how to use it",
+        "keep the embedded stack and a worker running until Ctrl-C, SIGTERM or SIGHUP; prints how to use it."
+        " The next start on the same --data-dir brings back the store, the bucket's objects, the queues and"
+        " their messages, on the same endpoint",
         reads=("FILEQUEUE_HEALTH_PORT (a free port is used when it is taken)", *EMBEDDER),
         example="filequeue dev --data-dir .filequeue/dev",
         handler=run_dev_command,
     )
-    dev.add_argument("--data-dir", type=Path, default=Path(".filequeue/dev"), help="where PostgreSQL keeps its data")
+    dev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".filequeue/dev"),
+        help="where PostgreSQL keeps its data, and S3 and SQS theirs (default .filequeue/dev)",
+    )
+    dev.add_argument(
+        "--reset", action="store_true", help="start empty: remove the store, the objects, queues and messages first"
+    )
     dev.add_argument("--processes", type=int, default=1, help="worker processes")
 
 
@@ -64,7 +74,9 @@ def run_dev_command(args: argparse.Namespace) -> int:
     from handlers.develop.demo import run_dev
 
     settings = get_settings()
-    return run_dev(args.data_dir, args.processes, settings.health_port, settings=settings, as_json=args.json)
+    return run_dev(
+        args.data_dir, args.processes, settings.health_port, settings=settings, reset=args.reset, as_json=args.json
+    )
 
 
 def register_invoke(commands: Subcommands) -> None:

@@ -28,13 +28,15 @@ if TYPE_CHECKING:
     import psycopg
 
     from handlers.cli.common import Subcommands
-    from handlers.ops.dlq import RecordedFailure
+    from handlers.ops.dlq import DeadLetter, DropReport, RecordedFailure
     from handlers.settings import Settings
 
 
 def register_dlq(commands: Subcommands) -> None:
     dlq = commands.add_parser(
-        "dlq", help="list the dead-letter queue, or send its messages back", description="the dead-letter queue"
+        "dlq",
+        help="list the dead-letter queue, send its messages back, or drop them",
+        description="the dead-letter queue",
     )
     actions = dlq.add_subparsers(required=True, metavar="ACTION")
     add_command(
@@ -58,6 +60,35 @@ def register_dlq(commands: Subcommands) -> None:
     chosen.add_argument("--all", action="store_true", help="every message")
     chosen.add_argument("--id", nargs="+", metavar="ID", help="these message ids (from `filequeue dlq list`)")
     redrive.add_argument("--dry-run", action="store_true", help="say what would be sent; move nothing")
+    delete = add_command(
+        actions,
+        "delete",
+        "drop chosen messages from the DLQ (a poison message that would only fail again); each dropped message"
+        " is printed and logged as a JSON line on stderr",
+        reads=(*QUEUE, *DATABASE, *AWS),
+        example="filequeue dlq delete --id 0f7d3c2e-... --dry-run\nfilequeue dlq delete --id 0f7d3c2e-... --id 5b1e...",
+        handler=run_dlq_delete,
+    )
+    delete.add_argument(
+        "--id",
+        required=True,
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        help="a message id (from `filequeue dlq list`); repeat --id or give several",
+    )
+    delete.add_argument("--dry-run", action="store_true", help="list what would be dropped; drop nothing")
+    purge = add_command(
+        actions,
+        "purge",
+        "drop every message in the DLQ; asks to type yes on a terminal, needs --yes otherwise;"
+        " each dropped message is printed and logged as a JSON line on stderr",
+        reads=(*QUEUE, *DATABASE, *AWS),
+        example="filequeue dlq purge --dry-run\nfilequeue dlq purge --yes",
+        handler=run_dlq_purge,
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list what would be dropped; drop nothing")
+    purge.add_argument("--yes", action="store_true", help="drop without asking (required when stdin is not a terminal)")
 
 
 def run_dlq_list(args: argparse.Namespace) -> int:
@@ -76,6 +107,11 @@ def run_dlq_list(args: argparse.Namespace) -> int:
     if not letters:
         print(f"the DLQ is empty ({dlq_url})")
         return 0
+    print(_letters_table(letters))
+    return 0
+
+
+def _letters_table(letters: list[DeadLetter]) -> str:
     rows = [["receives", "message id", "sent", "first received", "last failed", "event", "key", "reason"]]
     rows += [
         [
@@ -90,8 +126,7 @@ def run_dlq_list(args: argparse.Namespace) -> int:
         ]
         for letter in letters
     ]
-    print(table(rows, right_aligned=1))
-    return 0
+    return table(rows, right_aligned=1)
 
 
 def _recorded_failures(
@@ -114,6 +149,93 @@ def _recorded_failures(
         return recorded_failure(opened[0], message_id, bucket, key)
 
     return lookup
+
+
+def run_dlq_delete(args: argparse.Namespace) -> int:
+    report, dlq_url = _drop_letters(args.id, dry_run=args.dry_run)
+    return _print_dropped(args, report, dlq_url)
+
+
+def run_dlq_purge(args: argparse.Namespace) -> int:
+    import sys
+
+    from handlers.errors import ConfigError
+
+    get_settings()  # a malformed setting is reported before the question of confirmation
+    if args.dry_run or args.yes:
+        report, dlq_url = _drop_letters(None, dry_run=args.dry_run)
+        return _print_dropped(args, report, dlq_url)
+    if not sys.stdin.isatty():
+        raise ConfigError("dlq purge drops every message: pass --yes to confirm (stdin is not a terminal to ask on)")
+    shown, dlq_url = _drop_letters(None, dry_run=True)
+    if not shown.dropped:
+        return _print_dropped(args, shown, dlq_url)
+    show = stderr_line if args.json else print
+    show(f"the DLQ holds {plural(len(shown.dropped), 'message')} ({dlq_url}):")
+    show(_letters_table(shown.dropped))
+    sys.stderr.write(f"type yes to drop {'it' if len(shown.dropped) == 1 else 'them'}: ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip() != "yes":
+        stderr_line("nothing dropped")
+        return 1
+    # Exactly the messages shown: one that arrived while the question was asked is never dropped unseen.
+    report, _ = _drop_letters([letter.message_id for letter in shown.dropped], dry_run=False)
+    return _print_dropped(args, report, dlq_url)
+
+
+def _drop_letters(message_ids: list[str] | None, *, dry_run: bool) -> tuple[DropReport, str]:
+    """Drop (or, on a dry run, only describe) DLQ messages, logging each one dropped; the report and the DLQ's URL."""
+    from handlers.ops import aws
+    from handlers.ops.dlq import drop_dead_letters
+
+    settings = get_settings()
+    sqs = aws.client("sqs")
+    dlq_url = aws.dead_letter_queue_url(sqs, settings.require_queue())
+    with ExitStack() as database:
+        report = drop_dead_letters(
+            sqs,
+            dlq_url,
+            message_ids=message_ids,
+            dry_run=dry_run,
+            recorded=_recorded_failures(settings, database),
+            on_dropped=lambda letter: _log_dropped(letter, dlq_url),
+        )
+    return report, dlq_url
+
+
+def _print_dropped(args: argparse.Namespace, report: DropReport, dlq_url: str) -> int:
+    if args.json:
+        print_json(dataclasses.asdict(report))
+    else:
+        verb = "would drop" if report.dry_run else "dropped"
+        print(f"{verb} {plural(len(report.dropped), 'message')} from {dlq_url}")
+        if report.dropped:
+            print(_letters_table(report.dropped))
+        for message_id in report.not_found:
+            print(f"not in the DLQ: {message_id}")
+    return 1 if report.not_found else 0
+
+
+def _log_dropped(letter: DeadLetter, dlq_url: str) -> None:
+    """The record an operator finds later of what went: one JSON line on stderr, as the worker logs."""
+    import json
+    import sys
+    from datetime import UTC, datetime
+
+    entry = {
+        "level": "INFO",
+        "message": "dropped a message from the DLQ",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "service": "filequeue",
+        "dead_letter_queue_url": dlq_url,
+        "message_id": letter.message_id,
+        "bucket": letter.bucket,
+        "key": letter.key,
+        "event_name": letter.event_name,
+        "receive_count": letter.receive_count,
+        "reason": letter.reason,
+    }
+    print(json.dumps(entry, ensure_ascii=False), file=sys.stderr, flush=True)
 
 
 def run_dlq_redrive(args: argparse.Namespace) -> int:

@@ -23,10 +23,12 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from handlers.develop import moto_state
 from handlers.develop.devstack import (
     MotoServer,
     aws_client,
     create_ingest_resources,
+    find_ingest_resources,
     local_settings_environment,
     start_postgres,
 )
@@ -35,6 +37,7 @@ from handlers.ops.db import session
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+    from datetime import datetime
 
     from handlers.develop.devstack import IngestResources
     from handlers.settings import Settings
@@ -56,6 +59,14 @@ REUPLOADED = "uploads/getting-started.md"
 SAMPLE_QUERY = "trace-based just-in-time compilation of JavaScript loops"
 
 
+@dataclass(frozen=True)
+class Restored:
+    """Where a dev stack's S3 and SQS came from: the snapshot of `saved_at`, taken at a stop or before a crash."""
+
+    saved_at: datetime
+    stopped_cleanly: bool
+
+
 @dataclass
 class LocalStack:
     moto: MotoServer
@@ -64,12 +75,31 @@ class LocalStack:
     environment: dict[str, str]
     _postgres: Any = field(repr=False)
     _data_dir: Path | None = field(repr=False, default=None)
+    restored: Restored | None = None
+    _keeper: moto_state.Keeper | None = field(repr=False, default=None)
+    _running_marker: Path | None = field(repr=False, default=None)
 
     def stop(self) -> None:
-        self.moto.stop()
-        self._postgres.cleanup()
-        if self._data_dir is not None:
-            shutil.rmtree(self._data_dir, ignore_errors=True)
+        try:
+            if self._keeper is not None:
+                self._save_last_snapshot(self._keeper)
+        finally:
+            self.moto.stop()
+            self._postgres.cleanup()
+            if self._data_dir is not None:
+                shutil.rmtree(self._data_dir, ignore_errors=True)
+
+    def _save_last_snapshot(self, keeper: moto_state.Keeper) -> None:
+        try:
+            keeper.stop()
+        except OSError as error:
+            _stderr_line(
+                f"filequeue: cannot save the S3 and SQS state at stop ({error});"
+                " the next start restores the last snapshot"
+            )
+            return
+        if self._running_marker is not None:
+            self._running_marker.unlink(missing_ok=True)
 
 
 def start_local_stack(
@@ -88,6 +118,84 @@ def start_local_stack(
         environment = local_settings_environment(database_url, moto.endpoint_url, ingest.queue_url)
         started.pop_all()  # from here on LocalStack.stop owns them
     return LocalStack(moto, database_url, ingest, environment, postgres, root if temporary else None)
+
+
+def start_dev_stack(data_dir: Path, *, reset: bool = False) -> LocalStack:
+    """The stack of `filequeue dev`: its bucket, objects, queues and messages come back with PostgreSQL.
+
+    moto serves on the port recorded in `data_dir` (so the exports printed last time stay valid) and
+    starts from the snapshot there. Without a snapshot, a store that holds documents is refused: an
+    empty bucket over it would look as if every object had been deleted (`filequeue reconcile`
+    would plan to delete every document). `reset` empties the store and the snapshot first.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port_file, snapshot_file = data_dir / moto_state.PORT_FILE, data_dir / moto_state.SNAPSHOT_FILE
+    running_marker = data_dir / moto_state.RUNNING_FILE
+    port = _recorded_port(port_file)
+    with ExitStack() as started:
+        try:
+            moto = MotoServer.start(port)
+        except OSError as error:
+            raise ConfigError(
+                f"port {port}, recorded in {port_file} so that the exports printed before stay valid, is in use"
+                f" ({error.strerror or error}): stop what listens on it (another `filequeue dev` on {data_dir}?),"
+                f" or remove {port_file} to take a new port"
+            ) from None
+        started.callback(moto.stop)
+        if reset:
+            for kept in (snapshot_file, running_marker):
+                kept.unlink(missing_ok=True)
+            shutil.rmtree(data_dir / "pgdata", ignore_errors=True)
+        snapshot = moto_state.load(snapshot_file)
+        database_url, postgres = start_postgres(data_dir / "pgdata")
+        started.callback(postgres.cleanup)
+        restored = None
+        if snapshot is None:
+            _refuse_an_empty_bucket_over_documents(database_url, data_dir, snapshot_file)
+            ingest = create_ingest_resources(moto.endpoint_url, versioned=False)
+            moto_state.save(snapshot_file)
+        else:
+            moto_state.restore(snapshot)
+            ingest = find_ingest_resources(moto.endpoint_url)
+            restored = Restored(snapshot.saved_at, stopped_cleanly=not running_marker.exists())
+        _write_atomically(port_file, f"{moto.port}\n")
+        running_marker.write_text(f"{os.getpid()}\n")
+        keeper = moto_state.Keeper(snapshot_file, moto.requests)
+        keeper.start()
+        environment = local_settings_environment(database_url, moto.endpoint_url, ingest.queue_url)
+        started.pop_all()  # from here on LocalStack.stop owns them
+    return LocalStack(moto, database_url, ingest, environment, postgres, None, restored, keeper, running_marker)
+
+
+def _recorded_port(port_file: Path) -> int:
+    """The port the last `filequeue dev` on this data directory served on; 0 (any free port) the first time."""
+    try:
+        text = port_file.read_text().strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"{port_file} should hold a TCP port, not {text[:40]!r}; remove it to take a new port")
+    return int(text)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _refuse_an_empty_bucket_over_documents(database_url: str, data_dir: Path, snapshot_file: Path) -> None:
+    with session(_settings_for(database_url), allow_pending_migrations=True) as conn:
+        exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
+        row = conn.execute("SELECT count(*) FROM documents").fetchone() if exists and exists[0] else None
+    documents = int(row[0]) if row else 0
+    if documents:
+        stored = f"{documents} document" + ("" if documents == 1 else "s")
+        raise ConfigError(
+            f"{data_dir} holds {stored} in PostgreSQL but no saved S3 and SQS state ({snapshot_file.name}):"
+            " an empty bucket over them would look as if every object had been deleted;"
+            f" start with --reset to empty the store too, or remove {data_dir}"
+        )
 
 
 def demo_file_bytes(name: str) -> bytes:
@@ -270,10 +378,14 @@ def run_dev(
     health_port: int,
     *,
     settings: Settings,
+    reset: bool = False,
     as_json: bool = False,
     out: Callable[[str], None] = print,
 ) -> int:
     """Keep the stack and a worker running until Ctrl-C, SIGTERM or SIGHUP, printing how to use it.
+
+    The next start on the same `data_dir` finds the same bucket, objects, queues and messages on the
+    same endpoint (see `start_dev_stack`).
 
     The bucket is unversioned: moto sends no `ObjectRemoved:DeleteMarkerCreated` when a versioned
     object is deleted, so only an unversioned bucket delivers `aws s3 rm` to the worker, through the
@@ -282,7 +394,7 @@ def run_dev(
     port = free_health_port(health_port)
     with _signals_stop_like_ctrl_c():
         with _stop_deferred() as stop_requested:
-            stack = start_local_stack(data_dir, versioned=False)
+            stack = start_dev_stack(data_dir, reset=reset)
         if stop_requested:
             stack.stop()
             _stderr_line("stopped while starting")
@@ -294,7 +406,7 @@ def run_dev(
                 sys.stdout.flush()  # a script reading the announcement from a pipe gets it now
                 # The worker's JSON logs go to stderr: stdout carries only what a user copies (the exports).
                 with running_worker(environment, processes, health_port=port, log=sys.stderr.buffer) as worker:
-                    code = worker.wait()
+                    code = _wait_interruptibly(worker)
             except KeyboardInterrupt:
                 _stderr_line("stopping ...")
                 return 0
@@ -302,6 +414,46 @@ def run_dev(
             return 1
         finally:
             stack.stop()
+
+
+# AWS CLI v1 sends `aws sqs` in us-east-1 to queue.amazonaws.com, whatever AWS_ENDPOINT_URL says, unless
+# --endpoint-url is on the command line (awscli/customizations/overridesslcommonname.py): the shell
+# function puts it there for every `aws` command, which S3 and version 2 of the CLI take as well.
+AWS_CLI_FUNCTION = 'aws() { command aws --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }'
+AWS_CLI_FUNCTION_WHY = "# so that `aws sqs` reaches the dev stack too (AWS CLI v1 ignores AWS_ENDPOINT_URL for SQS):"
+
+
+def _restored_line(stack: LocalStack, restored: Restored) -> str:
+    s3, sqs = aws_client("s3", stack.environment), aws_client("sqs", stack.environment)
+    objects = sum(
+        page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.resources.bucket)
+    )
+    contents = (
+        f"{objects} object{'' if objects == 1 else 's'} in s3://{stack.resources.bucket},"
+        f" {_queue_depth(sqs, stack.resources.queue_url)} queued,"
+        f" {_queue_depth(sqs, stack.resources.dlq_url)} in the DLQ"
+    )
+    saved_at = restored.saved_at.astimezone().isoformat(sep=" ", timespec="seconds")
+    if restored.stopped_cleanly:
+        return f"restored S3 and SQS as the last stop left them ({saved_at}): {contents}"
+    return (
+        f"the last `filequeue dev` on this data directory did not stop cleanly: restored S3 and SQS from its"
+        f" last snapshot, taken {saved_at} ({contents}); what changed after it is lost, and"
+        f" `filequeue reconcile --bucket {stack.resources.bucket} --dry-run` shows how the store differs"
+    )
+
+
+def _wait_interruptibly(process: subprocess.Popen[bytes]) -> int:
+    """The process's exit code, waiting in short steps.
+
+    A stop signal may be delivered to any thread (moto's, the snapshots'); its Python handler then waits
+    for the main thread to run bytecode, which a plain `wait()` blocked in waitpid never does.
+    """
+    while True:
+        try:
+            return process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def embedder_environment(settings: Settings) -> dict[str, str]:
@@ -337,22 +489,34 @@ def _announce(
     out: Callable[[str], None],
 ) -> None:
     resources = stack.resources
+    restored = stack.restored
     if as_json:
         summary = {
             "environment": environment,
+            "shell": AWS_CLI_FUNCTION,
             "bucket": resources.bucket,
             "prefix": resources.prefix,
             "queue_url": resources.queue_url,
             "dead_letter_queue_url": resources.dlq_url,
             "health_port": port,
+            "restored": None
+            if restored is None
+            else {
+                "saved_at": restored.saved_at.isoformat(timespec="seconds"),
+                "stopped_cleanly": restored.stopped_cleanly,
+            },
         }
         out(json.dumps(summary))
         return
+    if restored is not None:
+        out(_restored_line(stack, restored))
     if port != wanted_port:
         out(f"port {wanted_port} is in use; the worker's health server listens on {port}")
     out("File Queue dev stack is running. In another shell:")
     for name, value in sorted(environment.items()):
         out(f"  export {name}={shlex.quote(value)}")
+    out(f"  {AWS_CLI_FUNCTION_WHY}")
+    out(f"  {AWS_CLI_FUNCTION}")
     out(f"  aws s3 cp ./notes.md s3://{resources.bucket}/{resources.prefix}notes.md")
     out("  filequeue search 'your words'")
     out(f"queue:    {resources.queue_url}")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
+import threading
 import urllib.request
 import warnings
 from contextlib import contextmanager
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from handlers.develop.moto_state import RequestCounter
 from handlers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,6 +30,9 @@ REGION = "us-east-1"
 # As the CDK app's queue (cdk/config.py DEFAULT_MAX_RECEIVE_COUNT): one delivery and three retries,
 # the DLQ takes a message after its fourth receive (docs/semantics.md).
 DEFAULT_MAX_RECEIVE_COUNT = 4
+DEV_BUCKET = "filequeue-demo"
+DEV_QUEUE = "filequeue-uploads"
+DEV_PREFIX = "uploads/"
 _DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -37,25 +44,49 @@ _DUMMY_CREDENTIALS = {
 
 @dataclass
 class MotoServer:
-    """moto's threaded server on a free loopback port."""
+    """moto's server on a loopback port, in a thread of this process (its state is this process's memory)."""
 
     endpoint_url: str
+    port: int
+    requests: RequestCounter = field(repr=False)
     _server: Any = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
 
     @classmethod
-    def start(cls) -> MotoServer:
+    def start(cls, port: int = 0) -> MotoServer:
+        """Serve on `port` (0: a free one); a port in use raises OSError."""
         try:
-            from moto.server import ThreadedMotoServer
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                MotoRequestHandler,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
         except ImportError as exc:
             raise ConfigError("the embedded stack needs the dev extra: pip install 'filequeue[dev]'") from exc
         # werkzeug logs every request at INFO; the demo's output is the summary, not moto's access log.
         werkzeug = logging.getLogger("werkzeug")
         werkzeug.setLevel(logging.WARNING)
         werkzeug.addFilter(_one_line_for_unimplemented)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        return cls(f"http://{host}:{port}", server)
+        # What moto's ThreadedMotoServer does, with the request counter in front and the socket bound here:
+        # a port in use raises OSError to the caller (werkzeug would print two lines and exit the process).
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug: TIME_WAIT is no obstacle
+            listening.bind(("127.0.0.1", port))
+            listening.listen(128)
+            requests = RequestCounter(DomainDispatcherApplication(create_backend_app))
+            server = make_server(
+                "127.0.0.1",
+                port,
+                requests,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+                fd=listening.fileno(),  # werkzeug duplicates the descriptor
+            )
+        thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+        thread.start()
+        bound = int(server.server_address[1])
+        return cls(f"http://127.0.0.1:{bound}", bound, requests, server, thread)
 
     def stop(self) -> None:
         """Stop the server and drop what it stored.
@@ -67,7 +98,9 @@ class MotoServer:
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310  (our own loopback server)
         with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=30):  # noqa: S310
             pass
-        self._server.stop()
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
 
 
 def _one_line_for_unimplemented(record: logging.LogRecord) -> bool:
@@ -91,6 +124,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
     import subprocess
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(data_dir)
     with _captured_log("pgserver") as messages:
         try:
             server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
@@ -104,6 +138,34 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
                 f" remove {data_dir} and start again"
             ) from None
     return str(server.get_uri()), server
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of killed processes from pgserver's list of handles on the cluster.
+
+    pgserver stops PostgreSQL when its last handle is cleaned up; a process killed with SIGKILL never
+    cleans its handle up, so without this the next stop would leave PostgreSQL running for good.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+    if alive != pids:
+        temporary = handles.with_name(handles.name + ".tmp")
+        temporary.write_text(json.dumps(alive))
+        temporary.replace(handles)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user holds the pid: alive
+        return True
+    return True
 
 
 @contextmanager
@@ -152,24 +214,15 @@ class IngestResources:
 def create_ingest_resources(
     endpoint_url: str,
     *,
-    bucket: str = "filequeue-demo",
-    queue: str = "filequeue-uploads",
-    prefix: str = "uploads/",
+    bucket: str = DEV_BUCKET,
+    queue: str = DEV_QUEUE,
+    prefix: str = DEV_PREFIX,
     max_receive_count: int = DEFAULT_MAX_RECEIVE_COUNT,
     visibility_timeout: int = 60,
     versioned: bool = True,
 ) -> IngestResources:
     """Bucket (versioned, unless told) -> notifications -> queue -> DLQ, like the CDK app, inside moto."""
-    import boto3
-
-    clients: dict[str, Any] = {
-        "endpoint_url": endpoint_url,
-        "region_name": REGION,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    s3 = boto3.client("s3", **clients)
-    sqs = boto3.client("sqs", **clients)
+    s3, sqs = _clients(endpoint_url)
     dlq_url = sqs.create_queue(QueueName=f"{queue}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(
@@ -197,6 +250,38 @@ def create_ingest_resources(
         },
     )
     return IngestResources(bucket, queue_url, queue_arn, dlq_url, prefix)
+
+
+def find_ingest_resources(
+    endpoint_url: str, *, bucket: str = DEV_BUCKET, queue: str = DEV_QUEUE, prefix: str = DEV_PREFIX
+) -> IngestResources:
+    """The resources `create_ingest_resources` made, found again in a restored moto."""
+    from botocore.exceptions import ClientError
+
+    s3, sqs = _clients(endpoint_url)
+    try:
+        s3.head_bucket(Bucket=bucket)
+        queue_url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        dlq_url = sqs.get_queue_url(QueueName=f"{queue}-dlq")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    except ClientError as error:
+        raise ConfigError(
+            f"the restored S3 and SQS state lacks bucket {bucket} or queue {queue} or its DLQ"
+            f" ({error.response.get('Error', {}).get('Code', 'Unknown')})"
+        ) from None
+    return IngestResources(bucket, queue_url, queue_arn, dlq_url, prefix)
+
+
+def _clients(endpoint_url: str) -> tuple[Any, Any]:
+    import boto3
+
+    clients: dict[str, Any] = {
+        "endpoint_url": endpoint_url,
+        "region_name": REGION,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    return boto3.client("s3", **clients), boto3.client("sqs", **clients)
 
 
 def aws_client(service: str, environment: dict[str, str]) -> Any:

@@ -131,8 +131,12 @@ def drop_dead_letters(
     message_ids: Collection[str] | None = None,
     dry_run: bool = False,
     recorded: Callable[[str, str | None, str | None], RecordedFailure | None] = _no_record,
+    on_dropped: Callable[[DeadLetter], None] = lambda letter: None,
 ) -> DropReport:
     """Delete the chosen messages (all when `message_ids` is None) from the DLQ, each described first.
+
+    `on_dropped` hears of each message as soon as it is deleted, so a run interrupted halfway has
+    reported exactly what went.
 
     Receive and delete rather than `PurgeQueue`: the report names exactly what went, and a message sent
     to the DLQ meanwhile is never dropped unseen (SQS purges what arrives during its 60 seconds too).
@@ -148,6 +152,7 @@ def drop_dead_letters(
                 with translated(dlq_url):
                     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
                 message["ReceiptHandle"] = None
+                on_dropped(report.dropped[-1])
     if wanted is not None:
         report.not_found = sorted(wanted - {letter.message_id for letter in report.dropped})
     return report

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
 _INHERITED_PREFIXES = ("FILEQUEUE_", "AWS_")
@@ -27,6 +27,8 @@ SUBCOMMANDS = [
     ["failed"],
     ["dlq", "list"],
     ["dlq", "redrive"],
+    ["dlq", "delete"],
+    ["dlq", "purge"],
     ["reconcile"],
     ["migrate"],
     ["search"],
@@ -69,11 +71,17 @@ class DevProcess:
     process: subprocess.Popen[str]
     exports: dict[str, str]
     announcement: list[str]
+    shell: list[str]
+    """The lines the announcement says to paste into another shell: the exports and the `aws` function."""
+
+    @property
+    def shell_setup(self) -> str:
+        return "\n".join(self.shell) + "\n"
 
 
 @contextmanager
 def running_dev(
-    data_dir: Path, *, env: Mapping[str, str] = {}, stop_signal: int = signal.SIGINT
+    data_dir: Path, *, env: Mapping[str, str] = {}, stop_signal: int = signal.SIGINT, arguments: Sequence[str] = ()
 ) -> Iterator[DevProcess]:
     """`filequeue dev` until the block ends, then stopped with `stop_signal`; yields its parsed exports."""
     environment = clean_environment({"FILEQUEUE_WORKER_WAIT_TIME_SECONDS": "1", **env})
@@ -82,7 +90,7 @@ def running_dev(
     with (
         log,
         subprocess.Popen(
-            [sys.executable, "-m", "handlers.cli", "dev", "--data-dir", str(data_dir), "--processes", "1"],
+            [sys.executable, "-m", "handlers.cli", "dev", "--data-dir", str(data_dir), "--processes", "1", *arguments],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -101,16 +109,18 @@ def running_dev(
 def _read_announcement(process: subprocess.Popen[str], log_path: Path) -> DevProcess:
     assert process.stdout is not None
     exports: dict[str, str] = {}
-    lines = []
+    lines, shell = [], []
     for line in process.stdout:
         lines.append(line.rstrip("\n"))
         if match := re.match(r"\s+export (\w+)=(.*)", line):
             [value] = shlex.split(match.group(2))
             exports[match.group(1)] = value
+        if re.match(r"\s+(export |# |\w+\(\) \{)", line):
+            shell.append(line.strip())
         if "Ctrl-C stops everything" in line:
             break
     assert "FILEQUEUE_DATABASE_URL" in exports, "\n".join([*lines, log_path.read_text(errors="replace")[-3000:]])
-    return DevProcess(process, exports, lines)
+    return DevProcess(process, exports, lines, shell)
 
 
 def wait_for(condition: object, *, timeout: float = 60, message: str = "") -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +16,7 @@ import pytest
 from handlers.cli import build_parser, main
 from handlers.develop.devstack import aws_environment
 from handlers.ops.s3_events import message_body, s3_notification, sqs_event
-from tests.functional.cli_process import SUBCOMMANDS, run_cli
+from tests.functional.cli_process import SUBCOMMANDS, clean_environment, run_cli
 from tests.functional.ops_helpers import documents, drain
 
 
@@ -128,6 +132,96 @@ def test_dlq_list_then_redrive_by_id_through_the_queue(stack, sqs):
     assert missing.returncode == 1
     assert "not in the DLQ: no-such-id" in missing.stdout
     assert drain(sqs, ingest.queue_url) == {"handled": 1, "failed": 0}
+
+
+def _dead_letters(sqs: Any, ingest: Any, *keys: str) -> list[str]:
+    """One S3 event per key sent straight to the DLQ, as after its last failed receive; their message ids."""
+    return [
+        sqs.send_message(
+            QueueUrl=ingest.dlq_url, MessageBody=message_body(s3_notification(ingest.bucket, key, size=10, etag="x"))
+        )["MessageId"]
+        for key in keys
+    ]
+
+
+def _logged_drops(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log lines of dropped messages (on a terminal, the first follows the question on its line)."""
+    entries = [json.loads(line[line.index('{"level"') :]) for line in stderr.splitlines() if '{"level"' in line]
+    return [entry for entry in entries if entry["message"] == "dropped a message from the DLQ"]
+
+
+def test_dlq_delete_drops_only_the_chosen_message_and_logs_it(stack, sqs):
+    env, ingest = stack["env"], stack["ingest"]
+    poison, other = _dead_letters(sqs, ingest, "uploads/broken.pdf", "uploads/otters.md")
+
+    dry = run_cli("dlq", "delete", "--id", poison, "--id", "no-such-id", "--dry-run", env=env)
+    assert dry.returncode == 1, "an id not in the DLQ is reported"
+    assert dry.stdout.startswith("would drop 1 message from "), dry.stdout
+    assert f"s3://{ingest.bucket}/uploads/broken.pdf" in dry.stdout
+    assert "corrupt_file: " in dry.stdout, "the reason the store recorded"
+    assert "not in the DLQ: no-such-id" in dry.stdout
+    assert dry.stderr == "", "a dry run drops and logs nothing"
+
+    deleted = run_cli("dlq", "delete", "--id", poison, "--json", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    report = _json(deleted)
+    assert (report["dry_run"], [letter["message_id"] for letter in report["dropped"]]) == (False, [poison])
+    [logged] = _logged_drops(deleted.stderr)
+    assert (logged["message_id"], logged["bucket"], logged["key"]) == (poison, ingest.bucket, "uploads/broken.pdf")
+    assert logged["reason"].startswith("corrupt_file: ")
+    assert [letter["message_id"] for letter in _json(run_cli("dlq", "list", "--json", env=env))] == [other]
+
+
+def test_dlq_purge_needs_yes_without_a_terminal_and_drops_every_message(stack, sqs):
+    env, ingest = stack["env"], stack["ingest"]
+    ids = set(_dead_letters(sqs, ingest, "uploads/broken.pdf", "uploads/otters.md"))
+
+    refused = run_cli("dlq", "purge", env=env, stdin="yes\n")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "filequeue: error: dlq purge drops every message: pass --yes to confirm (stdin is not a terminal to ask on)"
+    ]
+    dry = _json(run_cli("dlq", "purge", "--dry-run", "--json", env=env))
+    assert {letter["message_id"] for letter in dry["dropped"]} == ids
+    assert {letter["message_id"] for letter in _json(run_cli("dlq", "list", "--json", env=env))} == ids
+
+    purged = run_cli("dlq", "purge", "--yes", env=env)
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith("dropped 2 messages from "), purged.stdout
+    assert {entry["message_id"] for entry in _logged_drops(purged.stderr)} == ids
+    assert _json(run_cli("dlq", "list", "--json", env=env)) == []
+
+
+@pytest.mark.parametrize("answer", ["no", "yes"])
+def test_dlq_purge_on_a_terminal_drops_only_after_yes_is_typed(stack, sqs, answer):
+    env, ingest = stack["env"], stack["ingest"]
+    [message_id] = _dead_letters(sqs, ingest, "uploads/otters.md")
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, f"{answer}\n".encode())
+        result = subprocess.run(
+            [sys.executable, "-m", "handlers.cli", "dlq", "purge"],
+            env=clean_environment(env),
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert message_id in result.stdout, "the messages are shown before the question"
+    assert "type yes to drop it: " in result.stderr
+    left = [letter["message_id"] for letter in _json(run_cli("dlq", "list", "--json", env=env))]
+    if answer == "yes":
+        assert result.returncode == 0, result.stderr
+        assert left == []
+        assert [entry["message_id"] for entry in _logged_drops(result.stderr)] == [message_id]
+    else:
+        assert result.returncode == 1
+        assert "nothing dropped" in result.stderr
+        assert left == [message_id]
 
 
 def test_reconcile_enqueues_an_object_the_notification_never_announced(stack, s3, sqs):

@@ -147,6 +147,7 @@ MINIMAL_ARGUMENTS = {
     "s3-put": ["--bucket", "b", "--key", "k"],
     "s3-delete": ["--bucket", "b", "--key", "k"],
     "redrive": ["--all"],
+    "delete": ["--id", "0f7d3c2e"],
 }
 
 

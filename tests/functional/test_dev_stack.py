@@ -11,13 +11,14 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3
 import psycopg
 import pytest
 
-from tests.functional.cli_process import clean_environment, running_dev, wait_for
+from tests.functional.cli_process import clean_environment, run_cli, running_dev, wait_for
 from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -52,10 +53,11 @@ class Walkthrough:
         self.env = {**os.environ, **dev.exports, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
         self.workdir = workdir
         self.database_url = dev.exports["FILEQUEUE_DATABASE_URL"]
+        self.setup = dev.shell_setup
 
     def run(self, line: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", line],
+            ["bash", "-euo", "pipefail", "-c", self.setup + line],
             env=self.env,
             cwd=self.workdir,
             capture_output=True,
@@ -284,3 +286,134 @@ def test_the_dev_queue_sends_a_message_to_the_dlq_after_its_fourth_receive_like_
     assert receives == 4
     dead = sqs.receive_message(QueueUrl=ingest.dlq_url, WaitTimeSeconds=0)["Messages"]
     assert [message["Body"] for message in dead] == ["{}"]
+
+
+def _aws_clients(dev: DevProcess) -> tuple[Any, Any]:
+    from handlers.develop.devstack import aws_client
+
+    return aws_client("s3", dev.exports), aws_client("sqs", dev.exports)
+
+
+def _cli_json(dev: DevProcess, *arguments: str) -> Any:
+    result = run_cli(*arguments, "--json", env=dev.exports)
+    assert "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+def _in_printed_shell(dev: DevProcess, command: str, workdir: Path) -> str:
+    """`command` in bash after the lines the announcement says to paste; its stdout."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", dev.shell_setup + command],
+        env=clean_environment({"PATH": path}),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command}\n{result.stderr}"
+    return result.stdout
+
+
+def _wait_for_a_snapshot_of_all_served(dev: DevProcess, snapshot: Path) -> None:
+    """Until a snapshot holds every request served before this call.
+
+    Each round makes a change (an object outside the notified prefix) and waits for the next write.
+    Snapshots are written one after another, so the second write began after the first ended, which
+    was after this call began.
+    """
+    s3, _ = _aws_clients(dev)
+    for round_number in range(2):
+        before = snapshot.stat().st_mtime_ns
+        s3.put_object(Bucket="filequeue-demo", Key=f"not-notified/{round_number}", Body=b"")
+        wait_for(lambda: snapshot.stat().st_mtime_ns != before, message="a snapshot is written")  # noqa: B023 - called at once
+
+
+def _dev_refused(data_dir: Path) -> str:
+    """`filequeue dev` on `data_dir` that must stop at once with one error line; that line."""
+    result = run_cli("dev", "--data-dir", str(data_dir), env={"FILEQUEUE_HEALTH_PORT": "0"}, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.slow
+def test_dev_restarts_whole_and_refuses_an_empty_bucket_over_stored_documents(dev_dir, tmp_path):
+    data_dir = dev_dir / "data"
+    with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}) as first:
+        s3, sqs = _aws_clients(first)
+        _upload(first, "uploads/kept.md", b"# Kept\n\nStill here after a restart.")
+        _wait_for_documents(first, {"uploads/kept.md"})
+        dlq_url = sqs.get_queue_url(QueueName="filequeue-uploads-dlq")["QueueUrl"]
+        poison = sqs.send_message(QueueUrl=dlq_url, MessageBody="not an S3 event")["MessageId"]
+    assert first.process.returncode == 0
+
+    with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}) as again:
+        assert again.exports == first.exports, "the exports printed before stay valid"
+        assert any(
+            line.startswith("restored S3 and SQS as the last stop left them (")
+            and line.endswith("): 1 object in s3://filequeue-demo, 0 queued, 1 in the DLQ")
+            for line in again.announcement
+        ), again.announcement
+        s3, sqs = _aws_clients(again)
+        assert s3.get_object(Bucket="filequeue-demo", Key="uploads/kept.md")["Body"].read().startswith(b"# Kept")
+        [letter] = _cli_json(again, "dlq", "list")
+        assert letter["message_id"] == poison
+        plan = _cli_json(again, "reconcile", "--bucket", "filequeue-demo", "--dry-run")
+        assert (plan["listed"], plan["unchanged"], plan["new"], plan["changed"], plan["gone"]) == (1, 1, 0, 0, 0)
+        # A put after the restart still notifies the restored queue.
+        _upload(again, "uploads/after.md", b"# After\n\nUploaded after the restart.")
+        _wait_for_documents(again, {"uploads/kept.md", "uploads/after.md"})
+
+        # The AWS CLI in the shell the announcement sets up, `aws sqs` included (AWS CLI v1 would go to AWS).
+        queues = json.loads(_in_printed_shell(again, "aws sqs list-queues", tmp_path))["QueueUrls"]
+        assert again.exports["FILEQUEUE_QUEUE_URL"] in queues
+        listed = _in_printed_shell(again, "aws s3 ls s3://filequeue-demo/uploads/", tmp_path)
+        assert "kept.md" in listed
+        assert "after.md" in listed
+    assert again.process.returncode == 0
+
+    port = int(urlsplit(first.exports["AWS_ENDPOINT_URL"]).port or 0)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the last stop's connections linger in TIME_WAIT
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert f"filequeue: error: port {port}, recorded in " in _dev_refused(data_dir)
+
+    snapshot = data_dir / "moto-state.pickle"
+    snapshot.write_bytes(b"not a pickle")
+    assert "cannot be read" in _dev_refused(data_dir)
+    snapshot.unlink()
+    refusal = _dev_refused(data_dir)
+    assert "holds 2 documents in PostgreSQL but no saved S3 and SQS state" in refusal
+    assert "--reset" in refusal
+
+    with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}, arguments=["--reset"]) as reset:
+        assert reset.exports["AWS_ENDPOINT_URL"] == first.exports["AWS_ENDPOINT_URL"]
+        assert _cli_json(reset, "status")["store"]["documents"] == {}
+        s3, _ = _aws_clients(reset)
+        assert s3.list_objects_v2(Bucket="filequeue-demo").get("KeyCount") == 0
+
+
+@pytest.mark.slow
+def test_dev_killed_comes_back_from_its_last_snapshot(dev_dir):
+    data_dir = dev_dir / "data"
+    snapshot = data_dir / "moto-state.pickle"
+    with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}) as first:
+        worker = _worker_of(first)
+        _upload(first, "uploads/survivor.md", b"# Survivor\n\nKilled, and back.")
+        _wait_for_documents(first, {"uploads/survivor.md"})
+        _wait_for_a_snapshot_of_all_served(first, snapshot)
+        os.kill(first.process.pid, signal.SIGKILL)
+        os.kill(worker, signal.SIGKILL)
+        first.process.wait(timeout=30)
+
+    with running_dev(data_dir, env={"FILEQUEUE_HEALTH_PORT": "0"}) as again:
+        assert again.exports == first.exports
+        [restored] = [line for line in again.announcement if "did not stop cleanly" in line]
+        assert "restored S3 and SQS from its last snapshot, taken " in restored
+        assert "(3 objects in s3://filequeue-demo, 0 queued, 0 in the DLQ)" in restored
+        plan = _cli_json(again, "reconcile", "--bucket", "filequeue-demo", "--dry-run")
+        assert (plan["new"], plan["changed"], plan["gone"]) == (0, 0, 0)
+    assert json.loads((data_dir / "pgdata" / ".handle_pids.json").read_text()) == [], "PostgreSQL stopped at last"

@@ -137,7 +137,8 @@ def filequeue_invocations(code: str) -> list[list[str]]:
 
 
 class Shell:
-    """A reader's shell: `filequeue` from this checkout on the PATH, the dev stack's exports, a scratch directory."""
+    """A reader's shell: `filequeue` from this checkout on the PATH, the lines `filequeue dev` says to paste
+    (its exports and the `aws` function), a scratch directory."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.bin = tmp_path / "bin"
@@ -153,6 +154,7 @@ class Shell:
             if not entry.name.startswith("."):
                 (self.workdir / entry.name).symlink_to(entry)
         self.exports: dict[str, str] = {}
+        self.setup = ""
         self._help: dict[tuple[str, ...], str] = {}
 
     def environment(self) -> dict[str, str]:
@@ -174,7 +176,7 @@ class Shell:
         )
 
     def bash(self, script: str, where: str) -> str:
-        result = self.run(["bash", "-euo", "pipefail", "-c", script])
+        result = self.run(["bash", "-euo", "pipefail", "-c", self.setup + script])
         assert result.returncode == 0, f"{where}: exit {result.returncode}\n{script}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, f"{where}\n{result.stderr}"
         return result.stdout + result.stderr
@@ -248,6 +250,7 @@ def test_the_examples_run_and_print_what_they_show(tmp_path: Path) -> None:
                 # Started for the first block that needs it: the demo runs a stack of its own.
                 dev = resources.enter_context(running_dev(tmp_path / "dev-data", env={"FILEQUEUE_HEALTH_PORT": "0"}))
                 shell.exports = dev.exports
+                shell.setup = dev.shell_setup
             return dev
 
         for page in PAGES:

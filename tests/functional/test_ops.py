@@ -295,15 +295,26 @@ def test_dlq_delete_drops_only_the_chosen_poison_message_and_dry_run_drops_nothi
     poison = _dead_letter(sqs, ingest, '{"Records": [')
     kept = _dead_letter(sqs, ingest, message_body({"Records": []}))
 
-    dry = dlq.drop_dead_letters(sqs, ingest.dlq_url, message_ids=[poison, "no-such-id"], dry_run=True)
+    heard: list[str] = []
+    dry = dlq.drop_dead_letters(
+        sqs,
+        ingest.dlq_url,
+        message_ids=[poison, "no-such-id"],
+        dry_run=True,
+        on_dropped=lambda letter: heard.append(letter.message_id),
+    )
     assert [letter.message_id for letter in dry.dropped] == [poison]
+    assert heard == [], "a dry run drops nothing, so reports no drop"
     assert dry.dropped[0].reason is not None
     assert dry.dropped[0].reason.startswith("invalid_json: ")
     assert dry.not_found == ["no-such-id"]
     assert _visible(sqs, ingest.dlq_url) == 2
 
-    report = dlq.drop_dead_letters(sqs, ingest.dlq_url, message_ids=[poison])
+    report = dlq.drop_dead_letters(
+        sqs, ingest.dlq_url, message_ids=[poison], on_dropped=lambda letter: heard.append(letter.message_id)
+    )
     assert [letter.message_id for letter in report.dropped] == [poison]
+    assert heard == [poison]
     assert [letter.message_id for letter in dlq.list_dead_letters(sqs, ingest.dlq_url)] == [kept]
 
 
