@@ -140,7 +140,9 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--convert", nargs=2, metavar=("NAME", "RAW_DIR"), help="rebuild a collection from its originals")
+    parser.add_argument(
+        "--convert", nargs=2, metavar=("NAME", "RAW_DIR"), help="rebuild a collection from its originals"
+    )
     args = parser.parse_args()
     if args.convert:
         convert(args.convert[0], Path(args.convert[1]))

@@ -91,8 +91,9 @@ statistics AS MATERIALIZED (
 
 # The best `limit` chunks by BM25: id and score. %(all_documents)s, %(key_pattern)s and
 # %(content_type)s filter documents as the search module's filter does.
+# Constant SQL pieces joined; every value is a bound parameter.
 BM25_QUERY = (
-    "WITH"
+    "WITH"  # noqa: S608
     + STATISTICS_CTES
     + """,
 candidates AS MATERIALIZED (
@@ -120,7 +121,10 @@ LIMIT %(limit)s
 )
 
 TERM_STATISTICS_QUERY = (
-    "WITH" + STATISTICS_CTES + "\nSELECT stat.lexeme, stat.chunks, stat.idf, totals.chunks, totals.average_length FROM statistics AS stat, totals"
+    "WITH"
+    + STATISTICS_CTES
+    + "\nSELECT stat.lexeme, stat.chunks, stat.idf, totals.chunks, totals.average_length"
+    + " FROM statistics AS stat, totals"
 )
 
 
@@ -263,8 +267,7 @@ def _count_segment(conn: psycopg.Connection[Any], segment: int) -> None:
         conn.execute("DELETE FROM lexical_segments WHERE segment = %s", (segment,))
         conn.execute("DELETE FROM lexical_removed WHERE segment = %s", (segment,))
         conn.execute(
-            "INSERT INTO lexical_segment_terms (lexeme, segment, chunks)"
-            " SELECT word, %s, ndoc FROM ts_stat(%s)",
+            "INSERT INTO lexical_segment_terms (lexeme, segment, chunks) SELECT word, %s, ndoc FROM ts_stat(%s)",
             (segment, sql.SQL("SELECT tsv FROM {}").format(table).as_string(conn)),
         )
         conn.execute(

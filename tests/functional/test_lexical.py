@@ -98,7 +98,10 @@ def _truth(conn: psycopg.Connection[Any], query: str) -> lexical.TermStatistics:
         float(n_chunks),
         float(max(int(total), 1)) / n_chunks,
         {
-            lexeme: (int(frequencies[lexeme]), math.log(1 + (n_chunks - frequencies[lexeme] + 0.5) / (frequencies[lexeme] + 0.5)))
+            lexeme: (
+                int(frequencies[lexeme]),
+                math.log(1 + (n_chunks - frequencies[lexeme] + 0.5) / (frequencies[lexeme] + 0.5)),
+            )
             for lexeme in lexemes
             if lexeme in frequencies
         },
@@ -215,12 +218,12 @@ def test_a_small_candidate_budget_keeps_the_exact_scores_of_what_it_finds(conn, 
 def test_the_key_prefix_filter_and_a_query_of_stop_words(conn, writer):
     _store_all(writer, prefix="one/")
     _store_all(writer, prefix="two/")
-    keys = {
-        chunk_id: key
-        for chunk_id, key in conn.execute(
-            "SELECT chunk.id, document.key FROM chunks AS chunk JOIN documents AS document ON document.id = chunk.document_id"
-        )
-    }
+    keys = dict(
+        conn.execute(
+            "SELECT chunk.id, document.key FROM chunks AS chunk"
+            " JOIN documents AS document ON document.id = chunk.document_id"
+        ).fetchall()
+    )
     hits = lexical.rank(conn, "bread", limit=10, key_prefix="uploads/two/")
     assert hits
     assert all(keys[hit.chunk_id].startswith("uploads/two/") for hit in hits)
