@@ -274,7 +274,7 @@ def run_collection(collection: Collection, environment: dict[str, str], *, scale
         started = time.monotonic()
         for doc, text in collection.docs.items():
             s3.put_object(Bucket=stack.resources.bucket, Key=f"uploads/{collection.name}/{doc}.txt", Body=text.encode())
-        with demo.running_worker(env, 2, log=Path(os.devnull).open("wb")) as worker:
+        with Path(os.devnull).open("wb") as log, demo.running_worker(env, 2, log=log) as worker:
             demo.wait_until_processed(stack.database_url, len(collection.docs), timeout=3600, worker=worker)
         run.ingest_seconds = round(time.monotonic() - started, 1)
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
