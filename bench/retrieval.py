@@ -36,6 +36,7 @@ import re
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ RESULTS = Path(__file__).parent / "results" / "retrieval.json"
 LOCAL_MODEL = ROOT / ".filequeue" / "models" / "minilm-l6-static"
 RANKED = 200
 LATENCY_LIMIT = 10
+UPLOAD_THREADS = 8
 LATENCY_QUERIES = 30
 SHORT_WORDS = 6
 LONG_WORDS = 50
@@ -272,9 +274,16 @@ def run_collection(collection: Collection, environment: dict[str, str], *, scale
         env = {**stack.environment, **environment}
         s3 = _aws_client("s3", env)
         started = time.monotonic()
-        for doc, text in collection.docs.items():
-            s3.put_object(Bucket=stack.resources.bucket, Key=f"uploads/{collection.name}/{doc}.txt", Body=text.encode())
+        # The worker drains the queue while the uploads fill it, as in production.
         with Path(os.devnull).open("wb") as log, demo.running_worker(env, 2, log=log) as worker:
+
+            def upload(item: tuple[str, str]) -> object:
+                doc, text = item
+                key = f"uploads/{collection.name}/{doc}.txt"
+                return s3.put_object(Bucket=stack.resources.bucket, Key=key, Body=text.encode())
+
+            with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
+                list(uploads.map(upload, collection.docs.items()))  # re-raises an upload's error
             demo.wait_until_processed(stack.database_url, len(collection.docs), timeout=3600, worker=worker)
         run.ingest_seconds = round(time.monotonic() - started, 1)
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
