@@ -89,13 +89,10 @@ statistics AS MATERIALIZED (
     WHERE frequency.chunks > 0
 )"""
 
-# The best `limit` chunks by BM25: id and score. %(all_documents)s, %(key_pattern)s and
-# %(content_type)s filter documents as the search module's filter does.
-# Constant SQL pieces joined; every value is a bound parameter.
-BM25_QUERY = (
-    "WITH"  # noqa: S608
-    + STATISTICS_CTES
-    + """,
+# After STATISTICS_CTES: `candidates` (chunks holding one of the rarest lexemes, within the document
+# filter: %(all_documents)s, %(key_pattern)s, %(content_type)s as in the search module) and `by_bm25`
+# (id, score, rank), the best %(bm25_limit)s of them. Hybrid search can use `by_bm25` as its text ranking.
+RANKING_CTES = """
 candidates AS MATERIALIZED (
     SELECT chunk.id, chunk.tsv, chunk.lexemes
     FROM chunks AS chunk
@@ -104,21 +101,27 @@ candidates AS MATERIALIZED (
       AND (%(all_documents)s OR chunk.document_id IN (
            SELECT id FROM documents WHERE key LIKE %(key_pattern)s
            AND (%(content_type)s::text IS NULL OR content_type = %(content_type)s)))
-)
-SELECT candidate.id,
-       sum(stat.weight * stat.idf * occurrences.tf * (%(k1)s + 1)
-           / (occurrences.tf + %(k1)s * (1 - %(b)s + %(b)s * candidate.lexemes / totals.average_length)))::float8
-         AS score
-FROM candidates AS candidate
-CROSS JOIN totals
-CROSS JOIN LATERAL (SELECT term.lexeme, coalesce(array_length(term.positions, 1), 1) AS tf
-                    FROM unnest(candidate.tsv) AS term) AS occurrences
-JOIN statistics AS stat ON stat.lexeme = occurrences.lexeme
-GROUP BY candidate.id
-ORDER BY score DESC, candidate.id
-LIMIT %(limit)s
-"""
-)
+),
+by_bm25 AS (
+    SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
+    FROM (SELECT candidate.id,
+                 sum(stat.weight * stat.idf * occurrences.tf * (%(k1)s + 1)
+                     / (occurrences.tf
+                        + %(k1)s * (1 - %(b)s + %(b)s * candidate.lexemes / totals.average_length)))::float8 AS score
+          FROM candidates AS candidate
+          CROSS JOIN totals
+          CROSS JOIN LATERAL (SELECT term.lexeme, coalesce(array_length(term.positions, 1), 1) AS tf
+                              FROM unnest(candidate.tsv) AS term) AS occurrences
+          JOIN statistics AS stat ON stat.lexeme = occurrences.lexeme
+          GROUP BY candidate.id
+          ORDER BY score DESC, candidate.id
+          LIMIT %(bm25_limit)s) AS scored
+)"""
+
+# The best %(bm25_limit)s chunks by BM25, best first: id and score. Constant SQL pieces joined;
+# every value is a bound parameter.
+BM25_QUERY = "WITH" + STATISTICS_CTES + "," + RANKING_CTES + "\nSELECT id, score FROM by_bm25 ORDER BY rank"
+
 
 TERM_STATISTICS_QUERY = (
     "WITH"
@@ -175,7 +178,7 @@ def bm25_params(
         "counted": counted,
         "live": live,
         "budget": budget,
-        "limit": limit,
+        "bm25_limit": limit,
         "k1": K1,
         "b": B,
         "all_documents": not key_prefix and content_type is None,
