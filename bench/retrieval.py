@@ -57,6 +57,7 @@ LOCAL_MODEL = ROOT / ".filequeue" / "models" / "minilm-l6-static"
 RANKED = 200
 LATENCY_LIMIT = 10
 UPLOAD_THREADS = 8
+UPLOAD_WAVE = 100
 LATENCY_QUERIES = 30
 SHORT_WORDS = 6
 LONG_WORDS = 50
@@ -274,7 +275,8 @@ def run_collection(collection: Collection, environment: dict[str, str], *, scale
         env = {**stack.environment, **environment}
         s3 = _aws_client("s3", env)
         started = time.monotonic()
-        # The worker drains the queue while the uploads fill it, as in production.
+        # The worker drains the queue while the uploads fill it, as in production, in waves that keep
+        # the queue short: moto's ReceiveMessage costs time in proportion to the messages queued.
         with Path(os.devnull).open("wb") as log, demo.running_worker(env, 2, log=log) as worker:
 
             def upload(item: tuple[str, str]) -> object:
@@ -282,9 +284,12 @@ def run_collection(collection: Collection, environment: dict[str, str], *, scale
                 key = f"uploads/{collection.name}/{doc}.txt"
                 return s3.put_object(Bucket=stack.resources.bucket, Key=key, Body=text.encode())
 
+            items = list(collection.docs.items())
             with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
-                list(uploads.map(upload, collection.docs.items()))  # re-raises an upload's error
-            demo.wait_until_processed(stack.database_url, len(collection.docs), timeout=3600, worker=worker)
+                for start in range(0, len(items), UPLOAD_WAVE):
+                    list(uploads.map(upload, items[start : start + UPLOAD_WAVE]))  # re-raises an upload's error
+                    done = min(len(items), start + UPLOAD_WAVE)
+                    demo.wait_until_processed(stack.database_url, done, timeout=3600, worker=worker)
         run.ingest_seconds = round(time.monotonic() - started, 1)
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             register_vector(conn)
