@@ -62,8 +62,8 @@ LATENCY_QUERIES = 30
 SHORT_WORDS = 6
 LONG_WORDS = 50
 MODES = ("bm25_reference", "text", "vector", "hybrid", "bm25_postgres")
-RRF_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0)
-MINMAX_TEXT_SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+RRF_WEIGHTS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+MINMAX_TEXT_SHARES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -428,6 +428,7 @@ def summarise(collection: Collection, runs: dict[str, Run]) -> dict[str, Any]:
             "metrics": metrics,
             "fusion": fused,
             "latency_ms": run.latency_ms,
+            "scored_rankings": run.scored,
         }
     return result
 
