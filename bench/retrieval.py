@@ -536,10 +536,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, help="only this many queries")
     parser.add_argument("--scale-chunks", type=int, default=0, help="also time every mode at this many chunks")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--rankings", type=Path, help="also write each query's vector and BM25 rankings here")
     args = parser.parse_args()
     results = run(
         args.collections, args.embedders, docs=args.docs, queries=args.queries, scale_chunks=args.scale_chunks
     )
+    rankings = {
+        name: {embedder: data.pop("scored_rankings") for embedder, data in collection["embedders"].items()}
+        for name, collection in results["collections"].items()
+    }
+    if args.rankings:
+        args.rankings.write_text(json.dumps(rankings) + "\n")
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
     print()
