@@ -11,10 +11,9 @@ Rankings side by side:
 - bm25_reference: Okapi BM25 by rank_bm25 (BM25Okapi, k1 1.2, b 0.75), tokens lower-cased
   `\\w+` words without PostgreSQL's English stop words (the Snowball list), stemmed by Snowball's
   English stemmer (snowballstemmer);
-- text: the product's full-text ranking alone (the `terms` and `by_text` steps of hybrid search,
-  queried directly in `product_text_ranking`, the one place that reaches into the search module);
-- vector, hybrid: `FileQueue.search(hybrid=False|True)`;
-- bm25_postgres: BM25 inside PostgreSQL (handlers.adapters.lexical);
+- vector, hybrid, text: `FileQueue.search(mode="vector"|"hybrid"|"text")` (text: BM25 in PostgreSQL,
+  the text side of hybrid search);
+- bm25_postgres: BM25 inside PostgreSQL called directly (handlers.ops.lexical.rank);
 - fusion rules over vector and bm25_postgres rankings (weighted RRF, min-max score fusion), swept.
 Latency p50/p95 per mode for short queries (a query's first 6 words) and long ones (40-60 words:
 the query followed by the next queries' words, cut at 50), with `limit` 10, after one warm-up pass.
@@ -81,17 +80,6 @@ def _aws_client(service: str, environment: dict[str, str]) -> Any:
     from handlers.develop.devstack import aws_client
 
     return aws_client(service, environment)
-
-
-def product_text_ranking(conn: psycopg.Connection[Any], query: str, limit: int) -> list[int]:
-    """Chunk ids by the product's full-text ranking alone: the `terms` and `by_text` steps of HYBRID_QUERY."""
-    from handlers.ops.search import HYBRID_QUERY, query_params
-
-    start, end = HYBRID_QUERY.index("terms AS MATERIALIZED"), HYBRID_QUERY.index("fused AS")
-    steps = HYBRID_QUERY[start:end].rstrip().rstrip(",")
-    params = query_params(query, [0.0], limit=limit, candidates=limit)
-    rows = conn.execute(f"WITH {steps} SELECT id FROM by_text ORDER BY rank", params).fetchall()  # noqa: S608  (the product's own SQL)
-    return [int(row[0]) for row in rows]
 
 
 def _compact(conn: psycopg.Connection[Any]) -> None:
@@ -264,8 +252,8 @@ def run_collection(collection: Collection, environment: dict[str, str], *, scale
     import psycopg
     from pgvector.psycopg import register_vector
 
-    from handlers.adapters import lexical
     from handlers.api import FileQueue
+    from handlers.ops import lexical
     from handlers.settings import Settings
 
     demo = _stack()
@@ -315,7 +303,7 @@ def run_collection(collection: Collection, environment: dict[str, str], *, scale
 
 
 def _rank_all(run: Run, collection: Collection, fq: Any, conn: psycopg.Connection[Any], keys: dict[int, str]) -> None:
-    from handlers.adapters import lexical
+    from handlers.ops import lexical
 
     prefix = f"uploads/{collection.name}/"
     reference = Bm25Reference(collection.docs)
@@ -325,11 +313,8 @@ def _rank_all(run: Run, collection: Collection, fq: Any, conn: psycopg.Connectio
     for query_id in sorted(collection.qrels):
         query = collection.queries[query_id]
         run.rankings["bm25_reference"][query_id] = reference.rank(query)
-        run.rankings["text"][query_id] = first_occurrences(
-            doc_id(keys[chunk], collection.name) for chunk in product_text_ranking(conn, query, RANKED)
-        )
-        for mode, hybrid in (("vector", False), ("hybrid", True)):
-            hits = fq.search(query, hybrid=hybrid, limit=RANKED, prefix=prefix)
+        for mode in ("vector", "hybrid", "text"):
+            hits = fq.search(query, mode=mode, limit=RANKED, prefix=prefix)
             scored = _first_scores((doc_id(hit.key, collection.name), hit.score) for hit in hits)
             run.rankings[mode][query_id] = [doc for doc, _ in scored]
             if mode == "vector":
@@ -350,13 +335,13 @@ def _first_scores(pairs: Iterable[tuple[str, float]]) -> list[tuple[str, float]]
 
 
 def _time_all(run: Run, collection: Collection, fq: Any, conn: psycopg.Connection[Any], label: str) -> None:
-    from handlers.adapters import lexical
+    from handlers.ops import lexical
 
     queries = latency_queries([collection.queries[q] for q in sorted(collection.qrels)])
     searches: dict[str, Callable[[str], object]] = {
-        "vector": lambda q: fq.search(q, hybrid=False, limit=LATENCY_LIMIT),
-        "hybrid": lambda q: fq.search(q, hybrid=True, limit=LATENCY_LIMIT),
-        "text": lambda q: product_text_ranking(conn, q, LATENCY_LIMIT),
+        "vector": lambda q: fq.search(q, mode="vector", limit=LATENCY_LIMIT),
+        "hybrid": lambda q: fq.search(q, mode="hybrid", limit=LATENCY_LIMIT),
+        "text": lambda q: fq.search(q, mode="text", limit=LATENCY_LIMIT),
         "bm25_postgres": lambda q: lexical.rank(conn, q, limit=LATENCY_LIMIT),
     }
     result: dict[str, dict[str, float]] = {}
@@ -375,7 +360,7 @@ def _time_all(run: Run, collection: Collection, fq: Any, conn: psycopg.Connectio
 
 def _grow_to(conn: psycopg.Connection[Any], target: int) -> None:
     """Copy the stored chunks (text and vector) under new documents until `target` chunks, then compact."""
-    from handlers.adapters import lexical
+    from handlers.ops import lexical
 
     [(chunks,)] = conn.execute("SELECT count(*) FROM chunks").fetchall()
     copy = 0

@@ -1,4 +1,4 @@
-"""BM25 inside PostgreSQL (handlers.adapters.lexical) on the real segmented store.
+"""BM25 inside PostgreSQL (handlers.ops.lexical) on the real segmented store.
 
 Documents go through `PostgresRepository` (the handler's write path); the statistics are checked
 against a count over every chunk a reader sees, after each write and compaction step, and the
@@ -15,10 +15,10 @@ import pytest
 from pgvector.psycopg import register_vector
 from rank_bm25 import BM25Okapi
 
-from handlers.adapters import lexical
 from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.postgres import PostgresRepository, open_pool
 from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
+from handlers.ops import lexical
 from handlers.ops.compaction import CompactOptions, compact
 
 if TYPE_CHECKING:
