@@ -215,9 +215,7 @@ def side_by_side(
     answers: dict[str, list[list[SearchHit]]] = {}
     for round_number in range(ROUNDS):
         for name in names if round_number % 2 == 0 else names[::-1]:
-            stats, answers[name] = measure(
-                pair[name], queries, mode="hybrid" if hybrid else "vector", ef_search=ef_search
-            )
+            stats, answers[name] = measure(pair[name], queries, hybrid=hybrid, ef_search=ef_search)
             per_round[name].append(stats)
     result: dict[str, dict[str, float]] = {}
     for name in names:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from handlers.cli.common import Subcommands
-    from handlers.ops.search import SearchHit
+    from handlers.ops.search import SearchHit, SearchMode
     from handlers.ops.status import QueueStatus, StoreReport
 
 
@@ -72,7 +72,9 @@ def run_search(args: argparse.Namespace) -> int:
     if args.hybrid and args.mode not in (None, "hybrid"):
         stderr_line(f"error: --hybrid contradicts --mode {args.mode}")
         return 2
-    mode = args.mode or ("hybrid" if args.hybrid else "vector")
+    mode: SearchMode = "hybrid" if args.hybrid else "vector"
+    if args.mode is not None:
+        mode = args.mode
     with FileQueue(get_settings()) as store:
         failed = store.failed_count()
         formula = store.score_formula(mode=mode)

@@ -94,7 +94,8 @@ def test_hybrid_search_ranks_a_rare_term_first_by_text_and_fuses_both_ranks(s3, 
 
     [text_only] = search(conn, EMBEDDER, RARE, limit=5, mode="text")
     assert (text_only.key, text_only.score, text_only.similarity) == ("uploads/garden.md", 1.0, None)
-    assert text_only.bm25 is not None and text_only.bm25 > 0
+    assert text_only.bm25 is not None
+    assert text_only.bm25 > 0
 
 
 def test_a_question_matches_on_any_stemmed_content_word_not_on_all_words(s3, handler_env, conn):
@@ -155,7 +156,9 @@ def test_search_command_prints_a_table_json_or_the_explained_scores(s3, handler_
         *["rank", "cosine", "BM25", "vector", "text", "vector", "part", "text", "part", "score", "page", "key"]
     ]
     rank, cosine, bm25, *rest = lines[2].split()
-    assert rank == "1" and 0 < float(cosine) < 1 and float(bm25) > 0
+    assert rank == "1"
+    assert 0 < float(cosine) < 1
+    assert float(bm25) > 0
     assert rest == ["1", "1", "0.1000", "0.9000", "1.0000", "1", "uploads/garden.md"]
 
 
