@@ -38,7 +38,7 @@ from handlers.adapters.migrate import StoreConfig, migrate
 from handlers.adapters.postgres import PostgresRepository, open_pool
 from handlers.develop.devstack import start_postgres
 from handlers.model import ChunkingOptions, DocumentLinks, EventKind, ExtractLimits, FetchedObject, ObjectRef
-from handlers.ops.search import search_chunks
+from handlers.ops.search import search_chunks, tuning_for
 from handlers.stages.chunking import chunk_document
 from handlers.stages.extract import extract_text
 from handlers.stages.mentions import document_names, find_mentions
@@ -117,7 +117,14 @@ def evaluate(conn: psycopg.Connection[Any], embedder: Embedder, asked: list[dict
         ranks: dict[str, list[int | None]] = defaultdict(list)
         misses[mode] = []
         for question, vector in zip(asked, vectors, strict=True):
-            hits = search_chunks(conn, question["query"], vector, limit=CHUNKS_RETURNED, hybrid=mode == "hybrid")
+            hits = search_chunks(
+                conn,
+                question["query"],
+                vector,
+                limit=CHUNKS_RETURNED,
+                mode="hybrid" if mode == "hybrid" else "vector",
+                tuning=tuning_for(embedder.model),
+            )
             rank = document_rank([hit.key for hit in hits], question["answer"])
             ranks[question["kind"]].append(rank)
             ranks["all"].append(rank)

@@ -162,12 +162,14 @@ def measure(
 ) -> tuple[dict[str, float], list[list[SearchHit]]]:
     """Median and p95 milliseconds over the queries (after a warm-up), and each query's hits."""
     for text, vector in queries[:WARM_UP]:
-        search_chunks(conn, text, vector, limit=LIMIT, hybrid=hybrid, ef_search=ef_search)
+        search_chunks(conn, text, vector, limit=LIMIT, mode="hybrid" if hybrid else "vector", ef_search=ef_search)
     seconds: list[float] = []
     answers: list[list[SearchHit]] = []
     for text, vector in queries:
         started = time.perf_counter()
-        answers.append(search_chunks(conn, text, vector, limit=LIMIT, hybrid=hybrid, ef_search=ef_search))
+        answers.append(
+            search_chunks(conn, text, vector, limit=LIMIT, mode="hybrid" if hybrid else "vector", ef_search=ef_search)
+        )
         seconds.append(time.perf_counter() - started)
     milliseconds = sorted(second * 1000 for second in seconds)
     return {

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from handlers.cli.common import Subcommands
-    from handlers.ops.search import SearchHit
+    from handlers.ops.search import SearchHit, SearchMode
     from handlers.ops.status import QueueStatus, StoreReport
 
 
@@ -42,22 +42,46 @@ def register_search(commands: Subcommands) -> None:
     search.add_argument("text", help="what to look for")
     search.add_argument("--limit", type=positive_int, default=10, help="how many chunks (default 10)")
     search.add_argument(
-        "--hybrid", action="store_true", help="fuse vector similarity with full-text ranking (reciprocal rank fusion)"
+        "--hybrid", action="store_true", help="fuse vector similarity with BM25 (short for --mode hybrid)"
     )
-    search.add_argument("--explain", action="store_true", help="show each hit's vector rank, text rank and fused score")
+    search.add_argument(
+        "--mode",
+        choices=("vector", "hybrid", "text"),
+        default=None,
+        help="vector (cosine similarity, the default), hybrid (vector and BM25 fused) or text (BM25 alone)",
+    )
+    search.add_argument(
+        "--explain",
+        action="store_true",
+        help="show each hit's similarity, BM25 score, ranks and the fused score's parts",
+    )
     search.add_argument("--prefix", default="", help="only documents whose key starts with this")
     search.add_argument("--content-type", default=None, help="only documents of this type, e.g. text/markdown")
-    search.add_argument("--min-score", type=float, default=None, help="drop hits scoring below this")
+    search.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="drop hits scoring below this: a cosine similarity in vector mode, a fused score in 0..1 otherwise"
+        " (1 = the best candidate on both sides)",
+    )
 
 
 def run_search(args: argparse.Namespace) -> int:
     from handlers.api import FileQueue
 
+    if args.hybrid and args.mode not in (None, "hybrid"):
+        stderr_line(f"error: --hybrid contradicts --mode {args.mode}")
+        return 2
+    mode: SearchMode = "hybrid" if args.hybrid else "vector"
+    if args.mode is not None:
+        mode = args.mode
     with FileQueue(get_settings()) as store:
         failed = store.failed_count()
+        formula = store.score_formula(mode=mode)
+        nothing = store.no_match_message(mode=mode)
         hits = store.search(
             args.text,
-            hybrid=args.hybrid,
+            mode=mode,
             limit=args.limit,
             prefix=args.prefix,
             content_type=args.content_type,
@@ -72,10 +96,10 @@ def run_search(args: argparse.Namespace) -> int:
         print_json([dataclasses.asdict(hit) for hit in hits])
         return 0
     if not hits:
-        print("no results")
+        print(nothing if args.min_score is None else f"no results scoring at least {args.min_score:g}")
         return 0
     if args.explain:
-        print(_explained(hits, hybrid=args.hybrid))
+        print(_explained(hits, formula, fused=mode != "vector"))
         return 0
     rows = [["rank", "score", "page", "key", "snippet"]] + [
         [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key, hit.snippet] for rank, hit in enumerate(hits, 1)
@@ -84,22 +108,21 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explained(hits: Sequence[SearchHit], *, hybrid: bool) -> str:
-    """The hits with the parts of their score: ranks in each ranking and their reciprocal-rank terms."""
-    from handlers.ops.search import score_formula
-
-    if not hybrid:
-        header = score_formula(hybrid=False)
+def _explained(hits: Sequence[SearchHit], formula: str, *, fused: bool) -> str:
+    """The hits with the parts of their score: raw similarity and BM25, ranks among candidates, fused parts."""
+    if not fused:
         rows = [["rank", "cosine", "page", "key"]] + [
             [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key] for rank, hit in enumerate(hits, 1)
         ]
-        return header + "\n" + table(rows, right_aligned=3)
-    header = score_formula(hybrid=True) + "; '-' = not a candidate"
-    rows = [["rank", "vector", "text", "vector part", "text part", "score", "page", "key"]]
+        return formula + "\n" + table(rows, right_aligned=3)
+    header = formula + "; '-' = not a candidate"
+    rows = [["rank", "cosine", "BM25", "vector", "text", "vector part", "text part", "score", "page", "key"]]
     for rank, hit in enumerate(hits, 1):
         rows.append(
             [
                 str(rank),
+                "-" if hit.similarity is None else f"{hit.similarity:.4f}",
+                "-" if hit.bm25 is None else f"{hit.bm25:.3f}",
                 str(hit.vector_rank or "-"),
                 str(hit.text_rank or "-"),
                 f"{hit.vector_part or 0.0:.4f}",
@@ -109,7 +132,7 @@ def _explained(hits: Sequence[SearchHit], *, hybrid: bool) -> str:
                 hit.key,
             ]
         )
-    return header + "\n" + table(rows, right_aligned=7)
+    return header + "\n" + table(rows, right_aligned=9)
 
 
 def register_console(commands: Subcommands) -> None:

@@ -128,8 +128,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _search(self, query: dict[str, str]) -> tuple[str, dict[str, Any]]:
         text = query.get("q", "")[:_MAX_QUERY_CHARS]
         hybrid = query.get("hybrid", "1") == "1"
-        hits = self.server.api.search(text, hybrid=hybrid, limit=20, prefix=query.get("prefix", "")) if text else []
-        return "search.html", {"q": text, "hybrid": hybrid, "hits": hits, "prefix": query.get("prefix", "")}
+        api = self.server.api
+        hits = api.search(text, hybrid=hybrid, limit=20, prefix=query.get("prefix", "")) if text else []
+        return "search.html", {
+            "q": text,
+            "hybrid": hybrid,
+            "hits": hits,
+            "prefix": query.get("prefix", ""),
+            "formula": api.score_formula(hybrid=hybrid).removeprefix("score = "),
+            "nothing": api.no_match_message(hybrid=hybrid),
+        }
 
     def _document(self, query: dict[str, str]) -> tuple[str, dict[str, Any]]:
         key = query.get("key", "")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from handlers.ops.failed import FailedDocument
     from handlers.ops.graph import Neighbour
-    from handlers.ops.search import SearchHit
+    from handlers.ops.search import SearchHit, SearchMode
     from handlers.ops.status import QueueStatus
     from handlers.ports import Embedder
     from handlers.settings import Settings
@@ -156,6 +156,7 @@ class FileQueue:
         query: str,
         *,
         hybrid: bool = False,
+        mode: SearchMode | None = None,
         limit: int = 10,
         prefix: str = "",
         content_type: str | None = None,
@@ -163,16 +164,39 @@ class FileQueue:
     ) -> list[SearchHit]:
         """The best chunks for `query`, optionally only under a key prefix, of one content type, above a score.
 
-        The score is the cosine similarity for plain search and the fused reciprocal-rank score for
-        hybrid search (`SearchHit.vector_rank` and `text_rank` explain it).
+        `mode` is `vector` (the default; `hybrid=True` is short for `mode="hybrid"`), `hybrid` or `text`.
+        The score is the cosine similarity in vector mode; in hybrid and text mode the fused score in
+        [0, 1] (handlers.ops.search says how it is made). An empty list means nothing matched:
+        `no_match_message` says why.
         """
-        from handlers.ops.search import SearchFilter, search
+        from handlers.ops.search import SEARCH_MODES, SearchFilter, search
 
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        chosen = self._mode(hybrid, mode)
+        if chosen not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {chosen!r}; expected one of {', '.join(SEARCH_MODES)}")
         where = SearchFilter(key_prefix=prefix, content_type=content_type)
-        hits = search(self._conn, self._embedder, query, limit=limit, hybrid=hybrid, where=where)
+        hits = search(self._conn, self._embedder, query, limit=limit, mode=chosen, where=where)
         return [hit for hit in hits if min_score is None or hit.score >= min_score]
+
+    def no_match_message(self, *, hybrid: bool = False, mode: SearchMode | None = None) -> str:
+        """The sentence to show when `search` with these arguments returned nothing."""
+        from handlers.ops.search import no_match_message, tuning_for
+
+        return no_match_message(self._mode(hybrid, mode), tuning_for(self._embedder.model))
+
+    def score_formula(self, *, hybrid: bool = False, mode: SearchMode | None = None) -> str:
+        """How `search` with these arguments makes a hit's score, in words."""
+        from handlers.ops.search import score_formula, tuning_for
+
+        return score_formula(self._mode(hybrid, mode), tuning_for(self._embedder.model))
+
+    @staticmethod
+    def _mode(hybrid: bool, mode: SearchMode | None) -> SearchMode:
+        if mode is not None and hybrid and mode != "hybrid":
+            raise ValueError(f"hybrid=True contradicts mode={mode!r}")
+        return mode or ("hybrid" if hybrid else "vector")
 
     @_database_errors
     def documents(self, *, status: str | None = None, offset: int = 0, limit: int = 50) -> DocumentList:

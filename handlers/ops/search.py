@@ -1,18 +1,28 @@
-"""Search over chunks: pgvector nearest neighbours, optionally fused with PostgreSQL full-text ranking.
+"""Search over chunks: pgvector nearest neighbours, BM25 inside PostgreSQL, or both fused.
 
-Hybrid search fuses two rankings by weighted reciprocal rank fusion (Cormack et al., 2009): a chunk
-scores the sum over the rankings it appears in of weight / (k + rank), with k = 60 and both weights
-1 (`VECTOR_WEIGHT`, `TEXT_WEIGHT`). Ranks, not raw scores, are combined, so cosine similarity and
-`ts_rank_cd` need no common scale. The best possible score is (1 + 1) / 61 ≈ 0.0328: first in both.
+Three modes. `vector`: the chunks nearest the query's vector by cosine similarity. `text`: BM25
+(handlers.ops.lexical: Okapi BM25 with exact statistics kept per segment). `hybrid`: both rankings'
+candidates (the best `CANDIDATES`, at least `limit`, of each) fused by min-max normalised score
+fusion: each side's scores are scaled to [0, 1] by the minimum and maximum over that side's candidates
+(a side with a single candidate, or all equal, scales to 1; a chunk that is no candidate of a side
+gets 0 there), and
 
-The full-text side matches any of the query's words, not all of them: the words are joined with
-`or` and parsed by `websearch_to_tsquery` with the `english` configuration, which stems them and
-drops stop words ("how do I feed a starter" looks for feed | starter). Matches are ranked BM25-style
-by the sum of the inverse document frequencies of the query terms they hold, idf = ln(1 + (N - n +
-0.5) / (n + 0.5)) with N chunks (the planner's estimate, or a count up to a cap before the first
-ANALYZE) of which n hold the term (counted up to a cap), so a rare
-term outweighs common ones; ties go to `ts_rank_cd` (cover density: query terms closer together
-rank higher), normalised by the chunk's length.
+    score = (1 - s) * norm(cosine similarity) + s * norm(BM25 score)
+
+with s the text weight of the store's embedder (`TEXT_WEIGHTS`). A score is therefore in [0, 1] for
+every query: 1 is the best candidate on both sides, 0 the weakest on one side and absent from the
+other. It says how a chunk compares with the query's other candidates, not how relevant it is in
+absolute terms. Text mode scores norm(BM25) (s = 1); vector mode scores the cosine similarity itself.
+On the public CACM and CISI collections (bench/retrieval.py), this fusion was at or above BM25 alone
+where weighted reciprocal rank fusion was below it for every weight tried; the weights are the best
+of that sweep: 0.9 for the lexical hashing embedders, 0.75 for `local`.
+
+Nothing matched: a chunk that holds none of the query's words (after stemming and stop words) is
+kept only when its cosine similarity reaches the embedder's floor (`SIMILARITY_FLOORS`), calibrated
+above the best similarity any of 50 nonsense queries reached on CACM and CISI (hashing-v2: 0.89,
+local: 0.58; real queries' best: 0.22-0.38 and 0.50-0.83). A query that no chunk holds a word of, and
+no chunk is that similar to, returns no hits (`no_match_message` says so), in every mode. Embedders
+not calibrated here have no floor.
 
 `ef_search` (100) is the exploration budget of a vector search. One HNSW index spends it all; a
 segmented store (handlers.ops.compaction) searches each of its k indexed segments with
@@ -29,7 +39,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from handlers.ops import lexical
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,17 +50,16 @@ if TYPE_CHECKING:
 
     from handlers.ports import Embedder
 
-RRF_K = 60
-VECTOR_WEIGHT = 1.0
-TEXT_WEIGHT = 1.0
-# ts_rank_cd normalisation 1: divide by 1 + log(document length).
-TEXT_RANK_NORMALIZATION = 1
-# Document frequencies are counted up to this many chunks (and the store up to ten times as many):
-# a term in more chunks than that is common anyway, and the count stays cheap in a large store.
-FREQUENCY_CAP = 10_000
+SearchMode = Literal["vector", "hybrid", "text"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "hybrid", "text")
 CANDIDATES = 50
 EF_SEARCH = 100
 SNIPPET_CHARS = 200
+# Text weight s of hybrid search by embedder model family (the model name's prefix); others: DEFAULT.
+TEXT_WEIGHTS = {"hashing": 0.9, "model2vec:": 0.75}
+DEFAULT_TEXT_WEIGHT = 0.5
+# Cosine similarity a chunk holding no query word needs to be kept, by model family; others: none.
+SIMILARITY_FLOORS = {"hashing": 0.9, "model2vec:": 0.6}
 
 # The partitions of `chunks` that hold rows and an HNSW index, by the planner's row estimate:
 # compaction analyses every segment it seals or merges, and a partition not analysed yet (-1) is
@@ -67,74 +78,87 @@ SELECT set_config('hnsw.ef_search', least(1000, ceil(%s::float8 / greatest(1, (
 # Documents a search is limited to: a key prefix (LIKE with the pattern escaped) and a content type.
 _DOCUMENT_FILTER = "key LIKE %(key_pattern)s AND (%(content_type)s::text IS NULL OR content_type = %(content_type)s)"
 
+# Whether a chunk holds any of the query's lexemes (NULL when the query has none: no match).
+_HOLDS_A_QUERY_WORD = """coalesce(chunk.tsv @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
+    FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme), false)"""
+
 # The nearest chunks first, by id and distance alone, so that an exact scan (no usable index)
 # sorts narrow rows; their text and document are fetched for the few that are kept.
 VECTOR_QUERY = """
 SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, 1 - nearest.distance AS score,
-       NULL::bigint AS vector_rank, NULL::bigint AS text_rank
+       NULL::bigint AS vector_rank, NULL::bigint AS text_rank, 1 - nearest.distance AS similarity,
+       NULL::float8 AS bm25, NULL::float8 AS vector_norm, NULL::float8 AS text_norm
 FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
       WHERE %(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER})
       ORDER BY embedding <=> %(vector)s LIMIT %(limit)s) AS nearest
 JOIN chunks AS chunk ON chunk.id = nearest.id
 JOIN documents AS document ON document.id = chunk.document_id
+WHERE 1 - nearest.distance >= %(similarity_floor)s OR {HOLDS}
 ORDER BY nearest.distance, chunk.id
-""".replace("{DOCUMENT_FILTER}", _DOCUMENT_FILTER)
+""".replace("{DOCUMENT_FILTER}", _DOCUMENT_FILTER).replace("{HOLDS}", _HOLDS_A_QUERY_WORD)
 
-HYBRID_QUERY = """
-WITH by_vector AS (
-    SELECT id, row_number() OVER (ORDER BY distance, id) AS rank
+_BY_VECTOR = """
+by_vector AS (
+    SELECT id, 1 - distance AS similarity, row_number() OVER (ORDER BY distance, id) AS rank
     FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
           WHERE %(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER})
           ORDER BY embedding <=> %(vector)s LIMIT %(candidates)s) AS nearest
-),
-terms AS MATERIALIZED (
-    SELECT query, ln(1 + (total.chunks - hits.chunks + 0.5) / (hits.chunks + 0.5)) AS idf
-    FROM (SELECT DISTINCT to_tsquery('simple', quote_literal(lexeme)) AS query
-          FROM unnest(tsvector_to_array(to_tsvector('english', %(raw_text)s))) AS lexeme) AS term
-    CROSS JOIN LATERAL (SELECT count(*)::float8 AS chunks FROM (
-        SELECT 1 FROM chunks WHERE tsv @@ term.query LIMIT %(frequency_cap)s) AS found) AS hits
-    CROSS JOIN (SELECT CASE WHEN estimate.reltuples > 0 THEN estimate.reltuples::float8
-                            ELSE (SELECT greatest(count(*), 1)::float8 FROM (
-                                  SELECT 1 FROM chunks LIMIT %(frequency_cap)s * 10) AS sampled) END AS chunks
-                FROM pg_class AS estimate WHERE estimate.oid = 'chunks'::regclass) AS total
-),
-by_text AS (
-    SELECT id, row_number() OVER (ORDER BY text_score DESC, cover DESC, id) AS rank
-    FROM (SELECT chunk.id, (SELECT sum(term.idf) FROM terms AS term WHERE chunk.tsv @@ term.query) AS text_score,
-                 ts_rank_cd(chunk.tsv, query, %(normalization)s) AS cover
-          FROM chunks AS chunk, websearch_to_tsquery('english', %(text)s) AS query
-          WHERE chunk.tsv @@ query
-            AND (%(all_documents)s OR chunk.document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER}))
-          ORDER BY text_score DESC, cover DESC, chunk.id LIMIT %(candidates)s) AS matches
-),
-fused AS (
-    SELECT id, sum(weight / (%(rrf_k)s + rank)) AS score, min(vector_rank) AS vector_rank,
-           min(text_rank) AS text_rank
-    FROM (SELECT id, rank, %(vector_weight)s::float8 AS weight, rank AS vector_rank, NULL::bigint AS text_rank
-          FROM by_vector
-          UNION ALL
-          SELECT id, rank, %(text_weight)s::float8, NULL, rank FROM by_text) AS ranked
-    GROUP BY id
-)
-SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, fused.score::float8,
-       fused.vector_rank, fused.text_rank
-FROM fused
+)""".replace("{DOCUMENT_FILTER}", _DOCUMENT_FILTER)
+
+# Each side scaled to [0, 1] over its candidates (all equal, or one: 1); absent from a side: 0 there.
+_FUSED_SELECT = """
+SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text,
+       ((1 - %(text_weight)s) * fused.vector_norm + %(text_weight)s * fused.text_norm)::float8 AS score,
+       fused.vector_rank, fused.text_rank, fused.similarity, fused.bm25, fused.vector_norm, fused.text_norm
+FROM (SELECT coalesce(by_vector.id, by_text.id) AS id, by_vector.rank AS vector_rank, by_text.rank AS text_rank,
+             by_vector.similarity, by_text.score AS bm25,
+             CASE WHEN by_vector.id IS NULL THEN 0
+                  WHEN vector_range.high > vector_range.low
+                  THEN (by_vector.similarity - vector_range.low) / (vector_range.high - vector_range.low)
+                  ELSE 1 END::float8 AS vector_norm,
+             CASE WHEN by_text.id IS NULL THEN 0
+                  WHEN text_range.high > text_range.low
+                  THEN (by_text.score - text_range.low) / (text_range.high - text_range.low)
+                  ELSE 1 END::float8 AS text_norm
+      FROM by_vector FULL JOIN by_text ON by_text.id = by_vector.id
+      CROSS JOIN (SELECT min(similarity) AS low, max(similarity) AS high FROM by_vector) AS vector_range
+      CROSS JOIN (SELECT min(score) AS low, max(score) AS high FROM by_text) AS text_range) AS fused
 JOIN chunks AS chunk ON chunk.id = fused.id
 JOIN documents AS document ON document.id = chunk.document_id
-ORDER BY fused.score DESC, chunk.id
+WHERE fused.text_rank IS NOT NULL OR fused.similarity >= %(similarity_floor)s
+ORDER BY score DESC, chunk.id
 LIMIT %(limit)s
-""".replace("{DOCUMENT_FILTER}", _DOCUMENT_FILTER)
+"""
+
+_BY_TEXT = ",\nby_text AS (SELECT id, score, rank FROM by_bm25)"
+
+# Vector and BM25 candidates fused by min-max normalised score fusion (the module docstring).
+HYBRID_QUERY = (
+    "WITH" + _BY_VECTOR + "," + lexical.STATISTICS_CTES + "," + lexical.RANKING_CTES + _BY_TEXT + _FUSED_SELECT
+)
+
+# BM25 alone, through the same scaling with no vector candidates (text weight 1).
+TEXT_QUERY = (
+    "WITH"
+    + "\nby_vector AS (SELECT NULL::bigint AS id, NULL::float8 AS similarity, NULL::bigint AS rank WHERE false),"
+    + lexical.STATISTICS_CTES
+    + ","
+    + lexical.RANKING_CTES
+    + _BY_TEXT
+    + _FUSED_SELECT
+)
 
 _TERM = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """One chunk found: where it is, a snippet, and its score (cosine similarity, or the RRF sum).
+    """One chunk found: where it is, a snippet, and its score (the module docstring says what it means).
 
-    In hybrid search the ranks (1-based) the chunk had in each ranking, None where it was not a
-    candidate, and the two terms of the fused score (`score` = `vector_part` + `text_part`; a ranking
-    the chunk was no candidate of adds 0).
+    `similarity` is the cosine similarity (None in text mode or when no vector candidate), `bm25` the
+    BM25 score (None when no BM25 candidate). In hybrid and text search: the ranks (1-based) the chunk
+    had among each side's candidates, None where it was none, and the two terms of the fused score
+    (`score` = `vector_part` + `text_part`).
     """
 
     chunk_id: int
@@ -147,17 +171,48 @@ class SearchHit:
     text_rank: int | None = None
     vector_part: float | None = None
     text_part: float | None = None
+    similarity: float | None = None
+    bm25: float | None = None
 
 
-def score_formula(*, hybrid: bool) -> str:
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Per-embedder constants of search: hybrid's text weight and the similarity floor (None: no floor)."""
+
+    text_weight: float
+    similarity_floor: float | None
+
+
+def tuning_for(model: str, text_weight: float | None = None) -> Tuning:
+    """The tuning of an embedder model (`Embedder.model`), the text weight overridable."""
+    family = next((prefix for prefix in TEXT_WEIGHTS if model.startswith(prefix)), None)
+    weight = text_weight if text_weight is not None else TEXT_WEIGHTS.get(family or "", DEFAULT_TEXT_WEIGHT)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"the text weight must be in 0..1, got {weight}")
+    return Tuning(weight, SIMILARITY_FLOORS.get(family or ""))
+
+
+def score_formula(mode: SearchMode, tuning: Tuning) -> str:
     """How a hit's score is made, in words, for a reader of `filequeue search --explain`."""
-    if not hybrid:
+    if mode == "vector":
         return "score = cosine similarity of the query and chunk vectors"
-    return f"score = {VECTOR_WEIGHT:g}/({RRF_K} + vector rank) + {TEXT_WEIGHT:g}/({RRF_K} + text rank)"
+    scaled = "norm = scaled to 0..1 over the query's candidates on that side (0 when not one)"
+    if mode == "text":
+        return f"score = norm(BM25); {scaled}"
+    vector_weight = 1 - tuning.text_weight
+    return f"score = {vector_weight:.2f} * norm(cosine) + {tuning.text_weight:.2f} * norm(BM25); {scaled}"
 
 
-def _rrf_term(weight: float, rank: int | None) -> float:
-    return weight / (RRF_K + rank) if rank else 0.0
+def no_match_message(mode: SearchMode, tuning: Tuning) -> str:
+    """The sentence shown when a search returned nothing."""
+    if tuning.similarity_floor is None:
+        return "no match: no chunk holds a word of the query" + (" or is near it" if mode != "text" else "")
+    if mode == "text":
+        return "no match: no chunk holds a word of the query"
+    return (
+        "no match: no chunk holds a word of the query, and none is similar enough"
+        f" (cosine similarity below {tuning.similarity_floor:g}, this embedder's floor)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +233,14 @@ def search(
     query: str,
     *,
     limit: int = 10,
-    hybrid: bool = False,
+    mode: SearchMode = "vector",
     where: SearchFilter | None = None,
+    text_weight: float | None = None,
 ) -> list[SearchHit]:
-    """Embed `query` with the store's embedder and return the best `limit` chunks."""
-    [vector] = embedder.embed([query])
-    return search_chunks(conn, query, vector, limit=limit, hybrid=hybrid, where=where)
+    """Embed `query` with the store's embedder (not in text mode) and return the best `limit` chunks."""
+    [vector] = embedder.embed([query]) if mode != "text" else [[0.0]]
+    tuning = tuning_for(embedder.model, text_weight)
+    return search_chunks(conn, query, vector, limit=limit, mode=mode, where=where, tuning=tuning)
 
 
 def query_params(
@@ -193,32 +250,26 @@ def query_params(
     limit: int,
     candidates: int = CANDIDATES,
     where: SearchFilter | None = None,
+    tuning: Tuning | None = None,
 ) -> dict[str, object]:
-    """The parameters of `VECTOR_QUERY` and `HYBRID_QUERY`."""
+    """The parameters of `VECTOR_QUERY`, except those of `lexical.bm25_params`."""
     from pgvector import Vector
 
     where = where or SearchFilter()
+    tuning = tuning or tuning_for("")
     escaped = where.key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return {
         "vector": Vector(list(vector)),
-        "text": any_term_query(query),
-        "raw_text": query,
-        "frequency_cap": FREQUENCY_CAP,
+        "query": query,
         "limit": limit,
         "candidates": max(candidates, limit),
-        "rrf_k": RRF_K,
-        "vector_weight": VECTOR_WEIGHT,
-        "text_weight": TEXT_WEIGHT,
-        "normalization": TEXT_RANK_NORMALIZATION,
+        "text_weight": tuning.text_weight,
+        # No floor: every similarity (at least -1) passes.
+        "similarity_floor": tuning.similarity_floor if tuning.similarity_floor is not None else -2.0,
         "all_documents": where.everything,
         "key_pattern": escaped + "%",
         "content_type": where.content_type,
     }
-
-
-def any_term_query(query: str) -> str:
-    """`query` in `websearch_to_tsquery` syntax matching any of its words (quotes and operators dropped)."""
-    return " or ".join(_TERM.findall(query))
 
 
 def search_chunks(
@@ -227,24 +278,41 @@ def search_chunks(
     vector: Sequence[float],
     *,
     limit: int = 10,
-    hybrid: bool = False,
+    mode: SearchMode = "vector",
     candidates: int = CANDIDATES,
     ef_search: int = EF_SEARCH,
     where: SearchFilter | None = None,
+    tuning: Tuning | None = None,
 ) -> list[SearchHit]:
-    """The best `limit` chunks for a query already embedded as `vector`.
+    """The best `limit` chunks for a query already embedded as `vector` (ignored in text mode).
 
     Only ready documents have chunks (a failed document's chunks go in the transaction that marks
     it failed), so no status filter is needed. `conn` must have the pgvector types registered; the
     query runs in its own transaction, so the `hnsw.ef_search` setting stays local to it. With a
     filter, the index scan's candidates are filtered after the scan, so a narrow filter over a large
-    store may return fewer than `limit` chunks.
+    store may return fewer than `limit` chunks; so may the similarity floor.
     """
-    params = query_params(query, vector, limit=limit, candidates=candidates, where=where)
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}; expected one of {', '.join(SEARCH_MODES)}")
+    where = where or SearchFilter()
+    tuning = tuning or tuning_for("")
+    weight = 1.0 if mode == "text" else tuning.text_weight
+    params = query_params(query, vector, limit=limit, candidates=candidates, where=where, tuning=tuning)
+    params["text_weight"] = weight
     with conn.transaction():
-        needed = max(limit, candidates) if hybrid else limit
-        set_ef_search(conn, max(ef_search, needed), limit)
-        rows = conn.execute(HYBRID_QUERY if hybrid else VECTOR_QUERY, params).fetchall()
+        if mode != "vector":
+            params |= lexical.bm25_params(
+                conn,
+                query,
+                limit=max(candidates, limit),
+                key_prefix=where.key_prefix,
+                content_type=where.content_type,
+            )
+        if mode != "text":
+            set_ef_search(conn, max(ef_search, max(limit, candidates) if mode == "hybrid" else limit), limit)
+        statement = {"vector": VECTOR_QUERY, "hybrid": HYBRID_QUERY, "text": TEXT_QUERY}[mode]
+        rows = conn.execute(statement, params).fetchall()
+    fused = mode != "vector"
     return [
         SearchHit(
             chunk_id,
@@ -255,10 +323,25 @@ def search_chunks(
             make_snippet(text, query),
             vector_rank,
             text_rank,
-            _rrf_term(VECTOR_WEIGHT, vector_rank) if hybrid else None,
-            _rrf_term(TEXT_WEIGHT, text_rank) if hybrid else None,
+            (1 - weight) * vector_norm if fused else None,
+            weight * text_norm if fused else None,
+            None if similarity is None else float(similarity),
+            None if bm25 is None else float(bm25),
         )
-        for chunk_id, bucket, key, page, text, score, vector_rank, text_rank in rows
+        for (
+            chunk_id,
+            bucket,
+            key,
+            page,
+            text,
+            score,
+            vector_rank,
+            text_rank,
+            similarity,
+            bm25,
+            vector_norm,
+            text_norm,
+        ) in rows
     ]
 
 

@@ -107,6 +107,21 @@ def test_search_shows_key_page_snippet_score_and_links_to_the_document(console, 
     assert browser.find_element(By.ID, "status").text == "ready"
 
 
+def test_a_search_nothing_matches_shows_the_no_match_sentence(console, browser):
+    from selenium.webdriver.common.by import By
+
+    from handlers.api import FileQueue
+
+    with FileQueue.from_env() as store:
+        sentence = store.no_match_message(hybrid=True)
+    browser.get(console)
+    browser.find_element(By.ID, "q").send_keys("zzzzqqq nothing")
+    browser.find_element(By.ID, "go").click()
+    assert browser.find_element(By.ID, "no-match").text == sentence
+    assert sentence.startswith("no match:")
+    assert browser.find_elements(By.CSS_SELECTOR, "#results") == []
+
+
 def test_document_page_draws_the_neighbours_as_a_graph(console, browser, tmp_path):
     from PIL import Image
     from selenium.webdriver.common.by import By

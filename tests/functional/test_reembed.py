@@ -79,7 +79,7 @@ def _searches_answer(url: str, answers: list[int]):
     def hook(_batch: int) -> None:
         with psycopg.connect(url, autocommit=True) as client:
             register_vector(client)
-            answers.append(len(search(client, OLD, "sourdough starter flour", limit=3, hybrid=True)))
+            answers.append(len(search(client, OLD, "sourdough starter flour", limit=3, mode="hybrid")))
             answers.append(len(search(client, OLD, "bitcoin proof-of-work", limit=3)))
 
     return hook

@@ -1,4 +1,4 @@
-"""Search on the real PostgreSQL: vector search, hybrid search (RRF with full-text ranking), the CLI."""
+"""Search on the real PostgreSQL: vector, BM25 (text) and hybrid (min-max score fusion) search, the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pgvector.psycopg import register_vector
 
 from handlers.adapters.embedders.hashing import LexicalHashingEmbedder
 from handlers.cli import main
-from handlers.ops.search import make_snippet, search
+from handlers.ops.search import SEARCH_MODES, make_snippet, search
 from tests.functional.ingest_helpers import Uploads, pdf
 
 EMBEDDER = LexicalHashingEmbedder(256)
@@ -78,14 +78,24 @@ def test_hybrid_search_ranks_a_rare_term_first_by_text_and_fuses_both_ranks(s3, 
     by_vector = [hit.key for hit in search(conn, EMBEDDER, QUERY, limit=31)]
     assert by_vector.index("uploads/garden.md") == 30  # after all thirty reports
 
-    hybrid = search(conn, EMBEDDER, QUERY, limit=31, hybrid=True)
+    hybrid = search(conn, EMBEDDER, QUERY, limit=31, mode="hybrid")
     [garden] = [hit for hit in hybrid if hit.key == "uploads/garden.md"]
     assert (garden.text_rank, garden.vector_rank) == (1, 31)
     assert RARE in garden.snippet
+    # Best by BM25 (scaled to 1), last by vector (scaled to 0): score = 0.9 * 1 + 0.1 * 0.
+    assert (garden.text_part, garden.vector_part, garden.score) == pytest.approx((0.9, 0.0, 0.9))
+    assert hybrid[0].key == "uploads/garden.md"
+    best_vector = min(hybrid, key=lambda hit: hit.vector_rank or 99)
+    assert best_vector.vector_part == pytest.approx(0.1)
     for hit in hybrid:
-        parts = [1 / (60 + rank) for rank in (hit.vector_rank, hit.text_rank) if rank is not None]
-        assert hit.score == pytest.approx(sum(parts))
+        assert hit.score == pytest.approx((hit.vector_part or 0.0) + (hit.text_part or 0.0))
+        assert 0.0 <= hit.score <= 1.0
     assert [hit.score for hit in hybrid] == sorted((hit.score for hit in hybrid), reverse=True)
+
+    [text_only] = search(conn, EMBEDDER, RARE, limit=5, mode="text")
+    assert (text_only.key, text_only.score, text_only.similarity) == ("uploads/garden.md", 1.0, None)
+    assert text_only.bm25 is not None
+    assert text_only.bm25 > 0
 
 
 def test_a_question_matches_on_any_stemmed_content_word_not_on_all_words(s3, handler_env, conn):
@@ -95,7 +105,7 @@ def test_a_question_matches_on_any_stemmed_content_word_not_on_all_words(s3, han
             "uploads/compiler.md": b"# JIT\n\nHow do I compile a loop? The tracing compiler records it.\n",
         }
     )
-    hits = search(conn, EMBEDDER, "how do I feed a sourdough starter", limit=2, hybrid=True)
+    hits = search(conn, EMBEDDER, "how do I feed a sourdough starter", limit=2, mode="hybrid")
     assert hits[0].key == "uploads/bread.md"
     assert hits[0].text_rank == 1
     # The words the compiler note shares with the question are stop words: no text match at all.
@@ -133,15 +143,65 @@ def test_search_command_prints_a_table_json_or_the_explained_scores(s3, handler_
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["rank", "score", "page", "key", "snippet"]
     assert lines[1].split()[:4] == ["1", lines[1].split()[1], "1", "uploads/garden.md"]
-    assert len(lines) == 3
-    # Columns are aligned: the key column starts at the same offset on every line.
-    assert len({line.index("uploads/") for line in lines[1:]}) == 1
+    # The reports hold none of the words and are far from the query (below the similarity floor).
+    assert len(lines) == 2
 
     assert main(["search", RARE, "--hybrid", "--explain", "--limit", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "score = 1/(60 + vector rank) + 1/(60 + text rank); '-' = not a candidate"
-    assert lines[1].split() == ["rank", "vector", "text", "vector", "part", "text", "part", "score", "page", "key"]
-    assert lines[2].split() == ["1", "1", "1", "0.0164", "0.0164", "0.0328", "1", "uploads/garden.md"]
+    assert lines[0] == (
+        "score = 0.10 * norm(cosine) + 0.90 * norm(BM25); norm = scaled to 0..1 over the query's candidates"
+        " on that side (0 when not one); '-' = not a candidate"
+    )
+    assert lines[1].split() == [
+        *["rank", "cosine", "BM25", "vector", "text", "vector", "part", "text", "part", "score", "page", "key"]
+    ]
+    rank, cosine, bm25, *rest = lines[2].split()
+    assert rank == "1"
+    assert 0 < float(cosine) < 1
+    assert float(bm25) > 0
+    assert rest == ["1", "1", "0.1000", "0.9000", "1.0000", "1", "uploads/garden.md"]
+
+
+NONSENSE = "zzzzqqq nothing"
+
+
+def test_a_query_nothing_matches_returns_nothing_and_says_so(s3, handler_env, conn, capsys):
+    from handlers.api import FileQueue
+
+    _revenue_and_garden(s3)
+    for mode in SEARCH_MODES:
+        assert search(conn, EMBEDDER, NONSENSE, limit=10, mode=mode) == [], mode
+    with FileQueue.from_env() as store:
+        assert store.search(NONSENSE, hybrid=True) == []
+        sentence = store.no_match_message(hybrid=True)
+    assert sentence.startswith("no match: no chunk holds a word of the query, and none is similar enough")
+    assert main(["search", NONSENSE, "--hybrid"]) == 0
+    assert capsys.readouterr().out.strip() == sentence
+    assert main(["search", NONSENSE, "--mode", "text"]) == 0
+    assert capsys.readouterr().out.strip() == "no match: no chunk holds a word of the query"
+    assert main(["search", "revenue", "--min-score", "1.5"]) == 0
+    assert capsys.readouterr().out.strip() == "no results scoring at least 1.5"
+
+
+def test_a_replaced_note_is_not_returned_for_the_old_query(s3, handler_env, conn):
+    key = "uploads/note.md"
+    Uploads(s3).put({key: b"# Note\n\nThe sourdough starter needs flour and water every morning.\n"})
+    assert [hit.key for hit in search(conn, EMBEDDER, "sourdough starter", mode="hybrid")] == [key]
+    Uploads(s3).put({key: b"# Note\n\nTomatoes need deep watering twice a week in summer.\n"})
+    for mode in SEARCH_MODES:
+        assert search(conn, EMBEDDER, "sourdough starter", mode=mode) == [], mode
+    [hit] = search(conn, EMBEDDER, "watering tomatoes", mode="hybrid")
+    assert (hit.key, hit.score) == (key, 1.0)
+
+
+def test_search_refuses_an_unknown_mode_or_a_contradiction(handler_env):
+    from handlers.api import FileQueue
+
+    with FileQueue.from_env() as store:
+        with pytest.raises(ValueError, match="unknown search mode 'fuzzy'"):
+            store.search("x", mode="fuzzy")  # type: ignore[arg-type]  # a wrong mode on purpose
+        with pytest.raises(ValueError, match="contradicts"):
+            store.search("x", hybrid=True, mode="text")
 
 
 def test_search_command_refuses_settings_that_do_not_match_the_store(handler_env, monkeypatch, capsys):
