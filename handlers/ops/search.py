@@ -17,12 +17,13 @@ On the public CACM and CISI collections (bench/retrieval.py), this fusion was at
 where weighted reciprocal rank fusion was below it for every weight tried; the weights are the best
 of that sweep: 0.9 for the lexical hashing embedders, 0.75 for `local`.
 
-Nothing matched: a chunk that holds none of the query's words (after stemming and stop words) is
-kept only when its cosine similarity reaches the embedder's floor (`SIMILARITY_FLOORS`), calibrated
-above the best similarity any of 50 nonsense queries reached on CACM and CISI (hashing-v2: 0.89,
-local: 0.58; real queries' best: 0.22-0.38 and 0.50-0.83). A query that no chunk holds a word of, and
-no chunk is that similar to, returns no hits (`no_match_message` says so), in every mode. Embedders
-not calibrated here have no floor.
+Nothing matched: when no candidate holds any of the query's words (after stemming and stop words)
+and the nearest chunk's cosine similarity is below the embedder's floor (`SIMILARITY_FLOORS`), the
+query returns no hits (`no_match_message` says so), in every mode. The floors sit above the best
+similarity any of 50 nonsense queries reached on CACM and CISI (hashing-v2: 0.89, local: 0.58; real
+queries' best: 0.22-0.38 and 0.50-0.83). The rule is the query's, not each chunk's: a paraphrase
+that shares no word with its answers keeps its whole ranking once its nearest chunk is that close.
+Embedders not calibrated here have no floor.
 
 `ef_search` (100) is the exploration budget of a vector search. One HNSW index spends it all; a
 segmented store (handlers.ops.compaction) searches each of its k indexed segments with
@@ -56,9 +57,11 @@ CANDIDATES = 50
 EF_SEARCH = 100
 SNIPPET_CHARS = 200
 # Text weight s of hybrid search by embedder model family (the model name's prefix); others: DEFAULT.
-TEXT_WEIGHTS = {"hashing": 0.9, "model2vec:": 0.75}
+TEXT_WEIGHTS = {"hashing": 0.9, "model2vec:": 0.7}
 DEFAULT_TEXT_WEIGHT = 0.5
-# Cosine similarity a chunk holding no query word needs to be kept, by model family; others: none.
+# The best cosine similarity a query needs when no candidate holds any of its words, by model family
+# (others: none): below it the query matched nothing. A query-level rule, so that a paraphrase that
+# shares no word with its answers keeps its whole ranking once its nearest chunk is close enough.
 SIMILARITY_FLOORS = {"hashing": 0.9, "model2vec:": 0.6}
 
 # The partitions of `chunks` that hold rows and an HNSW index, by the planner's row estimate:
@@ -85,16 +88,18 @@ _HOLDS_A_QUERY_WORD = """coalesce(chunk.tsv @@ (SELECT string_agg(quote_literal(
 # The nearest chunks first, by id and distance alone, so that an exact scan (no usable index)
 # sorts narrow rows; their text and document are fetched for the few that are kept.
 VECTOR_QUERY = """
-SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, 1 - nearest.distance AS score,
-       NULL::bigint AS vector_rank, NULL::bigint AS text_rank, 1 - nearest.distance AS similarity,
-       NULL::float8 AS bm25, NULL::float8 AS vector_norm, NULL::float8 AS text_norm
-FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
-      WHERE %(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER})
-      ORDER BY embedding <=> %(vector)s LIMIT %(limit)s) AS nearest
-JOIN chunks AS chunk ON chunk.id = nearest.id
-JOIN documents AS document ON document.id = chunk.document_id
-WHERE 1 - nearest.distance >= %(similarity_floor)s OR {HOLDS}
-ORDER BY nearest.distance, chunk.id
+SELECT id, bucket, key, page, text, score, vector_rank, text_rank, similarity, bm25, vector_norm, text_norm
+FROM (SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, 1 - nearest.distance AS score,
+             NULL::bigint AS vector_rank, NULL::bigint AS text_rank, 1 - nearest.distance AS similarity,
+             NULL::float8 AS bm25, NULL::float8 AS vector_norm, NULL::float8 AS text_norm, nearest.distance,
+             bool_or({HOLDS}) OVER () AS query_matched, max(1 - nearest.distance) OVER () AS best_similarity
+      FROM (SELECT id, embedding <=> %(vector)s AS distance FROM chunks
+            WHERE %(all_documents)s OR document_id IN (SELECT id FROM documents WHERE {DOCUMENT_FILTER})
+            ORDER BY embedding <=> %(vector)s LIMIT %(limit)s) AS nearest
+      JOIN chunks AS chunk ON chunk.id = nearest.id
+      JOIN documents AS document ON document.id = chunk.document_id) AS hit
+WHERE query_matched OR best_similarity >= %(similarity_floor)s
+ORDER BY distance, id
 """.replace("{DOCUMENT_FILTER}", _DOCUMENT_FILTER).replace("{HOLDS}", _HOLDS_A_QUERY_WORD)
 
 _BY_VECTOR = """
@@ -125,7 +130,7 @@ FROM (SELECT coalesce(by_vector.id, by_text.id) AS id, by_vector.rank AS vector_
       CROSS JOIN (SELECT min(score) AS low, max(score) AS high FROM by_text) AS text_range) AS fused
 JOIN chunks AS chunk ON chunk.id = fused.id
 JOIN documents AS document ON document.id = chunk.document_id
-WHERE fused.text_rank IS NOT NULL OR fused.similarity >= %(similarity_floor)s
+WHERE EXISTS (SELECT FROM by_text) OR (SELECT max(similarity) FROM by_vector) >= %(similarity_floor)s
 ORDER BY score DESC, chunk.id
 LIMIT %(limit)s
 """

@@ -143,8 +143,9 @@ def test_search_command_prints_a_table_json_or_the_explained_scores(s3, handler_
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["rank", "score", "page", "key", "snippet"]
     assert lines[1].split()[:4] == ["1", lines[1].split()[1], "1", "uploads/garden.md"]
-    # The reports hold none of the words and are far from the query (below the similarity floor).
-    assert len(lines) == 2
+    # The query matched (the garden holds its words), so the nearest report still follows, ranked below.
+    assert [line.split()[3] for line in lines[1:]] == ["uploads/garden.md", lines[2].split()[3]]
+    assert lines[2].split()[3].startswith("uploads/reports/")
 
     assert main(["search", RARE, "--hybrid", "--explain", "--limit", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
