@@ -1,0 +1,230 @@
+"""BM25 inside PostgreSQL (handlers.adapters.lexical) on the real segmented store.
+
+Documents go through `PostgresRepository` (the handler's write path); the statistics are checked
+against a count over every chunk a reader sees, after each write and compaction step, and the
+scores against rank_bm25 on the very lexemes PostgreSQL produced.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from rank_bm25 import BM25Okapi
+
+from handlers.adapters import lexical
+from handlers.adapters.migrate import StoreConfig, migrate
+from handlers.adapters.postgres import PostgresRepository, open_pool
+from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
+from handlers.ops.compaction import CompactOptions, compact
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+MODEL = "test-vectors"
+DIMENSION = 4
+
+TEXTS = {
+    "bread": ["Sourdough bread needs a starter fed with flour and water.", "Bake the loaf in a hot oven."],
+    "starter": ["Feed the starter twice a day; a starter that bubbles is ready to bake bread."],
+    "tax": ["Income tax returns are due in April.", "A tax refund arrives after the return is processed."],
+    "oven": ["An oven thermometer shows the real temperature of the oven."],
+    "rivers": ["Rivers carry water and sediment to the sea.", "Floods follow heavy rain upstream."],
+    "flour": ["Whole wheat flour absorbs more water than white flour."],
+}
+
+
+class Writer:
+    def __init__(self, url: str) -> None:
+        self.repository = PostgresRepository(open_pool(url, max_size=2, timeout=5), similar_top_k=0)
+        self.sequence = 0
+
+    def put(self, key: str, texts: Sequence[str]) -> None:
+        self.sequence += 1
+        ref = ObjectRef("bucket", key, EventKind.CREATED, "ObjectCreated:Put", sequencer=f"{self.sequence:016X}")
+        body = "\n".join(texts)
+        chunks = [Chunk(ordinal, text, 1, 0, len(text)) for ordinal, text in enumerate(texts)]
+        vectors = [[1.0, float(ordinal), float(self.sequence), 0.5] for ordinal in range(len(texts))]
+        fetched = FetchedObject(ref, "/nonexistent", len(body), f"sha-{key}-{self.sequence}", "text/plain", None, None)
+        extracted = ExtractedText("text/plain", (Page(1, body),))
+        links = DocumentLinks(names=Mentions(), mentions=Mentions())
+        assert self.repository.store_document(fetched, extracted, chunks, vectors, MODEL, links=links) is None
+
+    def delete(self, key: str) -> None:
+        self.sequence += 1
+        ref = ObjectRef("bucket", key, EventKind.REMOVED, "ObjectRemoved:Delete", sequencer=f"{self.sequence:016X}")
+        assert self.repository.delete_document(ref) is None
+
+    def close(self) -> None:
+        self.repository.close()
+
+
+@pytest.fixture
+def store_url(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, StoreConfig(MODEL, DIMENSION))
+    return database_url
+
+
+@pytest.fixture
+def conn(store_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(store_url, autocommit=True) as connection:
+        register_vector(connection)
+        yield connection
+
+
+@pytest.fixture
+def writer(store_url: str) -> Iterator[Writer]:
+    writer = Writer(store_url)
+    yield writer
+    writer.close()
+
+
+def _store_all(writer: Writer, texts: dict[str, list[str]] = TEXTS, prefix: str = "") -> None:
+    for name, chunks in texts.items():
+        writer.put(f"uploads/{prefix}{name}.txt", chunks)
+
+
+def _truth(conn: psycopg.Connection[Any], query: str) -> lexical.TermStatistics:
+    """The statistics counted over every chunk a reader sees, the slow way."""
+    chunks, total = conn.execute("SELECT count(*), coalesce(sum(lexical_length(tsv)), 0) FROM chunks").fetchone()  # type: ignore[misc]
+    frequencies = dict(conn.execute("SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')").fetchall())
+    lexemes = [row[0] for row in conn.execute("SELECT unnest(tsvector_to_array(to_tsvector('english', %s)))", (query,))]
+    n_chunks = max(int(chunks), 1)
+    return lexical.TermStatistics(
+        float(n_chunks),
+        float(max(int(total), 1)) / n_chunks,
+        {
+            lexeme: (
+                int(frequencies[lexeme]),
+                math.log(1 + (n_chunks - frequencies[lexeme] + 0.5) / (frequencies[lexeme] + 0.5)),
+            )
+            for lexeme in lexemes
+            if lexeme in frequencies
+        },
+    )
+
+
+def _assert_exact(conn: psycopg.Connection[Any], query: str) -> None:
+    got, want = lexical.term_statistics(conn, query), _truth(conn, query)
+    assert got.chunks == want.chunks
+    assert got.average_length == pytest.approx(want.average_length, rel=1e-12)
+    assert got.lexemes.keys() == want.lexemes.keys()
+    for lexeme, (n, idf) in want.lexemes.items():
+        assert got.lexemes[lexeme][0] == n, lexeme
+        assert got.lexemes[lexeme][1] == pytest.approx(idf, rel=1e-12)
+
+
+QUERY = "how do I feed a sourdough starter with flour and water before I bake bread in the oven; tax rivers"
+
+
+class LuceneIdfBM25(BM25Okapi):  # type: ignore[misc]  # rank_bm25 ships no type information
+    """rank_bm25's Okapi BM25 with Lucene's idf, ln(1 + (N - n + 0.5) / (n + 0.5)), as the store uses."""
+
+    def _calc_idf(self, nd: dict[str, int]) -> None:
+        self.idf = {word: math.log(1 + (self.corpus_size - freq + 0.5) / (freq + 0.5)) for word, freq in nd.items()}
+
+
+def _tokens(conn: psycopg.Connection[Any]) -> dict[int, list[str]]:
+    """Each chunk's lexemes, repeated as often as they occur: BM25's view of the chunk."""
+    tokens: dict[int, list[str]] = {}
+    for chunk_id, lexeme, count in conn.execute(
+        "SELECT chunk.id, term.lexeme, coalesce(array_length(term.positions, 1), 1)"
+        " FROM chunks AS chunk, unnest(chunk.tsv) AS term ORDER BY 1, 2"
+    ):
+        tokens.setdefault(int(chunk_id), []).extend([str(lexeme)] * int(count))
+    for (chunk_id,) in conn.execute("SELECT id FROM chunks"):
+        tokens.setdefault(int(chunk_id), [])
+    return tokens
+
+
+def test_bm25_scores_equal_rank_bm25_on_the_same_lexemes(conn, writer):
+    _store_all(writer)
+    compact(conn, CompactOptions(force_seal=True))
+    writer.put("uploads/late.txt", ["A late note on bread and water, water and bread."])  # stays in the growing area
+    lexical.refresh_statistics(conn)
+    tokens = _tokens(conn)
+    ids = sorted(tokens)
+    reference = LuceneIdfBM25([tokens[chunk_id] for chunk_id in ids], k1=lexical.K1, b=lexical.B)
+    query_tokens = [
+        str(lexeme)
+        for lexeme, count in conn.execute(
+            "SELECT lexeme, coalesce(array_length(positions, 1), 1) FROM unnest(to_tsvector('english', %s))", (QUERY,)
+        )
+        for _ in range(int(count))
+    ]
+    expected = dict(zip(ids, reference.get_scores(query_tokens), strict=True))
+    hits = lexical.rank(conn, QUERY, limit=100, budget=10**9)
+    assert hits, "the query shares lexemes with the documents"
+    assert {hit.chunk_id for hit in hits} == {chunk_id for chunk_id, score in expected.items() if score > 0}
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.chunk_id], rel=1e-9)
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+
+
+def test_statistics_stay_exact_through_seal_delete_replace_and_merge(conn, writer):
+    _store_all(writer, prefix="a-")
+    _assert_exact(conn, QUERY)  # all in the growing area
+    compact(conn, CompactOptions(force_seal=True))
+    _assert_exact(conn, QUERY)  # sealed, not counted yet: counted live
+    report = lexical.refresh_statistics(conn)
+    assert len(report.counted) == 1
+    _assert_exact(conn, QUERY)  # counted by ts_stat
+    writer.delete("uploads/a-tax.txt")  # from the counted segment: subtracted
+    writer.put("uploads/a-bread.txt", ["Rye bread needs no starter at all."])  # replaced: old chunks subtracted
+    _assert_exact(conn, QUERY)
+    assert conn.execute("SELECT count(*) FROM lexical_removed").fetchone() == (4,)
+    _store_all(writer, prefix="b-")
+    compact(conn, CompactOptions(force_seal=True))
+    lexical.refresh_statistics(conn)
+    writer.delete("uploads/b-rivers.txt")
+    _assert_exact(conn, QUERY)
+    compact(conn, CompactOptions(merge_all=True))  # the counted segments are dropped, the merged one is new
+    _assert_exact(conn, QUERY)
+    report = lexical.refresh_statistics(conn)
+    assert len(report.dropped) == 2
+    assert len(report.counted) == 1
+    assert conn.execute("SELECT count(*) FROM lexical_removed").fetchone() == (0,)
+    _assert_exact(conn, QUERY)
+    writer.delete("uploads/b-flour.txt")
+    _assert_exact(conn, QUERY)
+
+
+def test_a_segment_that_lost_many_rows_is_counted_again(conn, writer):
+    _store_all(writer)
+    compact(conn, CompactOptions(force_seal=True))
+    first = lexical.refresh_statistics(conn)
+    assert lexical.refresh_statistics(conn).counted == ()  # nothing changed: nothing counted
+    writer.delete("uploads/tax.txt")
+    writer.delete("uploads/rivers.txt")
+    again = lexical.refresh_statistics(conn)
+    assert again.counted == first.counted
+    assert conn.execute("SELECT count(*) FROM lexical_removed").fetchone() == (0,)
+    _assert_exact(conn, QUERY)
+
+
+def test_a_small_candidate_budget_keeps_the_exact_scores_of_what_it_finds(conn, writer):
+    _store_all(writer)
+    everything = {hit.chunk_id: hit.score for hit in lexical.rank(conn, QUERY, limit=100, budget=10**9)}
+    narrow = lexical.rank(conn, QUERY, limit=100, budget=1)
+    assert 0 < len(narrow) < len(everything)
+    for hit in narrow:
+        assert hit.score == pytest.approx(everything[hit.chunk_id], rel=1e-12)
+
+
+def test_the_key_prefix_filter_and_a_query_of_stop_words(conn, writer):
+    _store_all(writer, prefix="one/")
+    _store_all(writer, prefix="two/")
+    keys = dict(
+        conn.execute(
+            "SELECT chunk.id, document.key FROM chunks AS chunk"
+            " JOIN documents AS document ON document.id = chunk.document_id"
+        ).fetchall()
+    )
+    hits = lexical.rank(conn, "bread", limit=10, key_prefix="uploads/two/")
+    assert hits
+    assert all(keys[hit.chunk_id].startswith("uploads/two/") for hit in hits)
+    assert lexical.rank(conn, "how is the of and", limit=10) == []
