@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from handlers.adapters.postgres import GROWING_TABLE, LIVE_TABLE
 from handlers.adapters.rows import scalar
+from handlers.adapters.similar import SimilarOptions, link_pending
 from handlers.errors import ErrorCode, TransientError
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class CompactOptions:
     maintenance_work_mem: str = "256MB"
     lock_timeout_seconds: float = 0.5
     lock_attempts: int = 40
+    # The `similar` linking pass run after the other steps (None: not run).
+    similar: SimilarOptions | None = field(default_factory=SimilarOptions)
 
     def __post_init__(self) -> None:
         if self.seal_rows < 1:
@@ -90,7 +93,9 @@ class CompactOptions:
 
 
 def compact_options(settings: Settings, **overrides: Any) -> CompactOptions:
-    return CompactOptions(seal_rows=settings.compaction_seal_rows, **overrides)
+    from handlers.adapters.similar import similar_options
+
+    return CompactOptions(seal_rows=settings.compaction_seal_rows, **{"similar": similar_options(settings)} | overrides)
 
 
 def run_compaction(
@@ -146,6 +151,7 @@ class CompactReport:
     layout: StoreLayout | None = None
     skipped: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    linked_documents: int = 0
 
 
 def compact(
@@ -184,7 +190,12 @@ def compact(
         started = time.perf_counter()
         _index_sealed(conn, step)
         seconds["index"] = round(time.perf_counter() - started, 3)
-        return CompactReport(sealed, merges, merged_rows, layout(conn), seconds=seconds)
+        linked = 0
+        if options.similar is not None:
+            report = link_pending(conn, options.similar)
+            seconds["link"] = report.seconds
+            linked = report.documents
+        return CompactReport(sealed, merges, merged_rows, layout(conn), seconds=seconds, linked_documents=linked)
 
 
 @contextmanager
