@@ -122,3 +122,22 @@ def test_replacing_or_deleting_a_document_queues_its_former_neighbours(s3, handl
 )
 def test_the_floor_keeps_neighbours_near_the_best_and_above_the_minimum(scores, options, kept):
     assert [neighbour for neighbour, _ in choose_neighbours(scores, 1, options)] == kept
+
+
+def test_graph_command_links_then_lists_similar_neighbours_with_the_weight_legend(s3, handler_env, capsys):
+    from handlers.cli import main
+
+    Uploads(s3).put({"uploads/a.md": text(BREAD, "alpha"), "uploads/b.md": text(BREAD, "beta")})
+    assert main(["graph", "--link"]) == 0
+    assert capsys.readouterr().out.startswith("similar neighbours computed for 2 documents in ")
+    assert main(["graph", "uploads/a.md"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("  similar uploads/b.md")
+    assert lines[2].startswith("  (weight: similar = neighbour's BM25 score for the document's text")
+
+
+def test_graph_command_without_a_key_or_link_is_a_one_line_error(handler_env, capsys):
+    from handlers.cli import main
+
+    assert main(["graph"]) != 0
+    assert "give a document's key, or --link" in capsys.readouterr().err
