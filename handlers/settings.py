@@ -72,7 +72,8 @@ class Settings:
     http_timeout_seconds: float = 30.0
 
     similar_top_k: int = 5
-    similar_threshold: float = 0.75
+    similar_relative_floor: float = 0.5
+    similar_min_weight: float = 0.1
 
     vector_index: str = "segmented"
     compaction_interval_seconds: float = 60.0
@@ -155,7 +156,8 @@ class Settings:
             _require(getattr(self, name) > 0, PREFIX + name.upper(), "must be positive")
         _require(self.extract_timeout_seconds > 0, "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS", "must be positive")
         _require(self.embedding_concurrency >= 1, "FILEQUEUE_EMBEDDING_CONCURRENCY", "must be at least 1")
-        _require(0.0 <= self.similar_threshold <= 1.0, "FILEQUEUE_SIMILAR_THRESHOLD", "must be in 0..1")
+        _require(0.0 <= self.similar_relative_floor <= 1.0, "FILEQUEUE_SIMILAR_RELATIVE_FLOOR", "must be in 0..1")
+        _require(0.0 <= self.similar_min_weight <= 1.0, "FILEQUEUE_SIMILAR_MIN_WEIGHT", "must be in 0..1")
         _require(self.similar_top_k >= 0, "FILEQUEUE_SIMILAR_TOP_K", "must be >= 0")
         _require(self.vector_index in VECTOR_INDEX_MODES, "FILEQUEUE_VECTOR_INDEX", "must be segmented or live")
         _require(

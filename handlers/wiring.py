@@ -93,8 +93,6 @@ def build_deps(settings: Settings) -> tuple[Deps, PostgresRepository]:
         logger.info("migrations applied", extra={"migrations": applied})
     repository = PostgresRepository(
         open_pool(url, max_size=settings.db_pool_max_size, timeout=settings.db_connect_timeout_seconds),
-        similar_top_k=settings.similar_top_k,
-        similar_threshold=settings.similar_threshold,
         vector_index=settings.vector_index,
     )
     deps = Deps(

@@ -1,4 +1,4 @@
-"""The document graph: `similar` and `references` edges, rebuilt inside the document's transaction.
+"""The document graph: `references` edges written inside the document's transaction, `similar` in bulk.
 
 Mentions are found before the transaction (`handlers.stages.mentions`); here they are only written
 and resolved with SQL. Every function takes a psycopg connection inside the caller's transaction
@@ -20,9 +20,9 @@ to the mentioning document, because what a name resolves to changes when any doc
 comes or goes, and each such change resolves the name again for every document that mentions it
 (under a lock on the name, so two bearers arriving at once see each other).
 
-`similar` is a k-nearest-neighbour relation, which is not symmetric: B may be among A's nearest
-while A is not among B's. The pair exists if either side found the other when it was linked; when
-A changes, the pair comes back only if B is still among A's nearest.
+`similar` is computed off the ingest path (`link_pending`, see its docstring and docs/graph.md):
+the ingest transaction only queues the document, and the former neighbours of a replaced or deleted
+one, in `similar_pending`.
 """
 
 from __future__ import annotations
@@ -38,27 +38,6 @@ if TYPE_CHECKING:
     import psycopg
 
     from handlers.model import DocumentLinks, Mentions
-
-_SIMILAR = """
-WITH nearest AS (
-    SELECT id, 1 - (embedding <=> (SELECT embedding FROM documents WHERE id = %(id)s)) AS similarity
-    FROM documents
-    WHERE id <> %(id)s AND status = 'ready' AND embedding IS NOT NULL
-    ORDER BY embedding <=> (SELECT embedding FROM documents WHERE id = %(id)s)
-    LIMIT %(top_k)s
-)
-INSERT INTO edges (owner_document_id, source_kind, source_id, relation, target_kind, target_id, weight)
-SELECT %(id)s, 'document', source_id, 'similar', 'document', target_id, similarity
-FROM (
-    SELECT %(id)s::bigint AS source_id, id AS target_id, similarity FROM nearest
-    UNION ALL
-    SELECT id, %(id)s::bigint, similarity FROM nearest
-) AS pairs
-WHERE similarity >= %(threshold)s
-ORDER BY source_id, target_id
-ON CONFLICT (source_kind, source_id, relation, target_kind, target_id)
-    DO UPDATE SET weight = EXCLUDED.weight, owner_document_id = EXCLUDED.owner_document_id
-"""
 
 # Links, URIs and keys resolve exactly: both directions at once, the document as source or target.
 _REFERENCES_BY_URI = """
@@ -115,16 +94,14 @@ ON CONFLICT (source_kind, source_id, relation, target_kind, target_id) DO UPDATE
 """
 
 
-def link_document(
-    conn: psycopg.Connection[Any], document_id: int, *, links: DocumentLinks, top_k: int, threshold: float
-) -> None:
-    """Set the document vector and write the document's `similar` and `references` edges.
+def link_document(conn: psycopg.Connection[Any], document_id: int, *, links: DocumentLinks) -> None:
+    """Set the document vector, write its `references` edges and queue it for its `similar` edges.
 
     Expects the document's chunks written and its previous edges, names and mentions removed.
     `links` were found before the transaction began: here they are only written and resolved.
     """
     update_document_vectors(conn, [document_id])
-    link_similar(conn, document_id, top_k=top_k, threshold=threshold)
+    queue_similar(conn, [document_id])
     link_references(conn, document_id, names=links.names, mentions=links.mentions)
 
 
@@ -152,20 +129,21 @@ def update_document_vectors(
     )
 
 
-def link_similar(conn: psycopg.Connection[Any], document_id: int, *, top_k: int, threshold: float) -> None:
-    """Link the document both ways with its `top_k` nearest ready documents at or above `threshold`.
-
-    The nearest are found through the HNSW index on the document vectors; the weight is the cosine
-    similarity. A pair that exists already takes the new weight and this document as its owner.
-    """
-    if top_k > 0:
-        conn.execute(_SIMILAR, {"id": document_id, "top_k": top_k, "threshold": threshold})
+def queue_similar(conn: psycopg.Connection[Any], document_ids: Collection[int]) -> None:
+    """Mark documents whose `similar` neighbours need computing (plain inserts: no writer waits on another)."""
+    if document_ids:
+        conn.execute(
+            "INSERT INTO similar_pending (document_id) SELECT unnest(%s::bigint[])", (sorted(set(document_ids)),)
+        )
 
 
-def relink_similar(conn: psycopg.Connection[Any], document_id: int, *, top_k: int, threshold: float) -> None:
-    """Recompute the document's own `similar` edges (after the vectors changed under it)."""
-    conn.execute("DELETE FROM edges WHERE owner_document_id = %s AND relation = 'similar'", (document_id,))
-    link_similar(conn, document_id, top_k=top_k, threshold=threshold)
+def queue_former_neighbours(conn: psycopg.Connection[Any], document_id: int) -> None:
+    """Queue the documents linked to this one by `similar` (before its edges go): their lists lose it."""
+    conn.execute(
+        "INSERT INTO similar_pending (document_id) SELECT DISTINCT target_id FROM edges"
+        " WHERE source_kind = 'document' AND source_id = %s AND relation = 'similar' AND target_kind = 'document'",
+        (document_id,),
+    )
 
 
 def link_references(conn: psycopg.Connection[Any], document_id: int, *, names: Mentions, mentions: Mentions) -> None:

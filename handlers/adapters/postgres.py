@@ -54,8 +54,6 @@ class PostgresRepository:
         self,
         pool: ConnectionPool[Any],
         *,
-        similar_top_k: int = 5,
-        similar_threshold: float = 0.75,
         vector_index: str = "segmented",
     ) -> None:
         # Segmented: chunks land in the unindexed growing area and compaction indexes them in bulk.
@@ -66,8 +64,6 @@ class PostgresRepository:
         self._pool = pool
         self._chunk_table = tables[vector_index]
         self._unavailable_until = 0.0
-        self._similar_top_k = similar_top_k
-        self._similar_threshold = similar_threshold
 
     def close(self) -> None:
         self._pool.close()
@@ -119,7 +115,7 @@ class PostgresRepository:
             )
             self._write_chunks(conn, document_id, chunks, vectors, embedding_model)
             _write_structure_edges(conn, document_id)
-            link_document(conn, document_id, links=links, top_k=self._similar_top_k, threshold=self._similar_threshold)
+            link_document(conn, document_id, links=links)
             return None
 
     def record_failure(self, ref: ObjectRef, code: str, message: str, sha256: str | None = None) -> str | None:
@@ -431,13 +427,16 @@ def _upsert_document(conn: psycopg.Connection[Any], ref: ObjectRef, values: dict
 def _clear_content(conn: psycopg.Connection[Any], document_id: int) -> None:
     """Remove the document's chunks, its vector, its names and mentions, and every edge that touches it.
 
+    Its former `similar` neighbours are queued for the linking pass: their lists lose this document.
+
     Edges between two documents may be owned by the other one (it found this one when it was linked),
     so they are matched by both ends, not only by owner. Documents that mention its file name have
     that mention resolved again without it.
     """
-    from handlers.adapters.graph import file_names_of, resolve_name_mentions_again
+    from handlers.adapters.graph import file_names_of, queue_former_neighbours, resolve_name_mentions_again
 
     file_names = file_names_of(conn, document_id)
+    queue_former_neighbours(conn, document_id)
     conn.execute(
         "DELETE FROM edges WHERE owner_document_id = %s OR (target_kind = 'document' AND target_id = %s)"
         " OR (source_kind = 'document' AND source_id = %s)",

@@ -395,7 +395,7 @@ def register_reembed(commands: Subcommands) -> None:
         commands,
         "reembed",
         "move the store to the embedding model and dimension in the settings, search answering",
-        reads=(*DATABASE, *EMBEDDER, "FILEQUEUE_SIMILAR_TOP_K", "FILEQUEUE_SIMILAR_THRESHOLD"),
+        reads=(*DATABASE, *EMBEDDER, "FILEQUEUE_SIMILAR_TOP_K", "FILEQUEUE_SIMILAR_MIN_WEIGHT"),
         example="FILEQUEUE_EMBEDDING_DIMENSION=512 filequeue reembed --batch-size 256",
         handler=run_reembed,
     )

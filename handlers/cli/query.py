@@ -170,7 +170,12 @@ def register_graph(commands: Subcommands) -> None:
         example="filequeue graph uploads/tracemonkey.pdf --hops 2",
         handler=run_graph,
     )
-    graph.add_argument("key", help="the document's key, s3:// URI, or a file name only one key ends with")
+    graph.add_argument("key", nargs="?", help="the document's key, s3:// URI, or a file name only one key ends with")
+    graph.add_argument(
+        "--link",
+        action="store_true",
+        help="first compute the `similar` neighbours of documents waiting for them (compaction also does)",
+    )
     graph.add_argument("--bucket", default=None, help="the bucket, if several hold the key")
     graph.add_argument(
         "--hops",
@@ -190,9 +195,22 @@ def register_graph(commands: Subcommands) -> None:
 
 def run_graph(args: argparse.Namespace) -> int:
     from handlers.ops.db import session
-    from handlers.ops.graph import RELATIONS, find_document, neighbours
+    from handlers.ops.graph import RELATIONS, WEIGHT_LEGEND, find_document, link, neighbours
 
-    with session(get_settings()) as conn:
+    if args.key is None and not args.link:
+        raise ConfigError("give a document's key, or --link to compute pending `similar` neighbours")
+    settings = get_settings()
+    with session(settings) as conn:
+        if args.link:
+            report = link(conn, settings)
+            if args.key is None:
+                if args.json:
+                    print_json(dataclasses.asdict(report))
+                else:
+                    print(
+                        f"similar neighbours computed for {plural(report.documents, 'document')} in {report.seconds}s"
+                    )
+                return 0
         try:
             document = find_document(conn, args.key, args.bucket)
         except LookupError as error:
@@ -216,6 +234,8 @@ def run_graph(args: argparse.Namespace) -> int:
         marks = " (ambiguous name)" if neighbour.ambiguous else ""
         marks += "" if neighbour.status == "ready" else f" [{neighbour.status}]"
         print(f"  {neighbour.weight:.3f}  {path}{marks}")
+    if found:
+        print(f"  ({WEIGHT_LEGEND})")
     return 0
 
 

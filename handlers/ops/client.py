@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from handlers.ops.failed import FailedDocument
     from handlers.ops.graph import Neighbour
     from handlers.ops.search import SearchHit, SearchMode
+    from handlers.ops.similar import LinkReport
     from handlers.ops.status import QueueStatus
     from handlers.ports import Embedder
     from handlers.settings import Settings
@@ -270,11 +271,22 @@ class FileQueue:
     def neighbours(
         self, key: str, *, bucket: str | None = None, hops: int = 1, relations: Collection[str] = RELATIONS
     ) -> list[Neighbour]:
-        """Documents linked to this one within `hops` steps, each once with the path that reaches it."""
+        """Documents linked to this one within `hops` steps, each once with the path that reaches it.
+
+        `weight` is explained by `handlers.ops.graph.WEIGHT_LEGEND` (for `similar`: the neighbour's
+        BM25 score for the document's text over the document's own score, in (0, 1]).
+        """
         from handlers.ops.graph import find_document, neighbours
 
         found = find_document(self._conn, key, bucket)
         return neighbours(self._conn, found.id, hops=hops, relations=relations)
+
+    @_database_errors
+    def link_similar(self) -> LinkReport:
+        """Compute now the `similar` neighbours of the documents waiting for them (compaction also does)."""
+        from handlers.ops.graph import link
+
+        return link(self._conn, self._settings)
 
     @_database_errors
     def object_url(self, key: str, *, bucket: str | None = None, expires_seconds: int = 300) -> str:

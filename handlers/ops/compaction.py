@@ -46,6 +46,7 @@ from handlers.adapters.postgres import GROWING_TABLE, LIVE_TABLE
 from handlers.adapters.rows import scalar
 from handlers.errors import ErrorCode, TransientError
 from handlers.ops.lexical import refresh_statistics
+from handlers.ops.similar import SimilarOptions, link_pending
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +83,8 @@ class CompactOptions:
     maintenance_work_mem: str = "256MB"
     lock_timeout_seconds: float = 0.5
     lock_attempts: int = 40
+    # The `similar` linking pass run after the other steps (None: not run).
+    similar: SimilarOptions | None = field(default_factory=SimilarOptions)
 
     def __post_init__(self) -> None:
         if self.seal_rows < 1:
@@ -91,7 +94,9 @@ class CompactOptions:
 
 
 def compact_options(settings: Settings, **overrides: Any) -> CompactOptions:
-    return CompactOptions(seal_rows=settings.compaction_seal_rows, **overrides)
+    from handlers.ops.similar import similar_options
+
+    return CompactOptions(seal_rows=settings.compaction_seal_rows, **{"similar": similar_options(settings)} | overrides)
 
 
 def run_compaction(
@@ -147,6 +152,7 @@ class CompactReport:
     layout: StoreLayout | None = None
     skipped: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    linked_documents: int = 0
 
 
 def compact(
@@ -189,7 +195,13 @@ def compact(
         started = time.perf_counter()
         refresh_statistics(conn)
         seconds["statistics"] = round(time.perf_counter() - started, 3)
-        return CompactReport(sealed, merges, merged_rows, layout(conn), seconds=seconds)
+        # After the statistics: linking ranks documents by BM25.
+        linked = 0
+        if options.similar is not None:
+            report = link_pending(conn, options.similar)
+            seconds["link"] = report.seconds
+            linked = report.documents
+        return CompactReport(sealed, merges, merged_rows, layout(conn), seconds=seconds, linked_documents=linked)
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Reads of the document graph: find a document by key, URI or file name, and walk its edges.
 
-The edges themselves are written inside each document's transaction (`handlers.adapters.graph`).
+`references` edges are written inside each document's transaction (`handlers.adapters.graph`);
+`similar` edges by the linking pass (`handlers.ops.similar`), which `link` runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
     import psycopg
+
+    from handlers.ops.similar import LinkReport
+    from handlers.settings import Settings
+
+# What each relation's weight means, for a legend under a listing of neighbours.
+WEIGHT_LEGEND = (
+    "weight: similar = neighbour's BM25 score for the document's text / the document's own score (0-1];"
+    " references = 1, or 1/n for a file name n documents bear; a path multiplies its weights"
+)
 
 # Walk relations: `referenced_by` is a `references` edge followed backwards.
 RELATIONS = ("similar", "references", "referenced_by")
@@ -59,8 +69,9 @@ ORDER BY reached.hops, reached.weight DESC, document.key
 class Neighbour:
     """A document reached from the start, once, with the path of relations that reaches it.
 
-    `weight` is the product of the weights along the path. Per relation: `similar` is the cosine
-    similarity of the two documents' vectors; `references`/`referenced_by` is how sure the mention
+    `weight` is the product of the weights along the path. Per relation: `similar` is the BM25
+    score of the neighbour for the document's text over the document's score for its own text;
+    `references`/`referenced_by` is how sure the mention
     is: 1 for a link, URI, key or a file name only one document bears (or only one in the mentioning
     document's folder), 1/n for a file name n documents bear (`ambiguous`). `via` are the documents
     passed through, in order.
@@ -161,3 +172,10 @@ def neighbours(
         )
         for row in rows
     ]
+
+
+def link(conn: psycopg.Connection[Any], settings: Settings) -> LinkReport:
+    """Run the `similar` linking pass now with the settings' options (compaction runs it too); autocommit `conn`."""
+    from handlers.ops.similar import link_pending, similar_options
+
+    return link_pending(conn, similar_options(settings))

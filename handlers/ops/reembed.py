@@ -47,10 +47,10 @@ autovacuum; dropped columns keep their space until rows are rewritten.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 
-from handlers.adapters.graph import relink_similar, update_document_vectors
+from handlers.adapters.graph import update_document_vectors
 from handlers.adapters.locks import lock_document
 from handlers.adapters.migrate import StoreConfig, read_store_config
 from handlers.adapters.rows import column, scalar
@@ -62,6 +62,7 @@ from handlers.ops.compaction import (
     with_lock_retry,
 )
 from handlers.ops.graph import DocumentRef
+from handlers.ops.similar import SimilarOptions, relink_similar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -98,8 +99,7 @@ class ReembedOptions:
     batch_size: int = 256
     max_batches: int | None = None
     switch: bool = True
-    similar_top_k: int = 5
-    similar_threshold: float = 0.75
+    similar: SimilarOptions = field(default_factory=SimilarOptions)
     lock_timeout_seconds: float = 0.5
     lock_attempts: int = 40
 
@@ -163,14 +163,14 @@ def reembed_store(
     """`filequeue reembed`: move the configured store to the settings' embedder, on its own session."""
     from handlers.adapters.embedders import build_embedder
     from handlers.ops.db import session
+    from handlers.ops.similar import similar_options
 
     embedder = build_embedder(settings)
     options = ReembedOptions(
         batch_size=batch_size,
         max_batches=max_batches,
         switch=switch,
-        similar_top_k=settings.similar_top_k,
-        similar_threshold=settings.similar_threshold,
+        similar=similar_options(settings),
     )
     with session(settings, application_name="filequeue-reembed") as conn:
         return reembed(conn, embedder, options, on_batch=on_batch)
@@ -401,7 +401,7 @@ def _relink_all(conn: psycopg.Connection[Any], options: ReembedOptions) -> int:
             # recomputation do not interleave.
             lock_document(conn, document.bucket, document.key)
             if scalar(conn, "SELECT true FROM documents WHERE id = %s AND status = 'ready'", (document.id,)):
-                relink_similar(conn, document.id, top_k=options.similar_top_k, threshold=options.similar_threshold)
+                relink_similar(conn, document.id, options=options.similar)
             conn.execute("UPDATE filequeue_meta SET value = %s WHERE name = %s", (str(document.id), _RELINKED_THROUGH))
         relinked += 1
 

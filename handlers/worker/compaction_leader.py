@@ -104,8 +104,12 @@ class CompactionLeader:
 
 @contextmanager
 def compaction_leader(settings: Settings) -> Iterator[CompactionLeader | None]:
-    """A running leader for the worker's lifetime, unless compaction is off or chunks are indexed live."""
-    if settings.compaction_interval_seconds <= 0 or settings.vector_index != "segmented":
+    """A running leader for the worker's lifetime, unless compaction is off.
+
+    With chunks indexed live there is nothing to seal, but compaction also runs the `similar`
+    linking pass, which every store needs.
+    """
+    if settings.compaction_interval_seconds <= 0:
         yield None
         return
     from handlers.ops.compaction import compact_options, run_compaction

@@ -80,3 +80,21 @@ def markdown(title: str, sentences: list[str], repeat: int = 3) -> bytes:
     """A Markdown file: a title and paragraphs made of `sentences`."""
     paragraphs = [" ".join(sentences[i:] + sentences[:i]) for i in range(repeat)]
     return ("# " + title + "\n\n" + "\n\n".join(paragraphs) + "\n").encode()
+
+
+def link_similar_now(url: str) -> None:
+    """Run the `similar` linking pass (what compaction runs after ingestion)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    from handlers.ops.similar import link_pending
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        link_pending(conn)
+
+
+def similar_edges(url: str) -> set[tuple[str, str]]:
+    """(source key, target key) of every `similar` edge, after a linking pass."""
+    link_similar_now(url)
+    return document_edges(url, "similar")

@@ -84,7 +84,7 @@ def test_a_queue_that_does_not_exist_is_named(command, handler_env, aws_env):
     ("setting", "value", "names"),
     [
         ("FILEQUEUE_CHUNK_SIZE", "big", "FILEQUEUE_CHUNK_SIZE must be a whole number, got 'big'"),
-        ("FILEQUEUE_SIMILAR_THRESHOLD", "high", "FILEQUEUE_SIMILAR_THRESHOLD must be a number"),
+        ("FILEQUEUE_SIMILAR_MIN_WEIGHT", "high", "FILEQUEUE_SIMILAR_MIN_WEIGHT must be a number"),
         ("FILEQUEUE_AUTO_MIGRATE", "perhaps", "FILEQUEUE_AUTO_MIGRATE must be true or false"),
     ],
 )

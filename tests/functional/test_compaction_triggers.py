@@ -99,12 +99,11 @@ def test_the_worker_leader_compacts_in_the_background(s3, handler_env, monkeypat
     assert sum(segments) > 0
 
 
-@pytest.mark.parametrize(
-    "environment", [{"FILEQUEUE_COMPACTION_INTERVAL_SECONDS": "0"}, {"FILEQUEUE_VECTOR_INDEX": "live"}]
-)
-def test_no_leader_when_compaction_is_off_or_chunks_are_indexed_live(environment):
+def test_no_leader_when_compaction_is_off():
     with compaction_leader(
-        Settings.from_env({"FILEQUEUE_DATABASE_URL": "postgresql://unused", **environment})
+        Settings.from_env(
+            {"FILEQUEUE_DATABASE_URL": "postgresql://unused", "FILEQUEUE_COMPACTION_INTERVAL_SECONDS": "0"}
+        )
     ) as leader:
         assert leader is None
 

@@ -54,7 +54,7 @@ def test_a_connection_closed_by_the_server_during_a_pause_is_replaced_before_use
 
 def test_a_connection_handed_out_again_at_once_is_not_checked_and_a_break_fails_one_record(pool, database_url):
     """No round trip per checkout while busy; a break in that moment costs a retry, never a wrong write."""
-    repository = PostgresRepository(pool, similar_top_k=0, similar_threshold=1.0, vector_index="live")
+    repository = PostgresRepository(pool, vector_index="live")
     first = backend_pid(pool)
     terminate(database_url, first)
 

@@ -39,7 +39,7 @@ TEXTS = {
 
 class Writer:
     def __init__(self, url: str) -> None:
-        self.repository = PostgresRepository(open_pool(url, max_size=2, timeout=5), similar_top_k=0)
+        self.repository = PostgresRepository(open_pool(url, max_size=2, timeout=5))
         self.sequence = 0
 
     def put(self, key: str, texts: Sequence[str]) -> None:

@@ -68,9 +68,7 @@ class Writer:
     """Stores documents of given chunk vectors through the repository, one transaction each."""
 
     def __init__(self, url: str, vector_index: str = "segmented", dimension: int = DIMENSION) -> None:
-        self.repository = PostgresRepository(
-            open_pool(url, max_size=2, timeout=5), similar_top_k=0, vector_index=vector_index
-        )
+        self.repository = PostgresRepository(open_pool(url, max_size=2, timeout=5), vector_index=vector_index)
         self.dimension = dimension
         self.sequence = 0
 

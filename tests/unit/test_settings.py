@@ -19,14 +19,14 @@ def test_values_are_read_and_typed():
             "FILEQUEUE_DATABASE_URL": "postgresql://db/x",
             "FILEQUEUE_CHUNK_SIZE": "500",
             "FILEQUEUE_AUTO_MIGRATE": "false",
-            "FILEQUEUE_SIMILAR_THRESHOLD": "0.5",
+            "FILEQUEUE_SIMILAR_MIN_WEIGHT": "0.5",
             "FILEQUEUE_EMBEDDER": "bedrock",
             "FILEQUEUE_EMBEDDING_DIMENSION": "512",
         }
     )
     assert settings.chunk_size == 500
     assert settings.auto_migrate is False
-    assert settings.similar_threshold == 0.5
+    assert settings.similar_min_weight == 0.5
     assert settings.resolved_embedding_model == "amazon.titan-embed-text-v2:0"
 
 
@@ -50,8 +50,8 @@ def test_invalid_values_name_the_variable(environ, named):
 
 def test_a_bad_number_reads_as_english():
     with pytest.raises(ConfigError) as raised:
-        Settings.from_env({"FILEQUEUE_SIMILAR_THRESHOLD": "high"})
-    assert str(raised.value) == "FILEQUEUE_SIMILAR_THRESHOLD must be a number, got 'high'"
+        Settings.from_env({"FILEQUEUE_SIMILAR_MIN_WEIGHT": "high"})
+    assert str(raised.value) == "FILEQUEUE_SIMILAR_MIN_WEIGHT must be a number, got 'high'"
 
 
 def test_database_is_required_only_where_it_is_used():

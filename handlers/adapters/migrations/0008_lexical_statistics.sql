@@ -1,4 +1,4 @@
--- BM25's statistics inside PostgreSQL (handlers.adapters.lexical ranks with them).
+-- BM25's statistics inside PostgreSQL (handlers.ops.lexical ranks with them).
 --
 -- A chunk's length in BM25's sense: the number of lexeme occurrences in its tsvector (stop words do
 -- not count). Computed from `tsv` after the BEFORE trigger filled it, copied by merges like any
