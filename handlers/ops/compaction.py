@@ -83,6 +83,8 @@ class CompactOptions:
     maintenance_work_mem: str = "256MB"
     lock_timeout_seconds: float = 0.5
     lock_attempts: int = 40
+    # Count the sealed segments' BM25 statistics (False: search counts them at query time, exact but slower).
+    statistics: bool = True
     # The `similar` linking pass run after the other steps (None: not run).
     similar: SimilarOptions | None = field(default_factory=SimilarOptions)
 
@@ -192,9 +194,10 @@ def compact(
         _index_sealed(conn, step)
         seconds["index"] = round(time.perf_counter() - started, 3)
         # Inside the lock, which keeps two counts of one segment apart; BM25 is exact without it, only slower.
-        started = time.perf_counter()
-        refresh_statistics(conn)
-        seconds["statistics"] = round(time.perf_counter() - started, 3)
+        if options.statistics:
+            started = time.perf_counter()
+            refresh_statistics(conn)
+            seconds["statistics"] = round(time.perf_counter() - started, 3)
         # After the statistics: linking ranks documents by BM25.
         linked = 0
         if options.similar is not None:
