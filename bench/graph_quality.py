@@ -30,8 +30,6 @@ import argparse
 import json
 import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +38,11 @@ if __package__ in (None, ""):
 
 from bench.ir_collections import Collection, load, verify
 from bench.retrieval import (
-    UPLOAD_THREADS,
-    UPLOAD_WAVE,
     Bm25Reference,
-    _aws_client,
     _stack,
     doc_id,
     embedder_environment,
+    ingest,
     subset,
 )
 
@@ -97,26 +93,6 @@ def backend_cpu_seconds(pid: int) -> float:
     """User + system CPU of a PostgreSQL backend (same machine: pgserver)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def ingest(collection: Collection, stack: Any, env: dict[str, str]) -> float:
-    demo = _stack()
-    s3 = _aws_client("s3", env)
-    started = time.monotonic()
-    with Path(os.devnull).open("wb") as log, demo.running_worker(env, 2, log=log) as worker:
-
-        def upload(item: tuple[str, str]) -> object:
-            document, text = item
-            key = f"uploads/{collection.name}/{document}.txt"
-            return s3.put_object(Bucket=stack.resources.bucket, Key=key, Body=text.encode())
-
-        items = list(collection.docs.items())
-        with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
-            for start in range(0, len(items), UPLOAD_WAVE):
-                list(uploads.map(upload, items[start : start + UPLOAD_WAVE]))
-                done = min(len(items), start + UPLOAD_WAVE)
-                demo.wait_until_processed(stack.database_url, done, timeout=3600, worker=worker)
-    return time.monotonic() - started
 
 
 def product_lists(conn: psycopg.Connection[Any], keys: dict[int, str], name: str) -> dict[str, list[str]]:

@@ -247,6 +247,31 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
+def ingest(collection: Collection, stack: Any, env: dict[str, str]) -> float:
+    """Upload every document of `collection` through S3 while `filequeue worker` drains the queue; seconds taken.
+
+    The worker drains the queue while the uploads fill it, as in production, in waves that keep the
+    queue short: moto's ReceiveMessage costs time in proportion to the messages queued.
+    """
+    demo = _stack()
+    s3 = _aws_client("s3", env)
+    started = time.monotonic()
+    with Path(os.devnull).open("wb") as log, demo.running_worker(env, 2, log=log) as worker:
+
+        def upload(item: tuple[str, str]) -> object:
+            doc, text = item
+            key = f"uploads/{collection.name}/{doc}.txt"
+            return s3.put_object(Bucket=stack.resources.bucket, Key=key, Body=text.encode())
+
+        items = list(collection.docs.items())
+        with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
+            for start in range(0, len(items), UPLOAD_WAVE):
+                list(uploads.map(upload, items[start : start + UPLOAD_WAVE]))  # re-raises an upload's error
+                done = min(len(items), start + UPLOAD_WAVE)
+                demo.wait_until_processed(stack.database_url, done, timeout=3600, worker=worker)
+    return time.monotonic() - started
+
+
 def run_collection(collection: Collection, environment: dict[str, str], *, scale_chunks: int = 0) -> Run:
     """Ingest `collection` through S3 -> SQS -> worker on a fresh stack and rank every query in every mode."""
     import psycopg
@@ -261,24 +286,7 @@ def run_collection(collection: Collection, environment: dict[str, str], *, scale
     run = Run()
     try:
         env = {**stack.environment, **environment}
-        s3 = _aws_client("s3", env)
-        started = time.monotonic()
-        # The worker drains the queue while the uploads fill it, as in production, in waves that keep
-        # the queue short: moto's ReceiveMessage costs time in proportion to the messages queued.
-        with Path(os.devnull).open("wb") as log, demo.running_worker(env, 2, log=log) as worker:
-
-            def upload(item: tuple[str, str]) -> object:
-                doc, text = item
-                key = f"uploads/{collection.name}/{doc}.txt"
-                return s3.put_object(Bucket=stack.resources.bucket, Key=key, Body=text.encode())
-
-            items = list(collection.docs.items())
-            with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
-                for start in range(0, len(items), UPLOAD_WAVE):
-                    list(uploads.map(upload, items[start : start + UPLOAD_WAVE]))  # re-raises an upload's error
-                    done = min(len(items), start + UPLOAD_WAVE)
-                    demo.wait_until_processed(stack.database_url, done, timeout=3600, worker=worker)
-        run.ingest_seconds = round(time.monotonic() - started, 1)
+        run.ingest_seconds = round(ingest(collection, stack, env), 1)
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             register_vector(conn)
             _compact(conn)
