@@ -16,10 +16,9 @@ from pgvector.psycopg import register_vector
 from rank_bm25 import BM25Okapi
 
 from handlers.adapters.migrate import StoreConfig, migrate
-from handlers.adapters.postgres import PostgresRepository, open_pool
-from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
 from handlers.ops import lexical
 from handlers.ops.compaction import CompactOptions, compact
+from tests.functional.store_writer import StoreWriter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -37,29 +36,13 @@ TEXTS = {
 }
 
 
-class Writer:
+class Writer(StoreWriter):
     def __init__(self, url: str) -> None:
-        self.repository = PostgresRepository(open_pool(url, max_size=2, timeout=5))
-        self.sequence = 0
+        super().__init__(url, MODEL)
 
     def put(self, key: str, texts: Sequence[str]) -> None:
-        self.sequence += 1
-        ref = ObjectRef("bucket", key, EventKind.CREATED, "ObjectCreated:Put", sequencer=f"{self.sequence:016X}")
-        body = "\n".join(texts)
-        chunks = [Chunk(ordinal, text, 1, 0, len(text)) for ordinal, text in enumerate(texts)]
-        vectors = [[1.0, float(ordinal), float(self.sequence), 0.5] for ordinal in range(len(texts))]
-        fetched = FetchedObject(ref, "/nonexistent", len(body), f"sha-{key}-{self.sequence}", "text/plain", None, None)
-        extracted = ExtractedText("text/plain", (Page(1, body),))
-        links = DocumentLinks(names=Mentions(), mentions=Mentions())
-        assert self.repository.store_document(fetched, extracted, chunks, vectors, MODEL, links=links) is None
-
-    def delete(self, key: str) -> None:
-        self.sequence += 1
-        ref = ObjectRef("bucket", key, EventKind.REMOVED, "ObjectRemoved:Delete", sequencer=f"{self.sequence:016X}")
-        assert self.repository.delete_document(ref) is None
-
-    def close(self) -> None:
-        self.repository.close()
+        vectors = [[1.0, float(ordinal), float(self.sequence + 1), 0.5] for ordinal in range(len(texts))]
+        self.put_chunks(key, texts, vectors)
 
 
 @pytest.fixture
@@ -90,7 +73,7 @@ def _store_all(writer: Writer, texts: dict[str, list[str]] = TEXTS, prefix: str 
 
 def _truth(conn: psycopg.Connection[Any], query: str) -> lexical.TermStatistics:
     """The statistics counted over every chunk a reader sees, the slow way."""
-    chunks, total = conn.execute("SELECT count(*), coalesce(sum(lexical_length(tsv)), 0) FROM chunks").fetchone()  # type: ignore[misc]
+    [(chunks, total)] = conn.execute("SELECT count(*), coalesce(sum(lexical_length(tsv)), 0) FROM chunks").fetchall()
     frequencies = dict(conn.execute("SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')").fetchall())
     lexemes = [row[0] for row in conn.execute("SELECT unnest(tsvector_to_array(to_tsvector('english', %s)))", (query,))]
     n_chunks = max(int(chunks), 1)

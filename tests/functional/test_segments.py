@@ -20,9 +20,7 @@ from psycopg import sql
 
 from handlers.adapters.embedders.hashing import HashingEmbedder
 from handlers.adapters.migrate import StoreConfig, migrate
-from handlers.adapters.postgres import PostgresRepository, open_pool
 from handlers.errors import ConfigError
-from handlers.model import Chunk, DocumentLinks, EventKind, ExtractedText, FetchedObject, Mentions, ObjectRef, Page
 from handlers.ops.compaction import (
     COMPACTION_LOCK_ID,
     CompactOptions,
@@ -34,6 +32,7 @@ from handlers.ops.compaction import (
 )
 from handlers.ops.reembed import ReembedOptions, reembed
 from handlers.ops.search import EF_SEARCH, search_chunks, set_ef_search
+from tests.functional.store_writer import StoreWriter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,32 +63,15 @@ def conn(store_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
-class Writer:
+class Writer(StoreWriter):
     """Stores documents of given chunk vectors through the repository, one transaction each."""
 
     def __init__(self, url: str, vector_index: str = "segmented", dimension: int = DIMENSION) -> None:
-        self.repository = PostgresRepository(open_pool(url, max_size=2, timeout=5), vector_index=vector_index)
+        super().__init__(url, MODEL, vector_index)
         self.dimension = dimension
-        self.sequence = 0
 
     def put(self, key: str, vectors: list[list[float]]) -> None:
-        self.sequence += 1
-        ref = ObjectRef("bucket", key, EventKind.CREATED, "ObjectCreated:Put", sequencer=f"{self.sequence:016X}")
-        texts = [f"{key} chunk {ordinal}" for ordinal in range(len(vectors))]
-        body = "\n".join(texts)
-        chunks = [Chunk(ordinal, text, 1, 0, len(text)) for ordinal, text in enumerate(texts)]
-        fetched = FetchedObject(ref, "/nonexistent", len(body), f"sha-{key}-{self.sequence}", "text/plain", None, None)
-        extracted = ExtractedText("text/plain", (Page(1, body),))
-        links = DocumentLinks(names=Mentions(), mentions=Mentions())
-        assert self.repository.store_document(fetched, extracted, chunks, vectors, MODEL, links=links) is None
-
-    def delete(self, key: str) -> None:
-        self.sequence += 1
-        ref = ObjectRef("bucket", key, EventKind.REMOVED, "ObjectRemoved:Delete", sequencer=f"{self.sequence:016X}")
-        assert self.repository.delete_document(ref) is None
-
-    def close(self) -> None:
-        self.repository.close()
+        self.put_chunks(key, [f"{key} chunk {ordinal}" for ordinal in range(len(vectors))], vectors)
 
 
 @pytest.fixture
