@@ -8,8 +8,9 @@ compaction seals the chunks, the lexical statistics are counted, and the linking
 database CPU is read from /proc for the backend that ran it.
 
 Neighbour lists compared (each document's first 5, best first):
-- product: the `similar` edges the pass wrote (BM25 "more like this" inside PostgreSQL, floor
-  applied), ordered by weight;
+- product: the `similar` edges the pass wrote (BM25 "more like this" inside PostgreSQL, shared
+  nearest neighbours, floor applied), in the order graph reads list them: the document's own
+  choices by weight, then the documents that chose it;
 - vector: the 5 nearest documents by `documents.embedding` (the HNSW index), no floor: the signal
   the product used before, for each embedder;
 - fused: reciprocal rank fusion (k 60) of the product's BM25 ranking and the vector ranking (each
@@ -98,7 +99,8 @@ def backend_cpu_seconds(pid: int) -> float:
 def product_lists(conn: psycopg.Connection[Any], keys: dict[int, str], name: str) -> dict[str, list[str]]:
     lists: dict[str, list[str]] = {}
     for source, target in conn.execute(
-        "SELECT source_id, target_id FROM edges WHERE relation = 'similar' ORDER BY source_id, weight DESC, target_id"
+        "SELECT source_id, target_id FROM edges WHERE relation = 'similar'"
+        " ORDER BY source_id, owner_document_id <> source_id, weight DESC, target_id"
     ):
         lists.setdefault(doc_id(keys[int(source)], name), []).append(doc_id(keys[int(target)], name))
     return lists
@@ -128,7 +130,7 @@ def run_collection(collection: Collection, embedder_env: dict[str, str]) -> dict
     from handlers.adapters.rows import scalar
     from handlers.ops import lexical
     from handlers.ops.compaction import CompactOptions, compact
-    from handlers.ops.similar import SimilarOptions, link_pending, rank_neighbours
+    from handlers.ops.similar import SimilarOptions, link_pending, rank_document
 
     demo = _stack()
     stack = demo.start_local_stack()
@@ -145,12 +147,11 @@ def run_collection(collection: Collection, embedder_env: dict[str, str]) -> dict
             link_cpu = backend_cpu_seconds(pid) - cpu_before
             keys = {int(i): str(k) for i, k in conn.execute("SELECT id, key FROM documents WHERE status = 'ready'")}
             lists: dict[str, dict[str, list[str]]] = {"product": product_lists(conn, keys, collection.name)}
-            wide = SimilarOptions(top_k=FUSED_DEPTH, relative_floor=0.0, min_weight=0.0)
             vector: dict[str, list[str]] = {}
             fused: dict[str, list[str]] = {}
             for document, key in keys.items():
                 by_vector = vector_ranking(conn, document, FUSED_DEPTH)
-                by_bm25 = [neighbour for neighbour, _ in rank_neighbours(conn, document, wide)]
+                by_bm25 = list(rank_document(conn, document).neighbours)
                 name = doc_id(key, collection.name)
                 vector[name] = [doc_id(keys[n], collection.name) for n in by_vector[:NEIGHBOURS] if n in keys]
                 fused[name] = [

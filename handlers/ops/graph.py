@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 # What each relation's weight means, for a legend under a listing of neighbours.
 WEIGHT_LEGEND = (
-    "weight: similar = neighbour's BM25 score for the document's text / the document's own score (0-1];"
+    "weight: similar = neighbour's BM25 score for the document's text / the document's own score (0-1],"
+    " taken from the side that chose the pair, the document's own choices listed first;"
     " references = 1, or 1/n for a file name n documents bear; a path multiplies its weights"
 )
 
@@ -33,22 +34,26 @@ MAX_HOPS = 4
 
 # The walk steps over document-level edges in both directions of `references`. NOT MATERIALIZED
 # lets the planner push `source_id = <current document>` into each arm and use the edge indexes.
-# Each document reached is kept once: at its fewest hops, by its heaviest path.
+# Each document reached is kept once: at its fewest hops, by its heaviest path. One hop away, the
+# `similar` neighbours that chose the start (mirrored edges, weighed by the other side) come after
+# the rest.
 _WALK = """
 WITH RECURSIVE steps AS NOT MATERIALIZED (
-    SELECT source_id, target_id, relation, weight, attributes FROM edges
+    SELECT source_id, target_id, relation, weight, attributes,
+           relation = 'similar' AND owner_document_id <> source_id AS mirrored
+    FROM edges
     WHERE source_kind = 'document' AND target_kind = 'document' AND relation IN ('similar', 'references')
     UNION ALL
-    SELECT target_id, source_id, 'referenced_by', weight, attributes FROM edges
+    SELECT target_id, source_id, 'referenced_by', weight, attributes, false FROM edges
     WHERE source_kind = 'document' AND target_kind = 'document' AND relation = 'references'
 ),
 walk AS (
     SELECT target_id AS document_id, ARRAY[relation] AS relations, weight::float8 AS weight, 1 AS hops,
-           ARRAY[source_id, target_id] AS path, attributes
+           ARRAY[source_id, target_id] AS path, attributes, mirrored
     FROM steps WHERE source_id = %(start)s AND relation = ANY(%(relations)s::text[])
     UNION ALL
     SELECT step.target_id, walk.relations || step.relation, walk.weight * step.weight, walk.hops + 1,
-           walk.path || step.target_id, step.attributes
+           walk.path || step.target_id, step.attributes, false
     FROM walk JOIN steps AS step ON step.source_id = walk.document_id
     WHERE walk.hops < %(hops)s AND step.relation = ANY(%(relations)s::text[]) AND step.target_id <> ALL(walk.path)
 ),
@@ -61,7 +66,7 @@ SELECT document.bucket, document.key, document.status, reached.hops, reached.wei
              AS via(id, position) JOIN documents AS step ON step.id = via.id ORDER BY via.position) AS via,
        coalesce((reached.attributes ->> 'ambiguous')::boolean, false) AS ambiguous
 FROM reached JOIN documents AS document ON document.id = reached.document_id
-ORDER BY reached.hops, reached.weight DESC, document.key
+ORDER BY reached.hops, reached.mirrored, reached.weight DESC, document.key
 """
 
 

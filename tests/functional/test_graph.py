@@ -101,18 +101,16 @@ def test_editing_or_deleting_either_side_updates_similar_edges_both_ways(s3, han
     a, b, t = "uploads/a.md", "uploads/b.md", "uploads/t.md"
     uploads.put({a: bread("first"), b: bread("second"), t: tides("first")})
     assert similar_edges(handler_env) == both_ways((a, b))
-    # b arrived after a, so b's transaction wrote (and owns) both directions of the pair.
-    assert {
-        owner
-        for (owner,) in rows(
+    # Each chose the other: each owns the edge that starts from it.
+    assert set(
+        rows(
             handler_env,
-            "SELECT DISTINCT owner.key FROM edges"
-            " JOIN documents AS owner ON owner.id = owner_document_id"
-            " WHERE relation = 'similar'",
+            "SELECT source.key, owner.key FROM edges JOIN documents AS owner ON owner.id = owner_document_id"
+            " JOIN documents AS source ON source.id = source_id WHERE relation = 'similar'",
         )
-    } == {b}
+    ) == {(a, a), (b, b)}
 
-    uploads.put({a: tides("second")})  # the side that does not own the pair changes subject
+    uploads.put({a: tides("second")})  # one side changes subject
     assert similar_edges(handler_env) == both_ways((a, t))
 
     uploads.put({b: tides("third")})
@@ -350,8 +348,10 @@ def test_two_transactions_linking_the_same_pair_both_commit(s3, handler_env):
         worker.join()
     assert errors == []
     assert similar_edges(handler_env) == both_ways(("uploads/a.md", "uploads/b.md"))
-    # The pair keeps the owner that wrote it first; the second list only set its weight.
-    assert rows(handler_env, "SELECT DISTINCT owner_document_id FROM edges WHERE relation = 'similar'") == [(a,)]
+    # The second list took its own edge (b -> a) over and left the mirror a -> b to its owner a.
+    assert rows(
+        handler_env, "SELECT source_id, owner_document_id FROM edges WHERE relation = 'similar' ORDER BY source_id"
+    ) == [(a, a), (b, b)]
 
 
 def _wait_until_blocked(url: str, pid: int) -> None:

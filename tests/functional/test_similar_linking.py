@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.ops.similar import SimilarOptions, choose_neighbours
+from handlers.ops.similar import Ranking, SimilarOptions, choose_neighbours, relative_ranking
 from tests.functional.ingest_helpers import Uploads, both_ways, document_edges, link_similar_now, markdown
 from tests.rows import rows
 
@@ -44,14 +44,19 @@ def test_ingestion_only_queues_and_the_pass_links_both_ways(s3, handler_env):
     link_similar_now(handler_env)
     assert document_edges(handler_env, "similar") == both_ways(("uploads/a.md", "uploads/b.md"))
     assert rows(handler_env, "SELECT count(*) FROM similar_pending") == [(0,)]
-    # Symmetric: each edge has its reverse with the same weight, in (0, 1].
-    weights = dict(
-        rows(handler_env, "SELECT source_id || '>' || target_id, weight FROM edges WHERE relation = 'similar'")
-    )
-    for pair, weight in weights.items():
-        source, target = pair.split(">")
-        assert weights[f"{target}>{source}"] == weight
+    # Symmetric: each edge has its reverse. A document's own choice (it owns the edge) is mirrored
+    # with its weight unless the other side chose the pair itself too; weights are in (0, 1].
+    edges = {
+        (source, target): (owner, weight)
+        for source, target, owner, weight in rows(
+            handler_env, "SELECT source_id, target_id, owner_document_id, weight FROM edges WHERE relation = 'similar'"
+        )
+    }
+    for (source, target), (owner, weight) in edges.items():
         assert 0 < weight <= 1
+        reverse_owner, reverse_weight = edges[(target, source)]
+        if owner == source and reverse_owner != target:
+            assert (reverse_owner, reverse_weight) == (source, weight)
 
 
 def test_an_early_document_gets_its_neighbours_when_later_ones_arrive(s3, handler_env):
@@ -121,7 +126,19 @@ def test_replacing_or_deleting_a_document_queues_its_former_neighbours(s3, handl
     ],
 )
 def test_the_floor_keeps_neighbours_near_the_best_and_above_the_minimum(scores, options, kept):
-    assert [neighbour for neighbour, _ in choose_neighbours(scores, 1, options)] == kept
+    ranking = relative_ranking(scores, 1)
+    assert [neighbour for neighbour, _ in choose_neighbours(ranking, {}, options)] == kept
+
+
+def test_a_candidate_sharing_the_documents_nearest_neighbours_is_chosen_over_a_slightly_heavier_one():
+    ranking = Ranking(neighbours=(2, 3, 4, 5), weights=(0.80, 0.78, 0.70, 0.60))
+    options = SimilarOptions(top_k=1, relative_floor=0.0)
+    assert choose_neighbours(ranking, {}, options) == [(2, 0.80)]
+    # Document 3 lists three of the document's four nearest among its own: its bonus outweighs 0.02.
+    shares = {3: [2, 4, 5, 9], 2: [7, 8]}
+    assert choose_neighbours(ranking, shares, options) == [(3, pytest.approx(0.78))]
+    # The chosen are listed heaviest first, whatever moved them up.
+    assert [n for n, _ in choose_neighbours(ranking, shares, SimilarOptions(top_k=2, relative_floor=0.0))] == [2, 3]
 
 
 def test_graph_command_links_then_lists_similar_neighbours_with_the_weight_legend(s3, handler_env, capsys):
@@ -141,3 +158,46 @@ def test_graph_command_without_a_key_or_link_is_a_one_line_error(handler_env, ca
 
     assert main(["graph"]) != 0
     assert "give a document's key, or --link" in capsys.readouterr().err
+
+
+def test_a_document_that_changes_subject_leaves_every_list_and_the_others_stay_linked_both_ways(s3, handler_env):
+    uploads = Uploads(s3)
+    # b, c and d share bread; d's list holds only b and c at top_k=2, while b's and c's hold each
+    # other and d: a is chosen by nobody once it changes subject.
+    a, b, c, d = "uploads/a.md", "uploads/b.md", "uploads/c.md", "uploads/d.md"
+    uploads.put({a: text(BREAD, "alpha"), b: text(BREAD, "beta"), c: text(BREAD, "gamma"), d: text(BREAD, "delta")})
+    link_similar_now(handler_env)
+    before = document_edges(handler_env, "similar")
+    assert both_ways((a, b), (a, c), (a, d), (b, c), (b, d), (c, d)) == before
+
+    uploads.put({a: text(TIDES, "alpha")})  # a leaves; its former partners are queued and relinked
+    link_similar_now(handler_env)
+    assert document_edges(handler_env, "similar") == both_ways((b, c), (b, d), (c, d))
+
+
+def test_graph_reads_list_a_documents_own_choices_before_the_documents_that_chose_it(s3, handler_env):
+    import psycopg
+
+    from handlers.api import FileQueue
+    from handlers.ops.similar import link_pending
+
+    keys = ["uploads/a.md", "uploads/b.md", "uploads/c.md"]
+    Uploads(s3).put({key: text(BREAD, key[8]) for key in keys})
+    # One choice each among three: at least one choice is not returned, so some document is listed
+    # by a neighbour it did not choose.
+    with psycopg.connect(handler_env, autocommit=True) as conn:
+        link_pending(conn, SimilarOptions(top_k=1, relative_floor=0.0))
+    chose = dict(
+        rows(
+            handler_env,
+            "SELECT source.key || '>' || target.key, owner_document_id = source_id FROM edges"
+            " JOIN documents AS source ON source.id = source_id JOIN documents AS target ON target.id = target_id"
+            " WHERE relation = 'similar'",
+        )
+    )
+    assert sum(chose.values()) == 3
+    assert not all(chose.values())
+    client = FileQueue.from_env()
+    for key in keys:
+        flags = [chose[f"{key}>{neighbour.key}"] for neighbour in client.neighbours(key, relations=("similar",))]
+        assert flags == sorted(flags, reverse=True), f"{key}: its own choice comes first"
