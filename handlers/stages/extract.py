@@ -15,9 +15,11 @@ import codecs
 import csv
 import io
 import json
+import math
 import mimetypes
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
@@ -599,8 +601,10 @@ def _draws_an_image(page: Any) -> bool:  # a pypdfium2 PdfPage (pypdfium2 has no
 def _render(page: Any, number: int, options: OcrOptions) -> Image:
     """The page as a greyscale image at `RENDER_DPI`, or at the resolution that fits `options.max_pixels`."""
     width, height = page.get_size()  # in points
-    area = max(width * height, 1.0)
-    dpi = min(float(RENDER_DPI), _POINTS_PER_INCH * (options.max_pixels / area) ** 0.5)
+    dpi = min(float(RENDER_DPI), _POINTS_PER_INCH * (options.max_pixels / max(width * height, 1.0)) ** 0.5)
+    # PDFium rounds each side up to whole pixels: step down until the bitmap itself fits.
+    while dpi >= MIN_RENDER_DPI and _pixels(width, height, dpi) > options.max_pixels:
+        dpi *= 0.99
     if dpi < MIN_RENDER_DPI:
         raise PermanentError(
             f"page {number} is too large to OCR: {width / _POINTS_PER_INCH:.0f} x {height / _POINTS_PER_INCH:.0f} "
@@ -609,6 +613,11 @@ def _render(page: Any, number: int, options: OcrOptions) -> Image:
         )
     image: Image = page.render(scale=dpi / _POINTS_PER_INCH, grayscale=True).to_pil()
     return image
+
+
+def _pixels(width: float, height: float, dpi: float) -> int:
+    scale = dpi / _POINTS_PER_INCH
+    return math.ceil(width * scale) * math.ceil(height * scale)
 
 
 def _limit_image_pixels(options: OcrOptions) -> None:
@@ -630,7 +639,11 @@ def _extract_image(data: bytes, content_type: str, limits: ExtractLimits, ocr: O
     pages: list[Page] = []
     chars = 0
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it; the size is checked below, page by page.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             frame_count = int(getattr(image, "n_frames", 1))
             _check_image_pages(frame_count, limits, ocr.options)
             for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
@@ -644,9 +657,11 @@ def _extract_image(data: bytes, content_type: str, limits: ExtractLimits, ocr: O
                 pages.append(page)
     except (PermanentError, MemoryError):
         raise
-    except Image.DecompressionBombError as error:
+    except Image.DecompressionBombError:
         raise PermanentError(
-            f"image too large to OCR: {error} (FILEQUEUE_OCR_MAX_PIXELS)", code=ErrorCode.IMAGE_TOO_LARGE
+            f"image too large to OCR: more than twice {ocr.options.max_pixels} pixels (FILEQUEUE_OCR_MAX_PIXELS), "
+            "refused before decoding (a decompression bomb?)",
+            code=ErrorCode.IMAGE_TOO_LARGE,
         ) from None
     except Exception as error:  # noqa: BLE001  (broken images make Pillow raise many types)
         raise PermanentError(
