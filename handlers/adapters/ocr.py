@@ -42,11 +42,6 @@ def tesseract_reader(options: OcrOptions) -> Callable[[Image], OcrText]:
     return read
 
 
-def engine_available(tesseract: str) -> bool:
-    """Whether the `tesseract` binary can be found (a path, or a name on PATH)."""
-    return shutil.which(tesseract) is not None
-
-
 def _require_engine(tesseract: str) -> str:
     found = shutil.which(tesseract)
     if found is None:
