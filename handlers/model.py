@@ -164,7 +164,7 @@ class ExtractLimits:
 class OcrOptions:
     """How images are read: at most `max_pages` pages a document, `max_pixels` a page, by the `tesseract` binary."""
 
-    max_pages: int = 50
+    max_pages: int = 30
     max_pixels: int = 50_000_000
     tesseract: str = "tesseract"
 

@@ -60,7 +60,7 @@ class Settings:
     max_decompressed_bytes: int = 256 * 1024 * 1024
     ocr: bool = True
     """`on`: PDF pages without a text layer and PNG/JPEG/TIFF images are read by OCR (docs/ocr.md)."""
-    ocr_max_pages: int = 50
+    ocr_max_pages: int = 30
     ocr_max_pixels: int = 50_000_000
     ocr_tesseract: str = "tesseract"
     """The Tesseract binary: a name looked up on PATH, or a path."""

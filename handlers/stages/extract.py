@@ -480,10 +480,11 @@ def _extract_pdf(data: bytes, limits: ExtractLimits, ocr: Ocr | None) -> Extract
             f"too many pages: {page_count} > {limits.max_pages} allowed", code=ErrorCode.TOO_MANY_PAGES
         )
     layers = _pdf_text_layers(reader, page_count, limits)
-    read = _ocr_pdf_pages(data, layers, ocr) if ocr is not None else {}
+    read, unrendered = _ocr_pdf_pages(data, layers, ocr) if ocr is not None else ({}, None)
     pages = _pdf_pages(layers, read, limits)
     if not pages:
-        raise PermanentError(_pdf_no_text_reason(reader, page_count, read), code=ErrorCode.NO_TEXT)
+        reason = _pdf_no_text_reason(reader, page_count, read)
+        raise PermanentError(f"{reason}; no OCR: {unrendered}" if unrendered else reason, code=ErrorCode.NO_TEXT)
     return ExtractedText(
         content_type=PDF, pages=pages, title=_pdf_title(reader), page_count=page_count, ocr_pages=len(read)
     )
@@ -562,40 +563,55 @@ def needs_ocr(text_layer: str) -> bool:
     return sum(1 for char in text_layer if char.isalnum()) < MIN_TEXT_LAYER_CHARS
 
 
-def _ocr_pdf_pages(data: bytes, layers: list[str], ocr: Ocr) -> dict[int, OcrText]:
-    """What OCR reads on each page that has no text layer and draws an image, by page number.
+def _ocr_pdf_pages(data: bytes, layers: list[str], ocr: Ocr) -> tuple[dict[int, OcrText], str | None]:
+    """What OCR reads on each page that has no text layer and draws an image, by page number, and why not.
 
-    Pages with a text layer are never opened here; the PDF is opened a second time (by PDFium, which renders)
-    only when some page has none. The page limit is checked before the first page is read.
+    The reason is set when PDFium, which renders, cannot open the file or a page: pypdf's reading stands then.
+    Pages with a text layer are never opened here; the PDF is opened a second time (by PDFium) only when some
+    page has none. The page limit is checked before the first page is read.
     """
     candidates = [number for number, layer in enumerate(layers, start=1) if needs_ocr(layer)]
     if not candidates:
-        return {}
+        return {}, None
     import pypdfium2  # heavy import kept off the Lambda import path, and off text-layer files
 
     _limit_image_pixels(ocr.options)
     try:
         document = pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as error:
-        raise _corrupt_pdf(error) from None
+        return {}, f"the PDF cannot be opened for rendering: {error}"
     try:
-        scanned = [number for number in candidates if _draws_an_image(document[number - 1])]
+        scanned = [number for number in candidates if _draws_an_image(document, number)]
         if len(scanned) > ocr.options.max_pages:
             raise PermanentError(
                 f"too many pages to OCR: {len(scanned)} pages hold only images, more than "
                 f"{ocr.options.max_pages} allowed (FILEQUEUE_OCR_MAX_PAGES)",
                 code=ErrorCode.OCR_PAGE_LIMIT,
             )
-        return {number: ocr.read(_render(document[number - 1], number, ocr.options)) for number in scanned}
+        read: dict[int, OcrText] = {}
+        for number in scanned:
+            try:
+                image = _render(document[number - 1], number, ocr.options)
+            except pypdfium2.PdfiumError as error:
+                return read, f"page {number} cannot be rendered: {error}"
+            read[number] = ocr.read(image)
+        return read, None
     finally:
         document.close()
 
 
-def _draws_an_image(page: Any) -> bool:  # a pypdfium2 PdfPage (pypdfium2 has no type hints)
-    """Whether the page draws an image, its form XObjects' included: a page without one cannot be a scan."""
-    from pypdfium2 import raw
+def _draws_an_image(document: Any, number: int) -> bool:  # a pypdfium2 PdfDocument (pypdfium2 has no type hints)
+    """Whether the page draws an image, its form XObjects' included: a page without one cannot be a scan.
 
-    return next(iter(page.get_objects(filter=(raw.FPDF_PAGEOBJ_IMAGE,))), None) is not None
+    A page PDFium cannot load draws nothing it could render.
+    """
+    from pypdfium2 import PdfiumError, raw
+
+    try:
+        objects = document[number - 1].get_objects(filter=(raw.FPDF_PAGEOBJ_IMAGE,))
+        return next(iter(objects), None) is not None
+    except PdfiumError:
+        return False
 
 
 def _render(page: Any, number: int, options: OcrOptions) -> Image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from handlers.adapters.sandbox import extract_file
 from handlers.errors import PermanentError
 from handlers.model import ExtractedText, ExtractLimits, OcrOptions, OcrText
 from handlers.stages.extract import MIN_TEXT_LAYER_CHARS, Ocr, extract_text, needs_ocr
+from tests.paths import PDF_FIXTURES
 from tests.scans import (
     BITCOIN,
     image_bytes,
@@ -290,3 +292,36 @@ def test_ocr_past_the_time_limit_is_extract_timeout_and_leaves_no_engine_running
         time.sleep(0.1)
     with pytest.raises(ProcessLookupError):
         os.killpg(group, 0)
+
+
+IMAGE_ONLY_CORPUS = sorted(
+    name
+    for name, entry in json.loads((PDF_FIXTURES / "EXPECTED.json").read_text(encoding="utf-8")).items()
+    if entry["expect"] == "no-text"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", IMAGE_ONLY_CORPUS)
+def test_an_image_only_corpus_pdf_gives_text_or_no_text_with_ocr_never_another_failure(name):
+    data = (PDF_FIXTURES / name).read_bytes()
+    outcome: ExtractedText | PermanentError
+    try:
+        outcome = extract(data, CountingReader().ocr(), name)
+    except PermanentError as error:
+        outcome = error
+    if isinstance(outcome, PermanentError):
+        assert outcome.code == "no_text", str(outcome)
+        return
+    extracted = outcome
+    assert extracted.ocr_pages >= 1
+    assert all(page.ocr_confidence is not None for page in extracted.pages)
+
+
+def test_a_pdf_pdfium_cannot_open_keeps_pypdfs_reading_and_says_why_there_was_no_ocr():
+    reader = CountingReader()
+    error = error_of((PDF_FIXTURES / "pdfjs-pr6531-2-user-password-only.pdf").read_bytes(), reader.ocr(), "p.pdf")
+
+    assert error.code == "no_text"
+    assert "no OCR: the PDF cannot be opened for rendering" in str(error)
+    assert reader.pages == 0
