@@ -64,18 +64,28 @@ def _read(image: Image, tesseract: str) -> OcrText:
         # One run writes both the text (Tesseract's own line and paragraph layout) and the word table.
         text, table = pytesseract.run_and_get_multiple_output(image, extensions=["txt", "tsv"], lang=LANGUAGE)
     except pytesseract.TesseractNotFoundError:
-        raise _require_engine_error(tesseract) from None
+        raise _not_started(tesseract, "not found") from None
+    except PermissionError as error:
+        raise _not_started(tesseract, str(error)) from None
     except pytesseract.TesseractError as error:
-        raise PermanentError(
-            f"OCR failed: tesseract exited with status {error.status}: {error.message}", code=ErrorCode.CORRUPT_FILE
-        ) from None
+        raise _engine_failure(error.status, str(error.message)) from None
     return OcrText(text=_tidy(str(text)), confidence=mean_word_confidence(str(table)))
 
 
-def _require_engine_error(tesseract: str) -> PermanentError:
+def _not_started(tesseract: str, reason: str) -> PermanentError:
     return PermanentError(
-        f"the file needs OCR, but the OCR engine {tesseract!r} could not be started", code=ErrorCode.OCR_UNAVAILABLE
+        f"the file needs OCR, but the OCR engine {tesseract!r} could not be started: {reason}",
+        code=ErrorCode.OCR_UNAVAILABLE,
     )
+
+
+def _engine_failure(status: int, message: str) -> PermanentError:
+    """Tesseract ended without a result: out of the memory its cap leaves (killed, or `bad_alloc`), or the image."""
+    if status < 0 or "alloc" in message.lower():
+        return PermanentError(
+            f"OCR ran out of memory (tesseract ended with status {status}: {message})", code=ErrorCode.EXTRACT_MEMORY
+        )
+    return PermanentError(f"OCR failed: tesseract ended with status {status}: {message}", code=ErrorCode.CORRUPT_FILE)
 
 
 def mean_word_confidence(table: str) -> float:

@@ -106,6 +106,24 @@ def test_an_image_only_pdf_becomes_ready_with_ocr_chunks_and_its_ocr_page_count(
     assert (listed["origin"], listed["ocr_confidence"]) == ("ocr", pytest.approx(hit.ocr_confidence))
 
 
+def test_sealing_and_merging_segments_keep_each_chunks_origin_and_confidence(s3, bucket, handler_env):
+    import psycopg
+
+    from handlers.ops.compaction import CompactOptions, compact
+
+    assert ingest(s3, {"scans/mixed.pdf": text_then_scan_pdf()}) == []
+    before = chunk_origins(handler_env, "scans/mixed.pdf")
+    with psycopg.connect(handler_env, autocommit=True) as conn:
+        compact(conn, CompactOptions(force_seal=True, similar=None))
+        compact(conn, CompactOptions(merge_all=True, similar=None))
+        [(areas,)] = conn.execute(
+            "SELECT array_agg(DISTINCT tableoid::regclass::text) FROM chunks"
+            " WHERE document_id = (SELECT id FROM documents WHERE key = 'scans/mixed.pdf')"
+        ).fetchall()
+    assert all(area.startswith("chunks_segment_") for area in areas)
+    assert chunk_origins(handler_env, "scans/mixed.pdf") == before
+
+
 def test_png_jpeg_and_multi_page_tiff_uploads_become_ready(s3, bucket, handler_env):
     page = rendered_page()
     uploads = {
