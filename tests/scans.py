@@ -75,3 +75,35 @@ def png_bomb(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def pdf_image_bomb(width: int, height: int) -> bytes:
+    """A one-page PDF drawing one black-and-white image of `width` x `height` pixels, all white, Flate-compressed."""
+    from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject, NumberObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    image = DecodedStreamObject()
+    image.set_data(b"\xff" * ((width + 7) // 8) * height)
+    compressed = image.flate_encode()
+    compressed.update(
+        {
+            NameObject("/Type"): NameObject("/XObject"),
+            NameObject("/Subtype"): NameObject("/Image"),
+            NameObject("/Width"): NumberObject(width),
+            NameObject("/Height"): NumberObject(height),
+            NameObject("/ColorSpace"): NameObject("/DeviceGray"),
+            NameObject("/BitsPerComponent"): NumberObject(1),
+        }
+    )
+    xobjects = DictionaryObject({NameObject("/Im0"): writer._add_object(compressed)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/XObject"): xobjects})
+    content = DecodedStreamObject()
+    content.set_data(b"q 612 0 0 792 0 0 cm /Im0 Do Q")
+    page[NameObject("/Contents")] = writer._add_object(content)
+    page[NameObject("/MediaBox")] = ArrayObject(
+        [NumberObject(0), NumberObject(0), NumberObject(612), NumberObject(792)]
+    )
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()

@@ -581,13 +581,21 @@ def _ocr_pdf_pages(data: bytes, layers: list[str], ocr: Ocr) -> tuple[dict[int, 
     except pypdfium2.PdfiumError as error:
         return {}, f"the PDF cannot be opened for rendering: {error}"
     try:
-        scanned = [number for number in candidates if _draws_an_image(document, number)]
+        largest_images = {number: _largest_image_pixels(document, number) for number in candidates}
+        scanned = [number for number, pixels in largest_images.items() if pixels]
         if len(scanned) > ocr.options.max_pages:
             raise PermanentError(
                 f"too many pages to OCR: {len(scanned)} pages hold only images, more than "
                 f"{ocr.options.max_pages} allowed (FILEQUEUE_OCR_MAX_PAGES)",
                 code=ErrorCode.OCR_PAGE_LIMIT,
             )
+        for number in scanned:
+            if largest_images[number] > ocr.options.max_pixels:
+                raise PermanentError(
+                    f"image too large to OCR: page {number} draws an image of {largest_images[number]} pixels, more "
+                    f"than {ocr.options.max_pixels} (FILEQUEUE_OCR_MAX_PIXELS); refused before rendering",
+                    code=ErrorCode.IMAGE_TOO_LARGE,
+                )
         read: dict[int, OcrText] = {}
         for number in scanned:
             try:
@@ -600,18 +608,19 @@ def _ocr_pdf_pages(data: bytes, layers: list[str], ocr: Ocr) -> tuple[dict[int, 
         document.close()
 
 
-def _draws_an_image(document: Any, number: int) -> bool:  # a pypdfium2 PdfDocument (pypdfium2 has no type hints)
-    """Whether the page draws an image, its form XObjects' included: a page without one cannot be a scan.
+def _largest_image_pixels(document: Any, number: int) -> int:  # a pypdfium2 PdfDocument (no type hints)
+    """The pixel count of the largest image the page draws (its form XObjects' included), 0 if it draws none.
 
-    A page PDFium cannot load draws nothing it could render.
+    The sizes come from the images' dictionaries: nothing is decoded. A page without an image cannot be a
+    scan; a page PDFium cannot load draws nothing it could render.
     """
     from pypdfium2 import PdfiumError, raw
 
     try:
-        objects = document[number - 1].get_objects(filter=(raw.FPDF_PAGEOBJ_IMAGE,))
-        return next(iter(objects), None) is not None
+        sizes = [image.get_px_size() for image in document[number - 1].get_objects(filter=(raw.FPDF_PAGEOBJ_IMAGE,))]
     except PdfiumError:
-        return False
+        return 0
+    return max((max(width, 1) * max(height, 1) for width, height in sizes), default=0)
 
 
 def _render(page: Any, number: int, options: OcrOptions) -> Image:

@@ -20,6 +20,7 @@ from tests.scans import (
     image_bytes,
     image_only_pdf,
     multi_page_tiff,
+    pdf_image_bomb,
     png_bomb,
     rendered_page,
     text_then_scan_pdf,
@@ -191,6 +192,17 @@ def test_a_decompression_bomb_image_is_image_too_large():
     error = error_of(bomb, reader.ocr(), "bomb.png")
     assert error.code == "image_too_large"
     assert "refused before decoding" in str(error)
+    assert reader.pages == 0
+
+
+def test_a_pdf_page_drawing_a_bomb_image_is_refused_before_rendering():
+    bomb = pdf_image_bomb(20_000, 20_000)  # 400 million pixels in under 100 KB, on a letter page
+    assert len(bomb) < 100_000
+    reader = CountingReader()
+
+    error = error_of(bomb, reader.ocr(), "bomb.pdf")
+    assert error.code == "image_too_large"
+    assert "page 1 draws an image of 400000000 pixels, more than 50000000" in str(error)
     assert reader.pages == 0
 
 
