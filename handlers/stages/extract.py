@@ -673,7 +673,7 @@ def _extract_image(data: bytes, content_type: str, limits: ExtractLimits, ocr: O
             _check_image_pages(frame_count, limits, ocr.options)
             for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
                 _check_image_pixels(frame.size, number, ocr.options)
-                found = ocr.read(ImageOps.exif_transpose(frame).convert("L"))
+                found = ocr.read(_greyscale(ImageOps.exif_transpose(frame)))
                 if not found.text.strip():
                     continue
                 page = Page(number=number, text=clean_text(found.text), ocr_confidence=found.confidence)
@@ -695,6 +695,13 @@ def _extract_image(data: bytes, content_type: str, limits: ExtractLimits, ocr: O
     if not pages:
         raise PermanentError("no extractable text: OCR found no text in the image", code=ErrorCode.NO_TEXT)
     return ExtractedText(content_type=content_type, pages=tuple(pages), page_count=frame_count, ocr_pages=frame_count)
+
+
+def _greyscale(image: Image) -> Image:
+    """8-bit greyscale; 16-bit samples are scaled down, since Pillow's conversion would clip them to white."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        image = image.convert("I").point(lambda value: value / 256)
+    return image.convert("L")
 
 
 def _check_image_pages(frame_count: int, limits: ExtractLimits, options: OcrOptions) -> None:

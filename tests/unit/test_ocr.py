@@ -93,6 +93,16 @@ def test_png_and_jpeg_uploads_are_read_by_ocr(image_format, content_type):
     assert extracted.pages[0].ocr_confidence is not None
 
 
+def test_a_16_bit_greyscale_png_is_scaled_not_clipped_to_white():
+    import numpy as np
+    from PIL import Image as PillowImage
+
+    samples = np.asarray(rendered_page(), dtype=np.uint16) * 257  # the same page, 16 bits a sample
+    extracted = extract(image_bytes(PillowImage.fromarray(samples), "PNG"), CountingReader().ocr(), "deep.png")
+
+    assert extracted.pages[0].text.startswith("The Crazy Ones")
+
+
 def test_each_page_of_a_multi_page_tiff_is_read():
     tiff = multi_page_tiff(rendered_page(), rendered_page(BITCOIN))
     extracted = extract(tiff, CountingReader().ocr(), "scans.tiff")
