@@ -27,19 +27,21 @@ _WORD_LEVEL = "5"
 
 
 def tesseract_reader(options: OcrOptions) -> Callable[[Image], OcrText]:
-    """A reader of page images by `options.tesseract`; raises `ocr_unavailable` on first use if it is missing.
+    """A reader of page images by `options.tesseract`; raises `ocr_unavailable` on first use if it is missing."""
+    return _TesseractReader(options.tesseract)
 
-    The check waits for the first page that needs OCR, so that files with a text layer never depend on the
-    engine being installed.
-    """
-    checked: list[str] = []
 
-    def read(image: Image) -> OcrText:
-        if not checked:
-            checked.append(_require_engine(options.tesseract))
-        return _read(image, checked[0])
+class _TesseractReader:
+    """Finds the binary at the first page that needs OCR, so files with a text layer never depend on it."""
 
-    return read
+    def __init__(self, tesseract: str) -> None:
+        self._tesseract = tesseract
+        self._found: str | None = None
+
+    def __call__(self, image: Image) -> OcrText:
+        if self._found is None:
+            self._found = _require_engine(self._tesseract)
+        return _read(image, self._found)
 
 
 def _require_engine(tesseract: str) -> str:

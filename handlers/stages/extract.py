@@ -44,7 +44,6 @@ SUPPORTED_TYPES = (PDF, TEXT, MARKDOWN, HTML, CSV, JSON)
 PNG = "image/png"
 JPEG = "image/jpeg"
 TIFF = "image/tiff"
-OCR_TYPES = (PNG, JPEG, TIFF)
 # A page whose text layer holds fewer letters and digits than this has no text layer worth keeping: a page
 # number, a Bates stamp, a scanner's stray glyphs. Such a page is read by OCR if it draws an image.
 MIN_TEXT_LAYER_CHARS = 16
