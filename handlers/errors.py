@@ -22,6 +22,9 @@ class ErrorCode(StrEnum):
     TOO_MUCH_CONTENT = "too_much_content"
     TOO_MUCH_TEXT = "too_much_text"
     NO_TEXT = "no_text"
+    OCR_PAGE_LIMIT = "ocr_page_limit"
+    IMAGE_TOO_LARGE = "image_too_large"
+    OCR_UNAVAILABLE = "ocr_unavailable"
     EMPTY_TEXT = "empty_text"
     OBJECT_MISSING = "object_missing"
     OBJECT_UNREADABLE = "object_unreadable"
@@ -102,6 +105,9 @@ PERMANENT_CODES = frozenset(
         ErrorCode.TOO_MUCH_CONTENT,
         ErrorCode.TOO_MUCH_TEXT,
         ErrorCode.NO_TEXT,
+        ErrorCode.OCR_PAGE_LIMIT,
+        ErrorCode.IMAGE_TOO_LARGE,
+        ErrorCode.OCR_UNAVAILABLE,
         ErrorCode.EMPTY_TEXT,
         ErrorCode.OBJECT_MISSING,
         ErrorCode.OBJECT_UNREADABLE,

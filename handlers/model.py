@@ -67,8 +67,11 @@ class FetchedObject:
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """One page of text; `ocr_confidence` (the engine's mean word confidence, 0-100) is set when OCR read it."""
+
     number: int
     text: str
+    ocr_confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,8 @@ class ExtractedText:
     """Text of one file: pages are 1-based; non-paged formats have a single page 1.
 
     `links` are the targets of the markup's links as written (HTML `href` and `src`), which the
-    visible text no longer holds.
+    visible text no longer holds. `ocr_pages` counts the pages OCR read, those where it found no text
+    included.
     """
 
     content_type: str
@@ -84,6 +88,7 @@ class ExtractedText:
     title: str | None = None
     page_count: int | None = None
     links: tuple[str, ...] = ()
+    ocr_pages: int = 0
 
     @property
     def separator(self) -> str:
@@ -124,13 +129,22 @@ class DocumentLinks:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A span of the document text: `text == document_text[char_start:char_end]`."""
+    """A span of the document text: `text == document_text[char_start:char_end]`.
+
+    `ocr_confidence` is its page's: set when the page it starts on was read by OCR.
+    """
 
     ordinal: int
     text: str
     page: int
     char_start: int
     char_end: int
+    ocr_confidence: float | None = None
+
+    @property
+    def origin(self) -> str:
+        """`ocr` for text read from an image, `text` for a text layer or a text format."""
+        return "text" if self.ocr_confidence is None else "ocr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +158,23 @@ class ExtractLimits:
     max_pages: int = 2000
     max_chars: int = 20_000_000
     max_decompressed_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OcrOptions:
+    """How images are read: at most `max_pages` pages a document, `max_pixels` a page, by the `tesseract` binary."""
+
+    max_pages: int = 30
+    max_pixels: int = 50_000_000
+    tesseract: str = "tesseract"
+
+
+@dataclass(frozen=True, slots=True)
+class OcrText:
+    """What OCR read on one page: its text and the engine's mean word confidence (0-100; 0 with no words)."""
+
+    text: str
+    confidence: float
 
 
 @dataclass(frozen=True, slots=True)

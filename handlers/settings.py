@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from handlers.budget import TimeBudget, extract_memory_mb
 from handlers.errors import ConfigError
+from handlers.model import OcrOptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -57,6 +58,12 @@ class Settings:
     """The runtime's whole memory: the function's in Lambda (read from AWS_LAMBDA_FUNCTION_MEMORY_SIZE when
     unset), the container's limit in a pod (the manifests pass it through the downward API); 0: unknown."""
     max_decompressed_bytes: int = 256 * 1024 * 1024
+    ocr: bool = True
+    """`on`: PDF pages without a text layer and PNG/JPEG/TIFF images are read by OCR (docs/ocr.md)."""
+    ocr_max_pages: int = 30
+    ocr_max_pixels: int = 50_000_000
+    ocr_tesseract: str = "tesseract"
+    """The Tesseract binary: a name looked up on PATH, or a path."""
 
     chunk_size: int = 1000
     chunk_overlap: int = 150
@@ -152,7 +159,15 @@ class Settings:
             "FILEQUEUE_CHUNK_OVERLAP",
             "must be >= 0 and less than half of FILEQUEUE_CHUNK_SIZE",
         )
-        for name in ("max_object_bytes", "max_pdf_pages", "max_text_chars", "embedding_batch_size", "db_pool_max_size"):
+        for name in (
+            "max_object_bytes",
+            "max_pdf_pages",
+            "max_text_chars",
+            "embedding_batch_size",
+            "db_pool_max_size",
+            "ocr_max_pages",
+            "ocr_max_pixels",
+        ):
             _require(getattr(self, name) > 0, PREFIX + name.upper(), "must be positive")
         _require(self.extract_timeout_seconds > 0, "FILEQUEUE_EXTRACT_TIMEOUT_SECONDS", "must be positive")
         _require(self.embedding_concurrency >= 1, "FILEQUEUE_EMBEDDING_CONCURRENCY", "must be at least 1")
@@ -200,6 +215,13 @@ class Settings:
                 "each keeping its own reserve"
             )
         return self.extract_memory_mb or derived
+
+    @property
+    def ocr_options(self) -> OcrOptions | None:
+        """The OCR bounds and engine when FILEQUEUE_OCR is on; None when off."""
+        if not self.ocr:
+            return None
+        return OcrOptions(max_pages=self.ocr_max_pages, max_pixels=self.ocr_max_pixels, tesseract=self.ocr_tesseract)
 
     def time_budget(self, total_seconds: float) -> TimeBudget:
         return TimeBudget(

@@ -126,6 +126,7 @@ def _extractor(settings: Settings) -> Callable[[FetchedObject, ExtractionTime], 
             timeout_seconds=allowed.seconds,
             whole_limit=allowed.whole_limit,
             memory_mb=settings.extract_memory_mb,
+            ocr=settings.ocr_options,
         )
 
     return extract

@@ -110,6 +110,7 @@ class PostgresRepository:
                 size=fetched.size,
                 title=extracted.title,
                 pages=extracted.page_count,
+                ocr_pages=extracted.ocr_pages,
                 chunk_count=len(chunks),
                 embedding_model=embedding_model,
             )
@@ -174,10 +175,10 @@ class PostgresRepository:
         with conn.cursor().copy(
             sql.SQL(
                 "COPY {} (document_id, ordinal, page, char_start, char_end, text, embedding_model,"
-                " embedding_dimension, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                " embedding_dimension, embedding, origin, ocr_confidence) FROM STDIN WITH (FORMAT BINARY)"
             ).format(sql.Identifier(self._chunk_table))
         ) as copy:
-            copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector"])
+            copy.set_types(["int8", "int4", "int4", "int4", "int4", "text", "text", "int4", "vector", "text", "float4"])
             for chunk, vector in zip(chunks, vectors, strict=True):
                 copy.write_row(
                     (
@@ -190,6 +191,8 @@ class PostgresRepository:
                         embedding_model,
                         len(vector),
                         Vector(list(vector)),
+                        chunk.origin,
+                        chunk.ocr_confidence,
                     )
                 )
 
@@ -404,6 +407,7 @@ def _upsert_document(conn: psycopg.Connection[Any], ref: ObjectRef, values: dict
         "size": None,
         "title": None,
         "pages": None,
+        "ocr_pages": 0,
         "status": None,
         "error_code": None,
         "error": None,

@@ -6,6 +6,9 @@ lacks, so this uses `os.fork` and two pipes. The child is long-lived (one per pr
 the parsers once and serves file after file, so a file costs neither a fork nor an import. It is
 replaced after a timeout, a crash, a memory error and every `MAX_CALLS_PER_CHILD` files. It leaves
 with `os._exit`, so it never runs the parent's atexit handlers or flushes its buffers.
+
+The child leads a process group of its own: the OCR engine it starts (`handlers.adapters.ocr`) inherits
+its address-space limit and its group, and a timeout kills the whole group, so no engine runs on.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar, TypeVarTuple, cast
 
 from handlers.errors import ErrorCode, FileQueueError, PermanentError, TransientError
-from handlers.stages.extract import extract_text
+from handlers.stages.extract import Ocr, extract_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from handlers.model import ExtractedText, ExtractLimits
+    from handlers.model import ExtractedText, ExtractLimits, OcrOptions
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -191,8 +194,11 @@ class _ChildProcess:
         for descriptor in (self._requests, self._outcomes):
             with contextlib.suppress(OSError):
                 os.close(descriptor)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # the child and the engine it may be running
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)  # a child killed before it made its group
         with contextlib.suppress(ChildProcessError):
             return os.waitpid(self.pid, 0)[1]
         return 0
@@ -207,8 +213,11 @@ def extract_file(
     timeout_seconds: float,
     memory_mb: int,
     whole_limit: bool = True,
+    ocr: OcrOptions | None = None,
 ) -> ExtractedText:
     """`extract_text` of the file at `path`, bounded; the child reads the file, not this process.
+
+    With `ocr`, pages and images without text are read by Tesseract, within the same time and memory bounds.
 
     `whole_limit` says whose fault running past `timeout_seconds` is, as the record's budget decided when
     it gave this time: the file's (its whole extraction limit: `extract_timeout`, permanent) or the
@@ -218,7 +227,7 @@ def extract_file(
         raise TransientError("no time left to extract before the write margin; retried", code=ErrorCode.DEADLINE)
     try:
         return _extraction_child(memory_mb).call(
-            path, key, declared_content_type, limits, timeout_seconds=timeout_seconds
+            path, key, declared_content_type, limits, ocr, timeout_seconds=timeout_seconds
         )
     except PermanentError as error:
         if error.code == ErrorCode.EXTRACT_TIMEOUT and not whole_limit:
@@ -230,11 +239,12 @@ def extract_file(
         raise
 
 
-_extraction_children: dict[int, BoundedChild[str, str, str | None, ExtractLimits, ExtractedText]] = {}
+_ExtractionChild = BoundedChild[str, str, str | None, "ExtractLimits", "OcrOptions | None", "ExtractedText"]
+_extraction_children: dict[int, _ExtractionChild] = {}
 _extraction_children_lock = threading.Lock()
 
 
-def _extraction_child(memory_mb: int) -> BoundedChild[str, str, str | None, ExtractLimits, ExtractedText]:
+def _extraction_child(memory_mb: int) -> _ExtractionChild:
     with _extraction_children_lock:
         child = _extraction_children.get(memory_mb)
         if child is None:
@@ -242,10 +252,15 @@ def _extraction_child(memory_mb: int) -> BoundedChild[str, str, str | None, Extr
         return child
 
 
-def _extract_path(path: str, key: str, declared_content_type: str | None, limits: ExtractLimits) -> ExtractedText:
+def _extract_path(
+    path: str, key: str, declared_content_type: str | None, limits: ExtractLimits, ocr: OcrOptions | None
+) -> ExtractedText:
+    from handlers.adapters.ocr import tesseract_reader
+
     _cap_pypdf_logging()
     data = Path(path).read_bytes()
-    return extract_text(data, key=key, declared_content_type=declared_content_type, limits=limits)
+    reader = None if ocr is None else Ocr(ocr, tesseract_reader(ocr))
+    return extract_text(data, key=key, declared_content_type=declared_content_type, limits=limits, ocr=reader)
 
 
 def _cap_pypdf_logging() -> None:
@@ -277,6 +292,7 @@ def _serve(requests: int, outcomes: int, memory_mb: int, parent_pid: int, functi
         # The parent's handlers (e.g. the worker's graceful shutdown) must not run in the child.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setpgid(0, 0)  # its own group, which a timeout kills whole (the module docstring)
         _die_with_parent(parent_pid)
         _limit_address_space(memory_mb)
         while request := _read_frame(requests, deadline=None):

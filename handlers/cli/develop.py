@@ -40,8 +40,8 @@ def register_demo(commands: Subcommands) -> None:
 def run_demo_command(args: argparse.Namespace) -> int:
     from handlers.develop.demo import run_demo
 
-    get_settings()  # the demo's worker reads the same FILEQUEUE_* variables: a bad one stops here
-    report = run_demo(args.processes, out=stderr_line if args.json else print)
+    settings = get_settings()  # the demo's worker reads the same FILEQUEUE_* variables: a bad one stops here
+    report = run_demo(args.processes, settings=settings, out=stderr_line if args.json else print)
     if args.json:
         print_json(dataclasses.asdict(report))
     return 0 if report.queue_left == 0 and report.dead_letters == 0 else 1

@@ -93,7 +93,7 @@ def run_search(args: argparse.Namespace) -> int:
             f"note: {plural(failed, 'document')} failed and {verb} not searchable; `filequeue failed` lists them"
         )
     if args.json:
-        print_json([dataclasses.asdict(hit) for hit in hits])
+        print_json([dataclasses.asdict(hit) | {"origin": hit.origin} for hit in hits])
         return 0
     if not hits:
         print(nothing if args.min_score is None else f"no results scoring at least {args.min_score:g}")
@@ -104,8 +104,24 @@ def run_search(args: argparse.Namespace) -> int:
     rows = [["rank", "score", "page", "key", "snippet"]] + [
         [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key, hit.snippet] for rank, hit in enumerate(hits, 1)
     ]
-    print(table(rows, right_aligned=3))
+    print(table(_with_origin(rows, hits), right_aligned=3))
     return 0
+
+
+def _with_origin(rows: list[list[str]], hits: Sequence[SearchHit]) -> list[list[str]]:
+    """`rows` with a `from` column after `page` (`text`, or `ocr` with its confidence) when a hit came from OCR.
+
+    Without OCR hits the table is unchanged.
+    """
+    if all(hit.ocr_confidence is None for hit in hits):
+        return rows
+    column = rows[0].index("page") + 1
+    cells = ["from"] + [_origin(hit) for hit in hits]
+    return [[*row[:column], cell, *row[column:]] for row, cell in zip(rows, cells, strict=True)]
+
+
+def _origin(hit: SearchHit) -> str:
+    return "text" if hit.ocr_confidence is None else f"ocr {hit.ocr_confidence:.0f}%"
 
 
 def _explained(hits: Sequence[SearchHit], formula: str, *, fused: bool) -> str:
@@ -114,7 +130,7 @@ def _explained(hits: Sequence[SearchHit], formula: str, *, fused: bool) -> str:
         rows = [["rank", "cosine", "page", "key"]] + [
             [str(rank), f"{hit.score:.4f}", str(hit.page), hit.key] for rank, hit in enumerate(hits, 1)
         ]
-        return formula + "\n" + table(rows, right_aligned=3)
+        return formula + "\n" + table(_with_origin(rows, hits), right_aligned=3)
     header = formula + "; '-' = not a candidate"
     rows = [["rank", "cosine", "BM25", "vector", "text", "vector part", "text part", "score", "page", "key"]]
     for rank, hit in enumerate(hits, 1):
@@ -132,7 +148,7 @@ def _explained(hits: Sequence[SearchHit], formula: str, *, fused: bool) -> str:
                 hit.key,
             ]
         )
-    return header + "\n" + table(rows, right_aligned=9)
+    return header + "\n" + table(_with_origin(rows, hits), right_aligned=9)
 
 
 def register_console(commands: Subcommands) -> None:

@@ -43,13 +43,14 @@ if TYPE_CHECKING:
     from handlers.settings import Settings
 
 # Upload key -> file in handlers/develop/files (package data). The PDFs are real files copied from
-# the test corpus (their sources and licences in files/SOURCES.md and files/LICENSES/); the Markdown
-# and HTML were written for the demo.
+# the test corpus (their sources and licences in files/SOURCES.md and files/LICENSES/), but for the scan,
+# which this project rendered from one of them; the Markdown and HTML were written for the demo.
 DEMO_FILES: dict[str, str] = {
     "uploads/getting-started.md": "getting-started.md",
     "uploads/jit-compilers.html": "jit-compilers.html",
     "uploads/tracemonkey.pdf": "pdfjs-tracemonkey-14-pages-two-column.pdf",
     "uploads/bitcoin.pdf": "pdfjs-issue13201-bitcoin-paper.pdf",
+    "uploads/bitcoin-scan.pdf": "pdfjs-issue13201-bitcoin-paper-scanned.pdf",
     "uploads/crazy-ones.pdf": "pypdf-crazyones-ligatures.pdf",
     "uploads/crazy-ones-annotated.pdf": "pypdf-attachment.pdf",
     "uploads/secret.pdf": "pdfminer-enc-aes-128-user-baz-owner-foo.pdf",
@@ -339,12 +340,29 @@ def collect_report(stack: LocalStack, files: int, seconds: float, outcomes: dict
     )
 
 
-def run_demo(processes: int, *, out: Callable[[str], None] = print) -> DemoReport:
+def ocr_environment(settings: Settings) -> tuple[dict[str, str], str | None]:
+    """What the stack's worker needs for OCR: FILEQUEUE_OCR=off, and the line saying why, when Tesseract is missing.
+
+    The embedded stack runs without the engine: scans and images are then recorded as without OCR.
+    """
+    if not settings.ocr or shutil.which(settings.ocr_tesseract) is not None:
+        return {}, None
+    return {"FILEQUEUE_OCR": "off"}, (
+        f"OCR unavailable: {settings.ocr_tesseract!r} not found (apt-get install tesseract-ocr tesseract-ocr-eng);"
+        " scanned PDFs are recorded as no_text and images as unsupported_type, as with FILEQUEUE_OCR=off"
+    )
+
+
+def run_demo(processes: int, *, settings: Settings, out: Callable[[str], None] = print) -> DemoReport:
     out("starting the embedded stack: moto (S3, SQS, DLQ) and PostgreSQL with pgvector ...")
     stack = start_local_stack()
     lines: list[str] = []
     try:
         out(f"  bucket s3://{stack.resources.bucket}/{stack.resources.prefix} -> {stack.resources.queue_url}")
+        ocr, unavailable = ocr_environment(settings)
+        stack.environment.update(ocr)
+        if unavailable:
+            out(unavailable)
         started = time.monotonic()
         upload_demo_files(stack.environment, stack.resources.bucket, DEMO_FILES)
         # The same bytes again under the same key: a new version whose content is already stored.
@@ -405,8 +423,11 @@ def run_dev(
             _stderr_line("stopped while starting")
             return 0
         try:
-            environment = {**stack.environment, **embedder_environment(settings)}
+            ocr, unavailable = ocr_environment(settings)
+            environment = {**stack.environment, **embedder_environment(settings), **ocr}
             try:
+                if unavailable:
+                    _stderr_line(unavailable)
                 _announce(stack, environment, health_port, port, as_json=as_json, out=out)
                 sys.stdout.flush()  # a script reading the announcement from a pipe gets it now
                 # The worker's JSON logs go to stderr: stdout carries only what a user copies (the exports).

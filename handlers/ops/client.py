@@ -48,16 +48,27 @@ def _database_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
 
 @dataclass(frozen=True, slots=True)
 class ChunkText:
+    """One chunk of a document; `ocr_confidence` (0-100) is set when its text was read by OCR."""
+
     ordinal: int
     page: int
     char_start: int
     char_end: int
     text: str
+    ocr_confidence: float | None = None
+
+    @property
+    def origin(self) -> str:
+        """`ocr` for text read from an image, `text` otherwise."""
+        return "text" if self.ocr_confidence is None else "ocr"
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A stored document: its row, its chunks in order (none if it failed) and its graph neighbours."""
+    """A stored document: its row, its chunks in order (none if it failed) and its graph neighbours.
+
+    `ocr_pages` counts the pages OCR read (docs/ocr.md); 0 for a document with a text layer on every page.
+    """
 
     bucket: str
     key: str
@@ -71,6 +82,7 @@ class Document:
     updated_at: str
     chunks: tuple[ChunkText, ...]
     neighbours: tuple[Neighbour, ...]
+    ocr_pages: int = 0
 
     @property
     def uri(self) -> str:
@@ -240,15 +252,16 @@ class FileQueue:
 
         found = find_document(self._conn, key, bucket)
         row = self._conn.execute(
-            "SELECT content_type, title, pages, size, updated_at FROM documents WHERE id = %s", (found.id,)
+            "SELECT content_type, title, pages, size, updated_at, ocr_pages FROM documents WHERE id = %s", (found.id,)
         ).fetchone()
         if row is None:
             raise LookupError(f"document {key!r} was deleted meanwhile")
-        content_type, title, pages, size, updated_at = row
+        content_type, title, pages, size, updated_at, ocr_pages = row
         chunks = tuple(
             ChunkText(*chunk)
             for chunk in self._conn.execute(
-                "SELECT ordinal, page, char_start, char_end, text FROM chunks WHERE document_id = %s ORDER BY ordinal",
+                "SELECT ordinal, page, char_start, char_end, text, ocr_confidence FROM chunks"
+                " WHERE document_id = %s ORDER BY ordinal",
                 (found.id,),
             )
         )
@@ -265,6 +278,7 @@ class FileQueue:
             updated_at=updated_at.isoformat(),
             chunks=chunks,
             neighbours=tuple(self.neighbours(found.key, bucket=found.bucket, hops=hops)),
+            ocr_pages=ocr_pages,
         )
 
     @_database_errors

@@ -88,8 +88,10 @@ _HOLDS_A_QUERY_WORD = """coalesce(chunk.tsv @@ (SELECT string_agg(quote_literal(
 # The nearest chunks first, by id and distance alone, so that an exact scan (no usable index)
 # sorts narrow rows; their text and document are fetched for the few that are kept.
 VECTOR_QUERY = """
-SELECT id, bucket, key, page, text, score, vector_rank, text_rank, similarity, bm25, vector_norm, text_norm
+SELECT id, bucket, key, page, text, score, vector_rank, text_rank, similarity, bm25, vector_norm, text_norm,
+       ocr_confidence
 FROM (SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text, 1 - nearest.distance AS score,
+             chunk.ocr_confidence,
              NULL::bigint AS vector_rank, NULL::bigint AS text_rank, 1 - nearest.distance AS similarity,
              NULL::float8 AS bm25, NULL::float8 AS vector_norm, NULL::float8 AS text_norm, nearest.distance,
              bool_or({HOLDS}) OVER () AS query_matched, max(1 - nearest.distance) OVER () AS best_similarity
@@ -114,7 +116,8 @@ by_vector AS (
 _FUSED_SELECT = """
 SELECT chunk.id, document.bucket, document.key, chunk.page, chunk.text,
        ((1 - %(text_weight)s) * fused.vector_norm + %(text_weight)s * fused.text_norm)::float8 AS score,
-       fused.vector_rank, fused.text_rank, fused.similarity, fused.bm25, fused.vector_norm, fused.text_norm
+       fused.vector_rank, fused.text_rank, fused.similarity, fused.bm25, fused.vector_norm, fused.text_norm,
+       chunk.ocr_confidence
 FROM (SELECT coalesce(by_vector.id, by_text.id) AS id, by_vector.rank AS vector_rank, by_text.rank AS text_rank,
              by_vector.similarity, by_text.score AS bm25,
              CASE WHEN by_vector.id IS NULL THEN 0
@@ -163,7 +166,8 @@ class SearchHit:
     `similarity` is the cosine similarity (None in text mode or when no vector candidate), `bm25` the
     BM25 score (None when no BM25 candidate). In hybrid and text search: the ranks (1-based) the chunk
     had among each side's candidates, None where it was none, and the two terms of the fused score
-    (`score` = `vector_part` + `text_part`).
+    (`score` = `vector_part` + `text_part`). `ocr_confidence` is set when the chunk's text was read by OCR:
+    Tesseract's mean word confidence (0-100) on its page.
     """
 
     chunk_id: int
@@ -178,6 +182,12 @@ class SearchHit:
     text_part: float | None = None
     similarity: float | None = None
     bm25: float | None = None
+    ocr_confidence: float | None = None
+
+    @property
+    def origin(self) -> str:
+        """`ocr` for text read from an image, `text` otherwise."""
+        return "text" if self.ocr_confidence is None else "ocr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +342,7 @@ def search_chunks(
             weight * text_norm if fused else None,
             None if similarity is None else float(similarity),
             None if bm25 is None else float(bm25),
+            None if ocr_confidence is None else float(ocr_confidence),
         )
         for (
             chunk_id,
@@ -346,6 +357,7 @@ def search_chunks(
             bm25,
             vector_norm,
             text_norm,
+            ocr_confidence,
         ) in rows
     ]
 

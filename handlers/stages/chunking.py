@@ -25,7 +25,7 @@ _HEADING = re.compile(r"#{1,6}\s|[A-Z0-9][^\n]{0,80}\n[=-]{3,}\s*$")
 
 
 def chunk_document(extracted: ExtractedText, options: ChunkingOptions) -> list[Chunk]:
-    """Split the document text into chunks that carry their page and character span."""
+    """Split the document text into chunks that carry their page, its OCR confidence and their character span."""
     text = extracted.text
     page_starts = extracted.page_offsets()
     starts = [start for _, start in page_starts]
@@ -35,13 +35,15 @@ def chunk_document(extracted: ExtractedText, options: ChunkingOptions) -> list[C
         if stripped_start >= stripped_end:
             continue
         page_index = max(bisect.bisect_right(starts, stripped_start) - 1, 0)
+        page = extracted.pages[page_index] if extracted.pages else None
         chunks.append(
             Chunk(
                 ordinal=len(chunks),
                 text=text[stripped_start:stripped_end],
-                page=page_starts[page_index][0] if page_starts else 1,
+                page=page.number if page else 1,
                 char_start=stripped_start,
                 char_end=stripped_end,
+                ocr_confidence=page.ocr_confidence if page else None,
             )
         )
     return chunks

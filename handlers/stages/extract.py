@@ -4,6 +4,9 @@ The content type comes from the bytes first, then from the key's extension, then
 declared Content-Type, because uploads are often mislabelled. Every failure is a
 `PermanentError` with a stable `code`; no library exception escapes. Time and memory bounds are
 not enforced here: `handlers.adapters.sandbox` runs this code in a bounded child process.
+
+With an `Ocr` (docs/ocr.md), PDF pages without a text layer that draw an image are rendered and read
+by OCR, and PNG, JPEG and TIFF images are read page by page; without one, both fail as they always did.
 """
 
 from __future__ import annotations
@@ -12,19 +15,23 @@ import codecs
 import csv
 import io
 import json
+import math
 import mimetypes
 import re
 import unicodedata
+import warnings
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from handlers.errors import ErrorCode, PermanentError
-from handlers.model import ExtractedText, ExtractLimits, Page
+from handlers.model import ExtractedText, ExtractLimits, OcrOptions, OcrText, Page
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from PIL.Image import Image
     from pypdf import PageObject, PdfReader
 
 PDF = "application/pdf"
@@ -34,6 +41,17 @@ HTML = "text/html"
 CSV = "text/csv"
 JSON = "application/json"
 SUPPORTED_TYPES = (PDF, TEXT, MARKDOWN, HTML, CSV, JSON)
+PNG = "image/png"
+JPEG = "image/jpeg"
+TIFF = "image/tiff"
+# A page whose text layer holds fewer letters and digits than this has no text layer worth keeping: a page
+# number, a Bates stamp, a scanner's stray glyphs. Such a page is read by OCR if it draws an image.
+MIN_TEXT_LAYER_CHARS = 16
+# Pages are rendered for OCR at this resolution, lowered for a page so large that it would pass the pixel
+# limit, down to the floor below which text is too small to read.
+RENDER_DPI = 300
+MIN_RENDER_DPI = 100
+_POINTS_PER_INCH = 72
 
 # Spellings seen in Content-Type headers and extension tables, folded onto the types we handle.
 _TYPE_ALIASES = {
@@ -81,6 +99,13 @@ _BINARY_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (4, b"ftyp", "an MP4/QuickTime media file"),
     (0, b"\x7fELF", "an ELF executable"),
 )
+# The images OCR reads, by magic number.
+_IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", PNG),
+    (b"\xff\xd8\xff", JPEG),
+    (b"II*\x00", TIFF),
+    (b"MM\x00*", TIFF),
+)
 _PDF_MAGIC = b"%PDF-"
 _PDF_MAGIC_WINDOW = 1024  # PDF readers accept junk before the header within the first KiB
 _SNIFF_BYTES = 64 * 1024
@@ -105,6 +130,14 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _NO_TEXT_IMAGES = "no extractable text: the pages hold only images (a scanned or image-only PDF?)"
 _NO_TEXT_FONTS = "no extractable text: the pages have no fonts, so they draw no text"
 _NO_TEXT_DRAWN = "no extractable text: the pages have fonts but draw no text"
+
+
+@dataclass(frozen=True, slots=True)
+class Ocr:
+    """What extraction needs to read images: the bounds, and `read`, which turns one page image into text."""
+
+    options: OcrOptions
+    read: Callable[[Image], OcrText]
 
 
 def detect_content_type(data: bytes, key: str, declared: str | None) -> str:
@@ -132,16 +165,22 @@ def detect_content_type(data: bytes, key: str, declared: str | None) -> str:
     return labelled or TEXT
 
 
-def extract_text(data: bytes, *, key: str, declared_content_type: str | None, limits: ExtractLimits) -> ExtractedText:
+def extract_text(
+    data: bytes, *, key: str, declared_content_type: str | None, limits: ExtractLimits, ocr: Ocr | None = None
+) -> ExtractedText:
     """Extract the text of one file; raises PermanentError with a stable `code` on failure.
 
     The text holds nothing PostgreSQL rejects (NUL characters, lone UTF-16 surrogates), whatever the format.
+    With `ocr`, image-only PDF pages and PNG/JPEG/TIFF images are read by it; without, they fail as
+    `no_text` and `unsupported_type`.
     """
     if not data:
         raise PermanentError("the file is empty (0 bytes)", code=ErrorCode.EMPTY_FILE)
+    if ocr is not None and (image_type := _image_type(data)) is not None:
+        return _extract_image(data, image_type, limits, ocr)
     content_type = detect_content_type(data, key, declared_content_type)
     if content_type == PDF:
-        return _extract_pdf(data, limits)
+        return _extract_pdf(data, limits, ocr)
     return _extract_markup_or_text(data, content_type, limits)
 
 
@@ -424,7 +463,7 @@ def _flatten_json(document: object) -> Iterator[tuple[str, str]]:
             yield path, json.dumps(value)
 
 
-def _extract_pdf(data: bytes, limits: ExtractLimits) -> ExtractedText:
+def _extract_pdf(data: bytes, limits: ExtractLimits, ocr: Ocr | None) -> ExtractedText:
     from pypdf import PdfReader  # heavy import kept off the Lambda import path
 
     try:
@@ -439,11 +478,23 @@ def _extract_pdf(data: bytes, limits: ExtractLimits) -> ExtractedText:
         raise PermanentError(
             f"too many pages: {page_count} > {limits.max_pages} allowed", code=ErrorCode.TOO_MANY_PAGES
         )
-    pages = _pdf_pages(reader, page_count, limits)
+    layers = _pdf_text_layers(reader, page_count, limits)
+    read, unrendered = _ocr_pdf_pages(data, layers, ocr) if ocr is not None else ({}, None)
+    pages = _pdf_pages(layers, read, limits)
     if not pages:
-        reason = "no extractable text: the PDF has no pages" if page_count == 0 else _no_text_reason(reader)
-        raise PermanentError(reason, code=ErrorCode.NO_TEXT)
-    return ExtractedText(content_type=PDF, pages=pages, title=_pdf_title(reader), page_count=page_count)
+        reason = _pdf_no_text_reason(reader, page_count, read)
+        raise PermanentError(f"{reason}; no OCR: {unrendered}" if unrendered else reason, code=ErrorCode.NO_TEXT)
+    return ExtractedText(
+        content_type=PDF, pages=pages, title=_pdf_title(reader), page_count=page_count, ocr_pages=len(read)
+    )
+
+
+def _pdf_no_text_reason(reader: PdfReader, page_count: int, read: dict[int, OcrText]) -> str:
+    if page_count == 0:
+        return "no extractable text: the PDF has no pages"
+    if read:
+        return f"no extractable text: OCR found no text on the {len(read)} page(s) that hold only images"
+    return _no_text_reason(reader)
 
 
 def _require_decrypted(reader: PdfReader) -> None:
@@ -462,9 +513,9 @@ def _require_decrypted(reader: PdfReader) -> None:
         raise PermanentError("PDF is encrypted with a password", code=ErrorCode.ENCRYPTED_PDF)
 
 
-def _pdf_pages(reader: PdfReader, page_count: int, limits: ExtractLimits) -> tuple[Page, ...]:
-    """Pages with text, 1-based; one broken page fails the file rather than silently losing text."""
-    pages: list[Page] = []
+def _pdf_text_layers(reader: PdfReader, page_count: int, limits: ExtractLimits) -> list[str]:
+    """The text layer of every page, in order; one broken page fails the file rather than silently losing text."""
+    layers: list[str] = []
     chars = 0
     decompressed = 0
     for number in range(1, page_count + 1):
@@ -482,12 +533,197 @@ def _pdf_pages(reader: PdfReader, page_count: int, limits: ExtractLimits) -> tup
             raise
         except Exception as error:  # noqa: BLE001  (broken pages make pypdf raise many types)
             raise _corrupt_pdf(error, page=number) from None
-        if not text.strip():
-            continue  # blank or image-only page: skipped, later pages keep their numbers
         chars += len(text)
         _check_size(chars, limits)
-        pages.append(Page(number=number, text=text))
+        layers.append(text)
+    return layers
+
+
+def _pdf_pages(layers: list[str], read: dict[int, OcrText], limits: ExtractLimits) -> tuple[Page, ...]:
+    """Pages with text, 1-based: what OCR read where it read something, else the text layer."""
+    pages: list[Page] = []
+    chars = 0
+    for number, layer in enumerate(layers, start=1):
+        found = read.get(number)
+        if found is not None and found.text.strip():
+            page = Page(number=number, text=clean_text(found.text), ocr_confidence=found.confidence)
+        elif layer.strip():
+            page = Page(number=number, text=layer)
+        else:
+            continue  # blank or image-only page: skipped, later pages keep their numbers
+        chars += len(page.text)
+        _check_size(chars, limits)
+        pages.append(page)
     return tuple(pages)
+
+
+def needs_ocr(text_layer: str) -> bool:
+    """Whether a page's text layer is too thin to count as one (`MIN_TEXT_LAYER_CHARS`)."""
+    return sum(1 for char in text_layer if char.isalnum()) < MIN_TEXT_LAYER_CHARS
+
+
+def _ocr_pdf_pages(data: bytes, layers: list[str], ocr: Ocr) -> tuple[dict[int, OcrText], str | None]:
+    """What OCR reads on each page that has no text layer and draws an image, by page number, and why not.
+
+    The reason is set when PDFium, which renders, cannot open the file or a page: pypdf's reading stands then.
+    Pages with a text layer are never opened here; the PDF is opened a second time (by PDFium) only when some
+    page has none. The page limit is checked before the first page is read.
+    """
+    candidates = [number for number, layer in enumerate(layers, start=1) if needs_ocr(layer)]
+    if not candidates:
+        return {}, None
+    import pypdfium2  # heavy import kept off the Lambda import path, and off text-layer files
+
+    _limit_image_pixels(ocr.options)
+    try:
+        document = pypdfium2.PdfDocument(data)
+    except pypdfium2.PdfiumError as error:
+        return {}, f"the PDF cannot be opened for rendering: {error}"
+    try:
+        largest_images = {number: _largest_image_pixels(document, number) for number in candidates}
+        scanned = [number for number, pixels in largest_images.items() if pixels]
+        if len(scanned) > ocr.options.max_pages:
+            raise PermanentError(
+                f"too many pages to OCR: {len(scanned)} pages hold only images, more than "
+                f"{ocr.options.max_pages} allowed (FILEQUEUE_OCR_MAX_PAGES)",
+                code=ErrorCode.OCR_PAGE_LIMIT,
+            )
+        for number in scanned:
+            if largest_images[number] > ocr.options.max_pixels:
+                raise PermanentError(
+                    f"image too large to OCR: page {number} draws an image of {largest_images[number]} pixels, more "
+                    f"than {ocr.options.max_pixels} (FILEQUEUE_OCR_MAX_PIXELS); refused before rendering",
+                    code=ErrorCode.IMAGE_TOO_LARGE,
+                )
+        read: dict[int, OcrText] = {}
+        for number in scanned:
+            try:
+                image = _render(document[number - 1], number, ocr.options)
+            except pypdfium2.PdfiumError as error:
+                return read, f"page {number} cannot be rendered: {error}"
+            read[number] = ocr.read(image)
+        return read, None
+    finally:
+        document.close()
+
+
+def _largest_image_pixels(document: Any, number: int) -> int:  # a pypdfium2 PdfDocument (no type hints)
+    """The pixel count of the largest image the page draws (its form XObjects' included), 0 if it draws none.
+
+    The sizes come from the images' dictionaries: nothing is decoded. A page without an image cannot be a
+    scan; a page PDFium cannot load draws nothing it could render.
+    """
+    from pypdfium2 import PdfiumError, raw
+
+    try:
+        sizes = [image.get_px_size() for image in document[number - 1].get_objects(filter=(raw.FPDF_PAGEOBJ_IMAGE,))]
+    except PdfiumError:
+        return 0
+    return max((max(width, 1) * max(height, 1) for width, height in sizes), default=0)
+
+
+def _render(page: Any, number: int, options: OcrOptions) -> Image:
+    """The page as a greyscale image at `RENDER_DPI`, or at the resolution that fits `options.max_pixels`."""
+    width, height = page.get_size()  # in points
+    dpi = min(float(RENDER_DPI), _POINTS_PER_INCH * (options.max_pixels / max(width * height, 1.0)) ** 0.5)
+    # PDFium rounds each side up to whole pixels: step down until the bitmap itself fits.
+    while dpi >= MIN_RENDER_DPI and _pixels(width, height, dpi) > options.max_pixels:
+        dpi *= 0.99
+    if dpi < MIN_RENDER_DPI:
+        raise PermanentError(
+            f"page {number} is too large to OCR: {width / _POINTS_PER_INCH:.0f} x {height / _POINTS_PER_INCH:.0f} "
+            f"inches at {MIN_RENDER_DPI} dpi passes {options.max_pixels} pixels (FILEQUEUE_OCR_MAX_PIXELS)",
+            code=ErrorCode.IMAGE_TOO_LARGE,
+        )
+    image: Image = page.render(scale=dpi / _POINTS_PER_INCH, grayscale=True).to_pil()
+    return image
+
+
+def _pixels(width: float, height: float, dpi: float) -> int:
+    scale = dpi / _POINTS_PER_INCH
+    return math.ceil(width * scale) * math.ceil(height * scale)
+
+
+def _limit_image_pixels(options: OcrOptions) -> None:
+    """Pillow refuses to decode images past its own bomb limit: the setting's, not its default."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = options.max_pixels
+
+
+def _image_type(data: bytes) -> str | None:
+    return next((image_type for magic, image_type in _IMAGE_SIGNATURES if data.startswith(magic)), None)
+
+
+def _extract_image(data: bytes, content_type: str, limits: ExtractLimits, ocr: Ocr) -> ExtractedText:
+    """An image read by OCR, page by page (a TIFF may hold several): the size of each checked before decoding."""
+    from PIL import Image, ImageOps, ImageSequence
+
+    _limit_image_pixels(ocr.options)
+    pages: list[Page] = []
+    chars = 0
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it; the size is checked below, page by page.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
+            frame_count = int(getattr(image, "n_frames", 1))
+            _check_image_pages(frame_count, limits, ocr.options)
+            for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+                _check_image_pixels(frame.size, number, ocr.options)
+                found = ocr.read(_greyscale(ImageOps.exif_transpose(frame)))
+                if not found.text.strip():
+                    continue
+                page = Page(number=number, text=clean_text(found.text), ocr_confidence=found.confidence)
+                chars += len(page.text)
+                _check_size(chars, limits)
+                pages.append(page)
+    except (PermanentError, MemoryError):
+        raise
+    except Image.DecompressionBombError:
+        raise PermanentError(
+            f"image too large to OCR: more than twice {ocr.options.max_pixels} pixels (FILEQUEUE_OCR_MAX_PIXELS), "
+            "refused before decoding (a decompression bomb?)",
+            code=ErrorCode.IMAGE_TOO_LARGE,
+        ) from None
+    except Exception as error:  # noqa: BLE001  (broken images make Pillow raise many types)
+        raise PermanentError(
+            f"corrupt image: {type(error).__name__}: {error or 'no details'}", code=ErrorCode.CORRUPT_FILE
+        ) from None
+    if not pages:
+        raise PermanentError("no extractable text: OCR found no text in the image", code=ErrorCode.NO_TEXT)
+    return ExtractedText(content_type=content_type, pages=tuple(pages), page_count=frame_count, ocr_pages=frame_count)
+
+
+def _greyscale(image: Image) -> Image:
+    """8-bit greyscale; 16-bit samples are scaled down, since Pillow's conversion would clip them to white."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        image = image.convert("I").point(lambda value: value / 256)
+    return image.convert("L")
+
+
+def _check_image_pages(frame_count: int, limits: ExtractLimits, options: OcrOptions) -> None:
+    if frame_count > limits.max_pages:
+        raise PermanentError(
+            f"too many pages: {frame_count} > {limits.max_pages} allowed", code=ErrorCode.TOO_MANY_PAGES
+        )
+    if frame_count > options.max_pages:
+        raise PermanentError(
+            f"too many pages to OCR: the image holds {frame_count} pages, more than {options.max_pages} "
+            "allowed (FILEQUEUE_OCR_MAX_PAGES)",
+            code=ErrorCode.OCR_PAGE_LIMIT,
+        )
+
+
+def _check_image_pixels(size: tuple[int, int], number: int, options: OcrOptions) -> None:
+    width, height = size
+    if width * height > options.max_pixels:
+        raise PermanentError(
+            f"image too large to OCR: page {number} is {width} x {height} = {width * height} pixels, more than "
+            f"{options.max_pixels} (FILEQUEUE_OCR_MAX_PIXELS)",
+            code=ErrorCode.IMAGE_TOO_LARGE,
+        )
 
 
 def _pdf_title(reader: PdfReader) -> str | None:

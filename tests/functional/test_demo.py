@@ -27,9 +27,9 @@ def test_demo_processes_every_file_and_prints_the_summary():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "stored:  6" in out
+    assert "stored:  7" in out  # the scan among them, read by OCR
     events = dict(re.findall(r"(\w+) (\d+)", out.split("events:", 1)[1].splitlines()[0]))
-    assert events["stored"] == "6"
+    assert events["stored"] == "7"
     assert events["failed"] == "2"
     assert events["ignored"] == "1", "the s3:TestEvent moto sends when the notification is configured"
     assert int(events.get("unchanged", 0)) + int(events.get("skipped", 0)) == 1, "the re-uploaded file"
@@ -63,3 +63,36 @@ def test_dev_stack_takes_an_upload_from_another_client_and_stops_on_ctrl_c(dev_d
             time.sleep(0.2)
         assert rows == [("uploads/notes.md", "ready")]
     assert dev.process.returncode == 0
+
+
+@pytest.mark.slow
+def test_dev_stack_without_tesseract_says_so_in_one_line_and_records_scans_as_without_ocr(dev_dir):
+    scan = (REPO_ROOT / "handlers" / "develop" / "files" / "pdfjs-issue13201-bitcoin-paper-scanned.pdf").read_bytes()
+    with running_dev(
+        dev_dir / "data", env={"FILEQUEUE_HEALTH_PORT": "0", "FILEQUEUE_OCR_TESSERACT": "no-such-tesseract"}
+    ) as dev:
+        exports = dev.exports
+        assert exports["FILEQUEUE_OCR"] == "off"
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=exports["AWS_ENDPOINT_URL"],
+            region_name=exports["AWS_REGION"],
+            aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3.put_object(Bucket="filequeue-demo", Key="uploads/scan.pdf", Body=scan)
+        deadline = time.monotonic() + 120
+        rows: list[tuple[object, ...]] = []
+        while time.monotonic() < deadline and not rows:
+            with psycopg.connect(exports["FILEQUEUE_DATABASE_URL"]) as conn:
+                exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
+                if exists and exists[0]:
+                    rows = conn.execute("SELECT key, status, error_code FROM documents").fetchall()
+            time.sleep(0.2)
+        assert rows == [("uploads/scan.pdf", "failed", "no_text")]
+    log = (dev_dir / "data-dev.log").read_text(errors="replace")
+    unavailable = [line for line in log.splitlines() if line.startswith("OCR unavailable")]
+    assert unavailable == [
+        "OCR unavailable: 'no-such-tesseract' not found (apt-get install tesseract-ocr tesseract-ocr-eng);"
+        " scanned PDFs are recorded as no_text and images as unsupported_type, as with FILEQUEUE_OCR=off"
+    ]

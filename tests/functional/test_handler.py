@@ -192,7 +192,7 @@ def test_a8_same_message_twice_in_one_batch_gives_one_document(s3, bucket, handl
     [
         ("pdfminer-enc-aes-128-user-baz-owner-foo.pdf", "encrypted_pdf"),
         ("qpdf-bad1-5-bytes.pdf", "corrupt_file"),
-        ("pdfminer-jbig2-image-only.pdf", "no_text"),
+        ("sf-019-grayscale-image.pdf", "no_text"),
     ],
 )
 def test_bad_pdfs_are_recorded_failed_with_a_specific_reason(s3, bucket, handler_env, fixture, code):

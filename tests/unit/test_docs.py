@@ -104,11 +104,11 @@ def test_a_case_without_its_entry_is_reported() -> None:
 def test_a_new_case_id_in_a_test_name_is_reported(tmp_path: Path) -> None:
     # Given a test file whose test uses a documented id and one that has no entry
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_new.py").write_text("def test_a1_c9_both():\n    pass\n", encoding="utf-8")
+    (tmp_path / "tests" / "test_new.py").write_text("def test_a1_c99_both():\n    pass\n", encoding="utf-8")
 
     undocumented = undocumented_cases(FAULTS.read_text(encoding="utf-8"), tmp_path)
 
-    assert undocumented == {"C9": ["tests/test_new.py::test_a1_c9_both"]}
+    assert undocumented == {"C99": ["tests/test_new.py::test_a1_c99_both"]}
 
 
 def test_a_renamed_or_removed_test_is_reported() -> None:

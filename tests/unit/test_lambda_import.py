@@ -1,4 +1,4 @@
-"""Cold starts pay for what the entry module imports: pypdf and psycopg must load on first use only."""
+"""Cold starts pay for what the entry module imports: pypdf, psycopg and the OCR stack must load on first use only."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import sys
 from tests.paths import REPO_ROOT
 
 
-def test_importing_the_lambda_entry_loads_neither_pypdf_nor_psycopg():
+def test_importing_the_lambda_entry_loads_neither_pypdf_nor_psycopg_nor_the_ocr_stack():
     probe = (
         "import json, sys; import handlers.lambda_entry; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('pypdf', 'psycopg', 'psycopg_pool', 'pgvector', 'charset_normalizer'))))"
+        "('pypdf', 'psycopg', 'psycopg_pool', 'pgvector', 'charset_normalizer', 'PIL', 'pypdfium2', 'pytesseract'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=60

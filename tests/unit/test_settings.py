@@ -41,11 +41,27 @@ def test_values_are_read_and_typed():
         ({"FILEQUEUE_CHUNK_SIZE": "100", "FILEQUEUE_CHUNK_OVERLAP": "60"}, "FILEQUEUE_CHUNK_OVERLAP"),
         ({"FILEQUEUE_WORKER_BATCH_SIZE": "11"}, "FILEQUEUE_WORKER_BATCH_SIZE"),
         ({"FILEQUEUE_DATABASE_URL": "postgresql://x", "FILEQUEUE_DATABASE_SECRET_ARN": "arn:x"}, "only one of"),
+        ({"FILEQUEUE_OCR": "sometimes"}, "FILEQUEUE_OCR must be true or false"),
+        ({"FILEQUEUE_OCR_MAX_PAGES": "0"}, "FILEQUEUE_OCR_MAX_PAGES must be positive"),
+        ({"FILEQUEUE_OCR_MAX_PIXELS": "-1"}, "FILEQUEUE_OCR_MAX_PIXELS must be positive"),
     ],
 )
 def test_invalid_values_name_the_variable(environ, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(environ)
+
+
+def test_ocr_is_on_by_default_and_off_gives_no_ocr_options():
+    options = Settings.from_env({}).ocr_options
+    assert options is not None
+    assert (options.max_pages, options.max_pixels, options.tesseract) == (30, 50_000_000, "tesseract")
+    configured = Settings.from_env(
+        {"FILEQUEUE_OCR_MAX_PAGES": "3", "FILEQUEUE_OCR_MAX_PIXELS": "1000", "FILEQUEUE_OCR_TESSERACT": "/opt/t"}
+    ).ocr_options
+    assert configured is not None
+    assert (configured.max_pages, configured.max_pixels, configured.tesseract) == (3, 1000, "/opt/t")
+    assert Settings.from_env({"FILEQUEUE_OCR": "off"}).ocr_options is None
+    assert Settings.from_env({"FILEQUEUE_OCR": "on"}).ocr is True
 
 
 def test_a_bad_number_reads_as_english():
