@@ -9,7 +9,8 @@ itself (`--max-minutes`) and uses loopback only. What it does:
   events (they must end in the DLQ, each with an ERROR line) and hostile files (empty, corrupt PDF, an
   image, JSON with NUL and lone surrogates) that must be recorded as failed rows or stored cleaned, and
   never dead-lettered;
-- sends every message to a queue that dead-letters after four receives, and runs `filequeue worker` with
+- feeds the messages, in the planned order, to a queue that dead-letters after four receives
+  (at most FEED_BACKLOG waiting or in flight, as a stream of uploads arrives), and runs `filequeue worker` with
   `--processes` processes against it, with transient failures injected at the client: botocore's
   `before-send` hook answers `--s3-failure-rate` of the worker's S3 requests with 503 SlowDown, and a TCP
   proxy in front of PostgreSQL drops the connection of `--db-failure-rate` of the database transactions
@@ -45,7 +46,8 @@ POISON_BODY_PREFIX = "not an S3 event #"
 HOSTILE_FILES: dict[str, tuple[bytes, str | None]] = {
     # name -> (bytes, the error code of its failed row; None: stored, cleaned)
     "empty.txt": (b"", "empty_file"),
-    "image.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "unsupported_type"),
+    # OCR reads images: a PNG signature over bytes no decoder accepts is a corrupt file.
+    "image.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "corrupt_file"),
     "broken.pdf": (b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\ntrailer <<", "corrupt_file"),
     "nul.json": (b'{"title": "nul\\u0000inside", "note": "lone \\ud800 surrogate and more words"}', None),
 }
@@ -77,6 +79,8 @@ WORDS = [
     "timeout",
     "grace",
 ]
+# Messages waiting or in flight at most, while the feeder sends.
+FEED_BACKLOG = 500
 # Small limits so a run fits the shared machine: faults cost one visibility timeout each, not minutes.
 WORKER_SETTINGS = {
     "FILEQUEUE_DEADLINE_MARGIN_SECONDS": "5",
@@ -206,17 +210,46 @@ def build_plan(s3: Any, bucket: str, messages: int, keys: int, rng: random.Rando
     return plan
 
 
-def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> dict[str, str]:
-    """Send in batches of ten; returns message id -> body."""
-    sent: dict[str, str] = {}
-    for start in range(0, len(bodies), 10):
-        chunk = bodies[start : start + 10]
-        response = sqs.send_message_batch(
-            QueueUrl=queue_url, Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
-        )
-        for entry in response["Successful"]:
-            sent[entry["MessageId"]] = chunk[int(entry["Id"])]
-    return sent
+class Feeder:
+    """Sends the planned bodies in batches of ten while at most `backlog` messages wait or are in flight.
+
+    A stream, as uploads arrive, rather than one burst: it also keeps moto's queue short, whose every
+    send and receive scans all the messages the queue holds (a 10,000-message burst costs moto
+    quadratic time). `sent` maps each message id to its body.
+    """
+
+    def __init__(self, sqs: Any, queue_url: str, bodies: list[str], backlog: int = FEED_BACKLOG) -> None:
+        self.sqs, self.queue_url, self.bodies, self.backlog = sqs, queue_url, bodies, backlog
+        self.sent: dict[str, str] = {}
+        self.done = threading.Event()
+        self.stop = threading.Event()
+
+    def waiting(self) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return sum(int(value) for value in attributes.values())
+
+    def run(self) -> None:
+        position = 0
+        try:
+            while position < len(self.bodies) and not self.stop.is_set():
+                room = self.backlog - self.waiting()
+                if room < 10:
+                    time.sleep(0.5)
+                    continue
+                for start in range(position, min(position + room, len(self.bodies)), 10):
+                    chunk = self.bodies[start : start + 10]
+                    response = self.sqs.send_message_batch(
+                        QueueUrl=self.queue_url,
+                        Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)],
+                    )
+                    for entry in response["Successful"]:
+                        self.sent[entry["MessageId"]] = chunk[int(entry["Id"])]
+                    position = start + len(chunk)
+        finally:
+            self.done.set()
 
 
 def process_tree(root: int) -> list[int]:
@@ -413,8 +446,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s3, sqs = aws_client("s3", environment), aws_client("sqs", environment)
         planned_at = time.monotonic()
         plan = build_plan(s3, resources.bucket, args.messages, args.keys, rng)
-        sent = send_all(sqs, resources.queue_url, plan.bodies)
-        print(f"planned and sent {len(sent)} messages in {time.monotonic() - planned_at:.0f} s", flush=True)
+        print(f"planned {len(plan.bodies)} messages in {time.monotonic() - planned_at:.0f} s", flush=True)
+        feeder = Feeder(sqs, resources.queue_url, plan.bodies)
 
         proxy = PostgresProxy(
             database_url,
@@ -431,9 +464,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         log_path = root / "worker.log"
-        elapsed, chaos = run_worker_until_drained(
-            env, log_path, sqs=sqs, queue_url=resources.queue_url, proxy=proxy, rng=rng, args=args
-        )
+        elapsed, chaos = run_worker_until_drained(env, log_path, feeder=feeder, proxy=proxy, rng=rng, args=args)
+        sent = feeder.sent
         proxy.close()
         logs = read_logs(log_path)
         report = verify(plan, database_url, drain_bodies(sqs, resources.dlq_url), sent, logs)
@@ -468,9 +500,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_worker_until_drained(
-    env: dict[str, str], log_path: Path, *, sqs: Any, queue_url: str, proxy: Any, rng: random.Random, args: Any
+    env: dict[str, str], log_path: Path, *, feeder: Feeder, proxy: Any, rng: random.Random, args: Any
 ) -> tuple[float, Chaos]:
-    """Run the worker under chaos until the queue stays empty for 5 s or time is up; (seconds, chaos)."""
+    """Run the worker under chaos while the feeder sends, until every message was sent and the queue
+    stays empty for 5 s, or time is up; (seconds, chaos)."""
     started = time.monotonic()
     with log_path.open("wb") as log:
 
@@ -487,6 +520,8 @@ def run_worker_until_drained(
         chaos = Chaos(worker.pid, proxy, rng, outage_at=args.outage_after, outage_seconds=args.outage_seconds)
         chaos_thread = threading.Thread(target=chaos.run, daemon=True)
         chaos_thread.start()
+        feeder_thread = threading.Thread(target=feeder.run, daemon=True)
+        feeder_thread.start()
         try:
             deadline = started + args.max_minutes * 60
             empty_since: float | None = None
@@ -499,17 +534,15 @@ def run_worker_until_drained(
                     time.sleep(2)
                     worker = start_worker()
                     chaos.worker_pid = worker.pid
-                attributes = sqs.get_queue_attributes(
-                    QueueUrl=queue_url,
-                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-                )["Attributes"]
-                left = sum(int(value) for value in attributes.values())
+                left = feeder.waiting() if feeder.done.is_set() else 1
                 empty_since = (empty_since or time.monotonic()) if left == 0 else None
                 if empty_since is not None and time.monotonic() - empty_since > 5:
                     break
                 time.sleep(2)
             elapsed = time.monotonic() - started
         finally:
+            feeder.stop.set()
+            feeder_thread.join(timeout=60)
             chaos.stop.set()
             chaos_thread.join(timeout=60)
             worker.send_signal(signal.SIGTERM)
