@@ -2,9 +2,10 @@
 
 A deterministic synthetic corpus (topics of generated words over a Zipf-distributed common
 vocabulary) is embedded with the hashing embedder (dimension 384) into a fresh pgserver database
-migrated like production, twice: database A segmented, database B with one index. 100 queries
-then run through `search_chunks` (the code the CLI uses, minus embedding the query), vector and
-hybrid, on the same rows in four layouts:
+migrated like production, twice: database A segmented, database B with one index. 100 short
+queries (4 words) and 100 long questions (40-60 words, `Corpus.question`) then run through
+`search_chunks` (the code the CLI uses, minus embedding the query), vector and hybrid, on the same
+rows in four layouts; each layout's hybrid p95 over its vector p95 is reported for both lengths:
 
 - segmented (A): the rows arrive in batches, as ingestion writes them, and compaction runs after
   each batch with the default policy (seal at FILEQUEUE_COMPACTION_SEAL_ROWS, merge a full size
@@ -73,6 +74,8 @@ COPY_COLUMNS = (
 )
 COPY_LIVE_COLUMNS = COPY_COLUMNS.replace("chunks_growing", "chunks_live")
 ROUNDS = 3
+FUNCTION_WORDS = ("the", "of", "and", "in", "for", "with", "is", "are", "to", "which", "how", "does", "on", "by")
+QUERY_KINDS = ("short", "long")
 
 
 def seeded_rng(seed: int) -> random.Random:
@@ -101,6 +104,17 @@ class Corpus:
     def query(self) -> str:
         topic = self.topics[self.rng.randrange(len(self.topics))]
         return " ".join(self.rng.sample(topic, 2) + self.rng.sample(self.common[:200], 2))
+
+    def question(self) -> str:
+        """A long question (40-60 words): a few of one topic's words among common words drawn as chunks
+        draw them, and English function words (stop words, which BM25 drops but the embedder reads)."""
+        length = self.rng.randint(40, 60)
+        topic = self.topics[self.rng.randrange(len(self.topics))]
+        words = self.rng.sample(topic, self.rng.randint(3, 6))
+        words += self.rng.choices(FUNCTION_WORDS, k=length // 4)
+        words += self.rng.choices(self.common, self.common_weights, k=length - len(words))
+        self.rng.shuffle(words)
+        return "what " + " ".join(words[1:]) + "?"
 
 
 def load(
@@ -204,12 +218,12 @@ def recall(approximate: list[list[SearchHit]], exact: list[list[SearchHit]]) -> 
 def side_by_side(
     pair: dict[str, psycopg.Connection[Any]],
     queries: list[tuple[str, list[float]]],
-    exact: dict[str, list[list[SearchHit]]],
+    exact: dict[str, list[list[SearchHit]]] | None,
     *,
     hybrid: bool,
     ef_search: int = EF_SEARCH,
 ) -> dict[str, dict[str, float]]:
-    """Each layout's median and p95 ms over ROUNDS rounds in alternating order, and its recall@10."""
+    """Each layout's median and p95 ms over ROUNDS rounds in alternating order, and its recall@10 (given `exact`)."""
     names = list(pair)
     per_round: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     answers: dict[str, list[list[SearchHit]]] = {}
@@ -222,7 +236,7 @@ def side_by_side(
         result[name] = {
             key: round(statistics.median(stats[key] for stats in per_round[name]), 2) for key in ("median_ms", "p95_ms")
         }
-        if not hybrid:
+        if not hybrid and exact is not None:
             result[name]["recall_at_10"] = recall(answers[name], exact[name])
     return result
 
@@ -230,15 +244,20 @@ def side_by_side(
 def measure_pair(
     pair: dict[str, psycopg.Connection[Any]],
     queries: list[tuple[str, list[float]]],
+    questions: list[tuple[str, list[float]]],
     exact: dict[str, list[list[SearchHit]]],
     sweep: bool,
 ) -> dict[str, dict[str, Any]]:
+    """Short queries (with recall@10) and long questions, vector and hybrid, each layout beside the other."""
     vector = side_by_side(pair, queries, exact, hybrid=False)
     hybrid = side_by_side(pair, queries, exact, hybrid=True)
+    long_vector = side_by_side(pair, questions, None, hybrid=False)
+    long_hybrid = side_by_side(pair, questions, None, hybrid=True)
     result: dict[str, dict[str, Any]] = {
         name: {
             "vector": vector[name],
             "hybrid": hybrid[name],
+            "long": {"vector": long_vector[name], "hybrid": long_hybrid[name]},
             "plan": scans_in_plan(conn, queries[0][1]),
             "layout": _describe(conn),
         }
@@ -290,14 +309,16 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
         embedder = HashingEmbedder(DIMENSION)
         texts = [corpus.query() for _ in range(QUERIES)]
         queries = list(zip(texts, embedder.embed(texts), strict=True))
+        long_texts = [corpus.question() for _ in range(QUERIES)]
+        questions = list(zip(long_texts, embedder.embed(long_texts), strict=True))
         _, _, exact_segmented = exact_answers(urls["segmented"], queries)
         exact_vector, exact_hybrid, exact_single = exact_answers(urls["single"], queries)
         exact = {"segmented": exact_segmented, "merged": exact_segmented, "single": exact_single}
-        layouts = measure_pair({"segmented": segmented, "single": single}, queries, exact, sweep=True)
+        layouts = measure_pair({"segmented": segmented, "single": single}, queries, questions, exact, sweep=True)
         started = time.perf_counter()
         compact(segmented, CompactOptions(merge_all=True))
         build["merge_all_seconds"] = round(time.perf_counter() - started, 2)
-        beside_merged = measure_pair({"merged": segmented, "single": single}, queries, exact, sweep=False)
+        beside_merged = measure_pair({"merged": segmented, "single": single}, queries, questions, exact, sweep=False)
         [(chunks,)] = segmented.execute("SELECT count(*) FROM chunks").fetchall()
         [(server,)] = segmented.execute("SHOW server_version").fetchall()
         [(pgvector,)] = segmented.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchall()
@@ -310,6 +331,13 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
             for kind in ("vector", "hybrid")
         }
         for name, reference in (("segmented", "single"), ("merged", "single_beside_merged"))
+    }
+    hybrid_over_vector = {
+        name: {
+            kind: round(figures["hybrid"]["p95_ms"] / figures["vector"]["p95_ms"], 2)
+            for kind, figures in (("short", layouts[name]), ("long", layouts[name]["long"]))
+        }
+        for name in ("segmented", "single", "merged", "single_beside_merged")
     }
     return {
         "chunks": chunks,
@@ -327,6 +355,8 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
         "build": build,
         "layouts": layouts,
         "latency_ratio_to_single_index": ratios,
+        "hybrid_over_vector_p95": hybrid_over_vector,
+        "query_words": {"short": "2 topic words + 2 of the 200 commonest", "long": "40-60 (3-6 topic words)"},
         "measured": "search_chunks() wall time per query (SQL round trip, ranking, snippets); not the query embedding",
     }
 
@@ -340,6 +370,16 @@ def print_table(report: dict[str, Any]) -> None:
             f"{name:<21} {vector['median_ms']:>10.2f} {vector['p95_ms']:>7.2f} {vector.get('recall_at_10', 1.0):>10.3f}"
             f" {hybrid['median_ms']:>10.2f} {hybrid['p95_ms']:>7.2f}  {row.get('layout', '')}"
         )
+    print(f"{'long questions':<21} {'vector ms':>10} {'p95':>7} {'hybrid ms':>10} {'p95':>7}")
+    for name, row in report["layouts"].items():
+        if "long" in row:
+            vector, hybrid = row["long"]["vector"], row["long"]["hybrid"]
+            print(
+                f"{name:<21} {vector['median_ms']:>10.2f} {vector['p95_ms']:>7.2f}"
+                f" {hybrid['median_ms']:>10.2f} {hybrid['p95_ms']:>7.2f}"
+            )
+    for name, ratios in report["hybrid_over_vector_p95"].items():
+        print(f"{name} hybrid p95 / vector p95: short {ratios['short']:.2f}x, long {ratios['long']:.2f}x")
     for name, ratios in report["latency_ratio_to_single_index"].items():
         print(f"{name} / single beside it: vector {ratios['vector']:.2f}x, hybrid {ratios['hybrid']:.2f}x")
     for name in ("segmented", "single"):
