@@ -305,7 +305,9 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
     with _open(urls["segmented"]) as segmented, _open(urls["single"]) as single:
         build = load(segmented, documents, chunks_per_document, options)
         build["single_hnsw_build_seconds"] = load(single, documents, chunks_per_document, None)["hnsw_build_seconds"]
-        corpus = Corpus(seeded_rng(SEED + 1))
+        # The corpus's vocabulary (its seed), queries drawn with a seed of their own.
+        corpus = Corpus(seeded_rng(SEED))
+        corpus.rng = seeded_rng(SEED + 1)
         embedder = HashingEmbedder(DIMENSION)
         texts = [corpus.query() for _ in range(QUERIES)]
         queries = list(zip(texts, embedder.embed(texts), strict=True))
