@@ -17,10 +17,15 @@ are counted exactly at query time through their GIN indexes: the statistics are 
 whatever compaction, replacement, deletion or re-embedding did; `refresh_statistics` only makes the
 counting cheaper, and recounts a segment once many of its rows were deleted.
 
-Candidates: a query's lexemes are taken rarest first while their document frequencies add up to at
-most `candidate_budget` chunks (the rarest always), the chunks that hold any of them are found through
-GIN, and each is scored with every query lexeme. Rare lexemes carry most of BM25's weight, so a chunk
-that holds none of them rarely ranks high; the cost is bounded by the budget, not by the query's length.
+Candidates: a query's lexemes are taken rarest first while their document frequencies, the next
+one's included, add up to at most the budget (`CANDIDATE_BUDGET` chunks unless the caller gives
+another; the rarest lexeme always), the chunks that hold any of them are found through GIN, and each
+is scored with every query lexeme. Rare lexemes carry most of BM25's weight, so a chunk that holds
+none of them rarely ranks high; the cost is bounded by the budget, not by the query's length, nor by
+a common lexeme that comes next in line. A candidate is scored on the query's lexemes alone: its
+`tsv` is cut down to them (`setweight` marks them, `ts_filter` keeps the marked) before its lexemes
+are unnested, rather than unnesting all of them (about a hundred per chunk) to join a few. This
+needs every lexeme of a chunk's `tsv` to carry positions, as `to_tsvector` gives them.
 """
 
 from __future__ import annotations
@@ -94,10 +99,13 @@ statistics AS MATERIALIZED (
 # (id, score, rank), the best %(bm25_limit)s of them. Hybrid search can use `by_bm25` as its text ranking.
 RANKING_CTES = """
 candidates AS MATERIALIZED (
-    SELECT chunk.id, chunk.tsv, chunk.lexemes
+    -- held: the candidate's occurrences of the query's lexemes (a lexeme marked A before is kept too,
+    -- and dropped by the join with the statistics below).
+    SELECT chunk.id, chunk.lexemes,
+           ts_filter(setweight(chunk.tsv, 'A', (SELECT array_agg(lexeme) FROM statistics)), '{a}') AS held
     FROM chunks AS chunk
     WHERE chunk.tsv @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM statistics
-                        WHERE coalesce(rarer_chunks, 0) < %(budget)s)
+                        WHERE rarer_chunks IS NULL OR rarer_chunks + chunks <= %(budget)s)
       AND (%(all_documents)s OR chunk.document_id IN (
            SELECT id FROM documents WHERE key LIKE %(key_pattern)s
            AND (%(content_type)s::text IS NULL OR content_type = %(content_type)s)))
@@ -111,7 +119,7 @@ by_bm25 AS (
           FROM candidates AS candidate
           CROSS JOIN totals
           CROSS JOIN LATERAL (SELECT term.lexeme, coalesce(array_length(term.positions, 1), 1) AS tf
-                              FROM unnest(candidate.tsv) AS term) AS occurrences
+                              FROM unnest(candidate.held) AS term) AS occurrences
           JOIN statistics AS stat ON stat.lexeme = occurrences.lexeme
           GROUP BY candidate.id
           ORDER BY score DESC, candidate.id
