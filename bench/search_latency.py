@@ -23,7 +23,8 @@ noise falls on both alike.
 
 Results go to bench/results/search_latency.json.
 
-    python bench/search_latency.py [--documents 1700] [--chunks-per-document 60] [--output FILE]
+    python bench/search_latency.py [--documents 1700] [--chunks-per-document 60] [--queries 100] [--rounds 3]
+                                   [--output FILE]
 """
 
 from __future__ import annotations
@@ -222,12 +223,13 @@ def side_by_side(
     *,
     hybrid: bool,
     ef_search: int = EF_SEARCH,
+    rounds: int = ROUNDS,
 ) -> dict[str, dict[str, float]]:
-    """Each layout's median and p95 ms over ROUNDS rounds in alternating order, and its recall@10 (given `exact`)."""
+    """Each layout's median and p95 ms over `rounds` rounds in alternating order, and its recall@10 (given `exact`)."""
     names = list(pair)
     per_round: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     answers: dict[str, list[list[SearchHit]]] = {}
-    for round_number in range(ROUNDS):
+    for round_number in range(rounds):
         for name in names if round_number % 2 == 0 else names[::-1]:
             stats, answers[name] = measure(pair[name], queries, hybrid=hybrid, ef_search=ef_search)
             per_round[name].append(stats)
@@ -246,13 +248,15 @@ def measure_pair(
     queries: list[tuple[str, list[float]]],
     questions: list[tuple[str, list[float]]],
     exact: dict[str, list[list[SearchHit]]],
+    *,
     sweep: bool,
+    rounds: int = ROUNDS,
 ) -> dict[str, dict[str, Any]]:
     """Short queries (with recall@10) and long questions, vector and hybrid, each layout beside the other."""
-    vector = side_by_side(pair, queries, exact, hybrid=False)
-    hybrid = side_by_side(pair, queries, exact, hybrid=True)
-    long_vector = side_by_side(pair, questions, None, hybrid=False)
-    long_hybrid = side_by_side(pair, questions, None, hybrid=True)
+    vector = side_by_side(pair, queries, exact, hybrid=False, rounds=rounds)
+    hybrid = side_by_side(pair, queries, exact, hybrid=True, rounds=rounds)
+    long_vector = side_by_side(pair, questions, None, hybrid=False, rounds=rounds)
+    long_hybrid = side_by_side(pair, questions, None, hybrid=True, rounds=rounds)
     result: dict[str, dict[str, Any]] = {
         name: {
             "vector": vector[name],
@@ -265,7 +269,7 @@ def measure_pair(
     }
     if sweep:
         for ef in EF_SEARCH_SWEEP:
-            swept = side_by_side(pair, queries, exact, hybrid=False, ef_search=ef)
+            swept = side_by_side(pair, queries, exact, hybrid=False, ef_search=ef, rounds=rounds)
             for name in pair:
                 result[name].setdefault("ef_search_sweep", {})[str(ef)] = swept[name]
     return result
@@ -300,7 +304,9 @@ def _open(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[str, Any]:
+def run(
+    urls: dict[str, str], documents: int, chunks_per_document: int, queries_count: int = QUERIES, rounds: int = ROUNDS
+) -> dict[str, Any]:
     options = CompactOptions()
     with _open(urls["segmented"]) as segmented, _open(urls["single"]) as single:
         build = load(segmented, documents, chunks_per_document, options)
@@ -309,18 +315,22 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
         corpus = Corpus(seeded_rng(SEED))
         corpus.rng = seeded_rng(SEED + 1)
         embedder = HashingEmbedder(DIMENSION)
-        texts = [corpus.query() for _ in range(QUERIES)]
+        texts = [corpus.query() for _ in range(QUERIES)][:queries_count]
         queries = list(zip(texts, embedder.embed(texts), strict=True))
-        long_texts = [corpus.question() for _ in range(QUERIES)]
+        long_texts = [corpus.question() for _ in range(QUERIES)][:queries_count]
         questions = list(zip(long_texts, embedder.embed(long_texts), strict=True))
         _, _, exact_segmented = exact_answers(urls["segmented"], queries)
         exact_vector, exact_hybrid, exact_single = exact_answers(urls["single"], queries)
         exact = {"segmented": exact_segmented, "merged": exact_segmented, "single": exact_single}
-        layouts = measure_pair({"segmented": segmented, "single": single}, queries, questions, exact, sweep=True)
+        layouts = measure_pair(
+            {"segmented": segmented, "single": single}, queries, questions, exact, sweep=True, rounds=rounds
+        )
         started = time.perf_counter()
         compact(segmented, CompactOptions(merge_all=True))
         build["merge_all_seconds"] = round(time.perf_counter() - started, 2)
-        beside_merged = measure_pair({"merged": segmented, "single": single}, queries, questions, exact, sweep=False)
+        beside_merged = measure_pair(
+            {"merged": segmented, "single": single}, queries, questions, exact, sweep=False, rounds=rounds
+        )
         [(chunks,)] = segmented.execute("SELECT count(*) FROM chunks").fetchall()
         [(server,)] = segmented.execute("SHOW server_version").fetchall()
         [(pgvector,)] = segmented.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchall()
@@ -345,9 +355,9 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
         "chunks": chunks,
         "documents": documents,
         "dimension": DIMENSION,
-        "queries": QUERIES,
+        "queries": queries_count,
         "limit": LIMIT,
-        "rounds": ROUNDS,
+        "rounds": rounds,
         "hnsw_ef_search": EF_SEARCH,
         "hnsw_params": "m=16, ef_construction=64 (pgvector defaults)",
         "compaction": {"seal_rows": options.seal_rows, "merge_factor": options.merge_factor},
@@ -419,10 +429,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=1700)
     parser.add_argument("--chunks-per-document", type=int, default=60)
+    parser.add_argument("--queries", type=int, default=QUERIES, help="only the first N queries of each length")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS.name})")
     args = parser.parse_args()
     with bench_databases(("segmented", "single")) as urls:
-        report = run(urls, args.documents, args.chunks_per_document)
+        report = run(urls, args.documents, args.chunks_per_document, args.queries, args.rounds)
     print_table(report)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
