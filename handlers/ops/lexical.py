@@ -112,17 +112,17 @@ candidates AS MATERIALIZED (
 ),
 by_bm25 AS (
     SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
-    FROM (SELECT candidate.id,
-                 sum(stat.weight * stat.idf * occurrences.tf * (%(k1)s + 1)
-                     / (occurrences.tf
-                        + %(k1)s * (1 - %(b)s + %(b)s * candidate.lexemes / totals.average_length)))::float8 AS score
-          FROM candidates AS candidate
+    FROM (SELECT occurrence.id,
+                 sum(stat.weight * stat.idf * occurrence.tf * (%(k1)s + 1)
+                     / (occurrence.tf
+                        + %(k1)s * (1 - %(b)s + %(b)s * occurrence.lexemes / totals.average_length)))::float8 AS score
+          -- unnest in the select list: one pass over the candidates, no function scan per candidate.
+          FROM (SELECT id, lexemes, (term).lexeme, coalesce(array_length((term).positions, 1), 1) AS tf
+                FROM (SELECT id, lexemes, unnest(held) AS term FROM candidates) AS flat) AS occurrence
           CROSS JOIN totals
-          CROSS JOIN LATERAL (SELECT term.lexeme, coalesce(array_length(term.positions, 1), 1) AS tf
-                              FROM unnest(candidate.held) AS term) AS occurrences
-          JOIN statistics AS stat ON stat.lexeme = occurrences.lexeme
-          GROUP BY candidate.id
-          ORDER BY score DESC, candidate.id
+          JOIN statistics AS stat ON stat.lexeme = occurrence.lexeme
+          GROUP BY occurrence.id
+          ORDER BY score DESC, occurrence.id
           LIMIT %(bm25_limit)s) AS scored
 )"""
 
