@@ -86,12 +86,17 @@ frequencies AS MATERIALIZED (
     FROM terms AS term
 ),
 statistics AS MATERIALIZED (
-    SELECT frequency.lexeme, frequency.weight, frequency.match, frequency.chunks,
-           ln(1 + (totals.chunks - frequency.chunks + 0.5) / (frequency.chunks + 0.5)) AS idf,
-           sum(frequency.chunks) OVER (ORDER BY frequency.chunks, frequency.lexeme
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS rarer_chunks
-    FROM frequencies AS frequency, totals
-    WHERE frequency.chunks > 0
+    SELECT chosen.lexeme, chosen.weight, chosen.match, chosen.chunks, chosen.idf,
+           sum(chosen.chunks) OVER (ORDER BY chosen.chunks, chosen.lexeme
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS rarer_chunks
+    FROM (SELECT frequency.lexeme, frequency.weight, frequency.match, frequency.chunks,
+                 ln(1 + (totals.chunks - frequency.chunks + 0.5) / (frequency.chunks + 0.5)) AS idf
+          FROM frequencies AS frequency, totals
+          WHERE frequency.chunks > 0
+          -- %(query_terms)s: the query's most distinctive lexemes only (weight times idf); NULL: all.
+          ORDER BY frequency.weight * ln(1 + (totals.chunks - frequency.chunks + 0.5) / (frequency.chunks + 0.5))
+                   DESC, frequency.lexeme
+          LIMIT %(query_terms)s) AS chosen
 )"""
 
 # After STATISTICS_CTES: `candidates` (chunks holding one of the rarest lexemes, within the document
@@ -177,8 +182,13 @@ def bm25_params(
     budget: int = CANDIDATE_BUDGET,
     key_prefix: str = "",
     content_type: str | None = None,
+    query_terms: int | None = None,
 ) -> dict[str, object]:
-    """The parameters of `BM25_QUERY` (and of `STATISTICS_CTES`); one catalog round trip."""
+    """The parameters of `BM25_QUERY` (and of `STATISTICS_CTES`); one catalog round trip.
+
+    `query_terms`: rank with the query's `query_terms` most distinctive lexemes only (the most
+    occurrences in the query times idf), as "more like this" queries do; None: every lexeme.
+    """
     counted, live = areas(conn)
     escaped = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return {
@@ -192,6 +202,7 @@ def bm25_params(
         "all_documents": not key_prefix and content_type is None,
         "key_pattern": escaped + "%",
         "content_type": content_type,
+        "query_terms": query_terms,
     }
 
 
@@ -203,9 +214,18 @@ def rank(
     budget: int = CANDIDATE_BUDGET,
     key_prefix: str = "",
     content_type: str | None = None,
+    query_terms: int | None = None,
 ) -> list[LexicalHit]:
-    """The best `limit` chunks for `query` by BM25, best first (ties by chunk id)."""
-    params = bm25_params(conn, query, limit=limit, budget=budget, key_prefix=key_prefix, content_type=content_type)
+    """The best `limit` chunks for `query` by BM25, best first (ties by chunk id); `query_terms` as in `bm25_params`."""
+    params = bm25_params(
+        conn,
+        query,
+        limit=limit,
+        budget=budget,
+        key_prefix=key_prefix,
+        content_type=content_type,
+        query_terms=query_terms,
+    )
     return [LexicalHit(int(chunk_id), float(score)) for chunk_id, score in conn.execute(BM25_QUERY, params)]
 
 
@@ -216,7 +236,7 @@ def term_statistics(conn: psycopg.Connection[Any], query: str) -> TermStatistics
         counted, live = areas(conn)
         [(chunks, average)] = conn.execute(
             "WITH" + STATISTICS_CTES + "\nSELECT chunks, average_length FROM totals",
-            {"query": "", "counted": counted, "live": live},
+            {"query": "", "counted": counted, "live": live, "query_terms": None},
         ).fetchall()
         return TermStatistics(float(chunks), float(average), {})
     return TermStatistics(

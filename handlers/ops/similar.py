@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 # The document's text used as its query: the opening characters of its chunks. The cost of one
 # document's ranking is bounded by this and by lexical's candidate budget, not by the document's size.
 QUERY_CHARS = 4000
+# The query's most distinctive lexemes that rank (occurrences in the opening text times idf), as
+# Lucene's MoreLikeThis keeps 25: the rest are common words that cost the most and rank the least.
+QUERY_TERMS = 25
 # Chunks ranked per document: enough to find RANKING_DEPTH other documents when the document's own
 # chunks and several chunks of one neighbour rank high.
 RANKED_CHUNKS_PER_NEIGHBOUR = 8
@@ -205,7 +208,7 @@ def rank_document(conn: psycopg.Connection[Any], document_id: int) -> Ranking:
     limit = min(own_chunks, RANKED_CHUNKS_PER_NEIGHBOUR) + RANKED_CHUNKS_PER_NEIGHBOUR * RANKING_DEPTH
     scores = [
         (int(document), float(score))
-        for document, score in conn.execute(_DOCUMENT_SCORES, lexical.bm25_params(conn, text, limit=limit))
+        for document, score in conn.execute(_DOCUMENT_SCORES, lexical.bm25_params(conn, text, limit=limit, query_terms=QUERY_TERMS))
     ]
     return relative_ranking(scores, document_id)
 

@@ -287,3 +287,21 @@ def test_the_budget_takes_the_rarest_lexemes_while_their_frequencies_add_up_to_i
     found = {hit.chunk_id for hit in lexical.rank(conn, query, limit=1000, budget=budget)}
     assert found == holders
     assert len(holders) <= max(budget, frequencies[rarest_first[0]][0])
+
+
+@pytest.mark.parametrize("query_terms", [1, 2, 4])
+def test_a_query_cut_to_its_most_distinctive_lexemes_ranks_as_those_lexemes_alone(conn, writer, query_terms):
+    _store_all(writer)
+    compact(conn, CompactOptions(force_seal=True))
+    _store_all(writer, prefix="late-")
+    query = "water water water flour flour oven tax rivers bread"
+    statistics = lexical.term_statistics(conn, query).lexemes
+    weights = {"water": 3, "flour": 2, "oven": 1, "tax": 1, "river": 1, "bread": 1}
+    assert statistics.keys() == weights.keys()
+    distinctive = sorted(weights, key=lambda lexeme: (-weights[lexeme] * statistics[lexeme][1], lexeme))
+    alone = " ".join(" ".join([lexeme] * weights[lexeme]) for lexeme in distinctive[:query_terms])
+
+    cut = lexical.rank(conn, query, limit=1000, budget=10**9, query_terms=query_terms)
+
+    assert cut == lexical.rank(conn, alone, limit=1000, budget=10**9)
+    assert cut != lexical.rank(conn, query, limit=1000, budget=10**9)
