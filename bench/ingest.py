@@ -613,6 +613,8 @@ _CHILD_PROBE = """
 import json, statistics, sys, time
 from handlers.adapters import sandbox
 from handlers.model import ExtractLimits
+from handlers.settings import Settings
+ocr = Settings.from_env({}).ocr_options  # what a default deploy passes; text-layer pages never use it
 if sys.argv[1] == "fork_per_file_pypdf_preloaded":
     import pypdf, pypdf.filters
 calls = sandbox.MAX_CALLS_PER_CHILD if sys.argv[1] == "long_lived_child" else 1
@@ -620,7 +622,7 @@ child = sandbox.BoundedChild(sandbox._extract_path, memory_mb=2048, max_calls=ca
 times = []
 for path in sys.argv[2:]:
     started = time.perf_counter()
-    child.call(path, "x.pdf", None, ExtractLimits(), timeout_seconds=60)
+    child.call(path, "x.pdf", None, ExtractLimits(), ocr, timeout_seconds=60)
     times.append((time.perf_counter() - started) * 1000)
 print(json.dumps(statistics.median(times[1:])))
 """
