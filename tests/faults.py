@@ -46,6 +46,7 @@ class PostgresProxy:
         self._lock = threading.Lock()
         self._cut = threading.Event()
         self._chaos = chaos
+        self.refused = 0  # connections turned away while cut
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -78,6 +79,7 @@ class PostgresProxy:
                 return
             if self._cut.is_set():
                 client.close()
+                self.refused += 1
                 continue
             upstream = socket.socket(self._family, socket.SOCK_STREAM)
             upstream.connect(self._target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from handlers.batch import handle_batch
@@ -49,3 +50,65 @@ def test_a_dropped_database_connection_is_retried_within_the_delivery(s3, handle
     assert rows(handler_env, "SELECT status FROM documents WHERE key = 'uploads/a.txt'") == [("ready",)]
     retried = [r for r in caplog.records if r.getMessage() == "record retried"]
     assert [r.error_code for r in retried] == ["db_unavailable"]
+
+
+def _outage_event(s3, key: str, receive_count: int) -> dict[str, Any]:
+    s3.create_bucket(Bucket=BUCKET)
+    body = f"a document that meets a database outage on receive {receive_count}".encode()
+    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
+    event = sqs_event([json.dumps(s3_notification(BUCKET, key, size=len(body), etag=etag))])
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    return event
+
+
+def _through_an_outage(handler_env: str, monkeypatch, event: dict[str, Any], *, ends_after: int) -> dict[str, Any]:
+    """The handler's answer while the database refuses connections, until it has refused `ends_after` of them."""
+    proxy = PostgresProxy(handler_env)
+    monkeypatch.setenv("FILEQUEUE_DATABASE_URL", proxy.url)
+    get_settings.cache_clear()
+    reset_deps()
+    get_deps()
+    proxy.cut()
+    done = threading.Event()
+
+    def restore_after_refusals() -> None:
+        while not done.wait(0.05):
+            if proxy.refused >= ends_after:
+                proxy.restore()
+                return
+
+    threading.Thread(target=restore_after_refusals, daemon=True).start()
+    try:
+        return dict(handle_batch(event, DeadlineContext.lasting(120)))
+    finally:
+        done.set()
+        proxy.close()
+
+
+def test_a_message_that_came_back_waits_out_a_database_outage_within_its_budget(s3, handler_env, monkeypatch, caplog):
+    # Given a message on its second receive and a database that refuses more connections than a
+    # first receive's retries make
+    event = _outage_event(s3, "uploads/back.txt", receive_count=2)
+
+    # When the handler runs
+    response = _through_an_outage(handler_env, monkeypatch, event, ends_after=8)
+
+    # Then it was retried in place past the outage (the database known down included) and stored:
+    # no receive spent, so an outage cannot walk a healthy message to the dead-letter queue
+    assert response["batchItemFailures"] == []
+    assert rows(handler_env, "SELECT status FROM documents WHERE key = 'uploads/back.txt'") == [("ready",)]
+    codes = {r.error_code for r in caplog.records if r.getMessage() == "record retried"}
+    assert "db_recently_unavailable" in codes
+
+
+def test_a_first_receive_gives_a_database_known_down_back_at_once(s3, handler_env, monkeypatch):
+    # Given a message on its first receive and a database that stays down
+    event = _outage_event(s3, "uploads/first.txt", receive_count=1)
+
+    # When the handler runs
+    response = _through_an_outage(handler_env, monkeypatch, event, ends_after=1_000_000)
+
+    # Then the record is reported failed for redelivery, without waiting the outage out
+    assert [failure["itemIdentifier"] for failure in response["batchItemFailures"]] == [
+        event["Records"][0]["messageId"]
+    ]
