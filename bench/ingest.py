@@ -27,7 +27,7 @@ share is also reported apart. Start-up (imports, connections, migrations) is ins
 contender's time.
 
 Measured per contender: wall seconds, files/s, chunks/s, peak RSS (the largest process of the
-contender's tree, sampled every 0.1 s), PostgreSQL server CPU seconds (the postmaster and all its
+contender's tree, from each process's high-water mark), PostgreSQL server CPU seconds (the postmaster and all its
 backends, from /proc) and per chunk, the machine's busy CPU seconds (all cores, all processes,
 from /proc/stat: divided by the wall time, the cores a contender keeps busy) and those of the
 harness process, where moto's server answers S3 and SQS, and the ratios to the floor; worker2's
