@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -61,8 +62,23 @@ def _outage_event(s3, key: str, receive_count: int) -> dict[str, Any]:
     return event
 
 
-def _through_an_outage(handler_env: str, monkeypatch, event: dict[str, Any], *, ends_after: int) -> dict[str, Any]:
-    """The handler's answer while the database refuses connections, until it has refused `ends_after` of them."""
+class _RetryWatch(logging.Handler):
+    """Sets `seen` once the handler logs a record retried with the given error code."""
+
+    def __init__(self, error_code: str) -> None:
+        super().__init__()
+        self.error_code = error_code
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "record retried" and getattr(record, "error_code", None) == self.error_code:
+            self.seen.set()
+
+
+def _through_an_outage(
+    handler_env: str, monkeypatch, event: dict[str, Any], *, ends: threading.Event
+) -> dict[str, Any]:
+    """The handler's answer while the database refuses connections, until `ends` is set."""
     proxy = PostgresProxy(handler_env)
     monkeypatch.setenv("FILEQUEUE_DATABASE_URL", proxy.url)
     get_settings.cache_clear()
@@ -71,13 +87,13 @@ def _through_an_outage(handler_env: str, monkeypatch, event: dict[str, Any], *, 
     proxy.cut()
     done = threading.Event()
 
-    def restore_after_refusals() -> None:
+    def restore_when_ended() -> None:
         while not done.wait(0.05):
-            if proxy.refused >= ends_after:
+            if ends.is_set():
                 proxy.restore()
                 return
 
-    threading.Thread(target=restore_after_refusals, daemon=True).start()
+    threading.Thread(target=restore_when_ended, daemon=True).start()
     try:
         return dict(handle_batch(event, DeadlineContext.lasting(120)))
     finally:
@@ -85,20 +101,25 @@ def _through_an_outage(handler_env: str, monkeypatch, event: dict[str, Any], *, 
         proxy.close()
 
 
-def test_a_message_that_came_back_waits_out_a_database_outage_within_its_budget(s3, handler_env, monkeypatch, caplog):
-    # Given a message on its second receive and a database that refuses more connections than a
-    # first receive's retries make
+def test_a_message_that_came_back_waits_out_a_database_outage_within_its_budget(s3, handler_env, monkeypatch):
+    # Given a message on its second receive and a database that stays down until the handler has
+    # retried the record with the database known down (where a first receive gives it back)
     event = _outage_event(s3, "uploads/back.txt", receive_count=2)
+    watch = _RetryWatch("db_recently_unavailable")
+    service_logger = logging.getLogger("filequeue")
+    service_logger.addHandler(watch)
 
     # When the handler runs
-    response = _through_an_outage(handler_env, monkeypatch, event, ends_after=8)
+    try:
+        response = _through_an_outage(handler_env, monkeypatch, event, ends=watch.seen)
+    finally:
+        service_logger.removeHandler(watch)
 
-    # Then it was retried in place past the outage (the database known down included) and stored:
-    # no receive spent, so an outage cannot walk a healthy message to the dead-letter queue
+    # Then it was retried in place past the outage and stored: no receive spent, so an outage
+    # cannot walk a healthy message to the dead-letter queue
+    assert watch.seen.is_set()
     assert response["batchItemFailures"] == []
     assert rows(handler_env, "SELECT status FROM documents WHERE key = 'uploads/back.txt'") == [("ready",)]
-    codes = {r.error_code for r in caplog.records if r.getMessage() == "record retried"}
-    assert "db_recently_unavailable" in codes
 
 
 def test_a_first_receive_gives_a_database_known_down_back_at_once(s3, handler_env, monkeypatch):
@@ -106,7 +127,7 @@ def test_a_first_receive_gives_a_database_known_down_back_at_once(s3, handler_en
     event = _outage_event(s3, "uploads/first.txt", receive_count=1)
 
     # When the handler runs
-    response = _through_an_outage(handler_env, monkeypatch, event, ends_after=1_000_000)
+    response = _through_an_outage(handler_env, monkeypatch, event, ends=threading.Event())
 
     # Then the record is reported failed for redelivery, without waiting the outage out
     assert [failure["itemIdentifier"] for failure in response["batchItemFailures"]] == [
