@@ -1,30 +1,42 @@
-"""Ingest cost against the floor of this stack, side by side in one run.
+"""Ingest cost against the floor of this stack and against LangChain, side by side in one run.
 
 A deterministic, offline workload (N Markdown files of ~20 KB English-like prose with headings and
-lists, N ten-page PDFs with a real text layer written by fpdf2; fixed seed) is ingested by each
-contender on a fresh embedded stack (pgserver + moto), in rounds of rotating order; each figure is
-the median of the rounds.
+lists, N ten-page PDFs with a real text layer written by fpdf2; fixed seed; chunks of 1000
+characters with 200 of overlap, dimension 384, the hashing embedder) is ingested by each contender
+on a fresh embedded stack (pgserver + moto), in rounds of rotating order; each figure is the median
+of the rounds.
 
-- floor: files read from disk, pypdf in one process, the same chunking and embedder, one binary
-  COPY, the HNSW index built after the load: the limit of this stack on one core.
+- floor: files read from disk, pypdf in one process, a plain fixed-window split (1000 characters
+  every 800: none of the project's stages, so the floor is independent of them), the same
+  embedder, one binary COPY, the HNSW index built after the load: the limit of this stack on one core.
 - seed: the seed's loop: receive one message, fetch, extract, chunk, embed, INSERT row by row,
   commit per file, delete the message; the HNSW index present.
+- langchain: PyPDFLoader / TextLoader, RecursiveCharacterTextSplitter at the same size and
+  overlap, langchain-postgres `PGVector` with its HNSW index present, one `add_documents` per file,
+  the same embedder wrapped as LangChain `Embeddings` (`bench/ingest_langchain.py`). It runs in an
+  environment of its own, `.filequeue/bench-venvs/langchain`, created from the pins in
+  `bench/requirements-langchain.txt`: LangChain is never a dependency of the project.
 - direct: the handler called directly in one process (ten records per batch).
 - worker1 / worker2: `filequeue worker --processes 1|2` on real S3 notifications in moto's queue.
 Ours run twice: `before` with FILEQUEUE_VECTOR_INDEX=live (every chunk pays the live HNSW
-insertion, as before segments), `after` segmented (chunks land in the unindexed growing area; the
-compaction that seals them into an indexed segment is measured separately, after the run).
-Start-up (imports, connections, migrations) is inside every contender's time.
+insertion, as before segments), `after` segmented (chunks land in the unindexed growing area).
+The headline of ours is what a user waits for: the load, then the product's default compaction
+(`compact` with the default `CompactOptions`: seal and index the growing area once it holds
+`seal_rows` rows, count the BM25 statistics, run the `similar` linking pass); the compaction's
+share is also reported apart. Start-up (imports, connections, migrations) is inside every
+contender's time.
 
 Measured per contender: wall seconds, files/s, chunks/s, peak RSS (the largest process of the
-contender's tree, sampled every 0.1 s), PostgreSQL server CPU seconds (the postmaster and all its
-backends, from /proc), the machine's busy CPU seconds (all cores, all processes, from /proc/stat:
-divided by the wall time, the cores a contender keeps busy) and those of the harness process, where
-moto's server answers S3 and SQS, and the ratios to the floor and to the seed. Also: the cold import of the
-Lambda entry against boto3 + powertools' batch module alone, the peak RSS of extracting the
-largest corpus PDF, and (with --profile) a py-spy profile of the direct handler by stage.
+contender's tree, from each process's high-water mark), PostgreSQL server CPU seconds (the postmaster and all its
+backends, from /proc) and per chunk, the machine's busy CPU seconds (all cores, all processes,
+from /proc/stat: divided by the wall time, the cores a contender keeps busy) and those of the
+harness process, where moto's server answers S3 and SQS, and the ratios to the floor; worker2's
+files/s over LangChain's and the seed's. Also: the cold import of the Lambda entry against boto3 +
+powertools' batch module alone, the peak RSS of extracting the largest corpus PDF, (with
+--profile) a py-spy profile of the direct handler by stage and (with --profile-db) the server time
+of `worker2 after`'s statements, load and compaction, from PostgreSQL's statement log.
 
-    python bench/ingest.py [--n 100] [--rounds 3] [--profile]
+    python bench/ingest.py [--n 100] [--rounds 3] [--profile] [--profile-db]
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -41,7 +54,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +70,11 @@ DIMENSION = 384
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS_ROOT = REPO_ROOT / ".filequeue" / "bench-corpus"
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
+LANGCHAIN_VENV = REPO_ROOT / ".filequeue" / "bench-venvs" / "langchain"
+LANGCHAIN_REQUIREMENTS = Path(__file__).parent / "requirements-langchain.txt"
+LANGCHAIN_CHILD = Path(__file__).parent / "ingest_langchain.py"
+CHUNK_SIZE = 1000
+CHUNK_OVERLAP = 200
 PDF_PAGES = 10
 MARKDOWN_BYTES = 20_000
 PDF_PAGE_CHARS = 2_900
@@ -186,6 +204,32 @@ def server_cpu_seconds(pgdata: Path) -> float:
     return float(total)
 
 
+def settled_server_cpu_seconds(pgdata: Path, timeout: float = 3.0) -> float:
+    """`server_cpu_seconds` once the client backends of a contender that exited are gone (reaped, so counted).
+
+    A backend whose client left is counted neither as a live child nor as a reaped one until the
+    postmaster has waited for it.
+    """
+    import psutil
+
+    postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(_is_client_backend(child.cmdline()) for child in postmaster.children()):
+                break
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    return server_cpu_seconds(pgdata)
+
+
+def _is_client_backend(cmdline: list[str]) -> bool:
+    """A client backend: its title is `postgres: USER DATABASE HOST STATE`, HOST `[local]` or `ADDRESS(PORT)`."""
+    title = " ".join(cmdline)
+    return title.startswith("postgres: ") and ("[local]" in title or re.search(r"\(\d+\)", title) is not None)
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every core of this machine spent busy since boot (all processes, from /proc/stat)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -269,12 +313,16 @@ def _peak_rss_bytes(pid: int) -> int:
 class Run:
     contender: str
     seconds: float
+    """The headline: for ours, the load and then the default compaction (what a user waits for)."""
     files: int
     chunks: int
     db_cpu_seconds: float
     peak_rss_mb: float
     compaction_seconds: float | None = None
     compaction_db_cpu_seconds: float | None = None
+    compaction_sealed_rows: int | None = None
+    compaction_steps: dict[str, float] | None = None
+    """Seconds of each step of the compaction (seal, merge, index, statistics, link)."""
     first_document_seconds: float | None = None
     """Workers: from the command's start to the first stored document (start-up, polled every 0.2 s)."""
     machine_cpu_seconds: float = 0.0
@@ -301,8 +349,10 @@ def _environment(stack: LocalStack, **extra: str) -> dict[str, str]:
         **os.environ,
         **stack.environment,
         "FILEQUEUE_EMBEDDING_DIMENSION": str(DIMENSION),
+        "FILEQUEUE_CHUNK_SIZE": str(CHUNK_SIZE),
+        "FILEQUEUE_CHUNK_OVERLAP": str(CHUNK_OVERLAP),
         "FILEQUEUE_HEALTH_PORT": "0",
-        # The compaction is measured after the run, not interleaved with it.
+        # The default compaction runs once after the load (inside the timed region), not interleaved with it.
         "FILEQUEUE_COMPACTION_INTERVAL_SECONDS": "0",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         **extra,
@@ -357,7 +407,7 @@ def _timed(
     with RssSampler(child.pid) as sampler:
         _finish(child, what)
     seconds = time.monotonic() - started
-    return seconds, server_cpu_seconds(pgdata) - cpu_before, sampler.peak_bytes / 2**20
+    return seconds, settled_server_cpu_seconds(pgdata) - cpu_before, sampler.peak_bytes / 2**20
 
 
 def _with_cpu(run: Run, meter: CpuMeter) -> Run:
@@ -390,6 +440,49 @@ def run_seed(files: list[Path]) -> Run:
         return _with_cpu(Run("seed", seconds, len(files), chunks, db_cpu, rss), meter)
 
 
+def langchain_python() -> Path:
+    """The LangChain environment's interpreter; the environment is created (or refreshed) from the pins first."""
+    python = LANGCHAIN_VENV / "bin" / "python"
+    stamp = LANGCHAIN_VENV / "requirements.txt"
+    pins = LANGCHAIN_REQUIREMENTS.read_text()
+    if python.exists() and stamp.exists() and stamp.read_text() == pins:
+        return python
+    shutil.rmtree(LANGCHAIN_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(LANGCHAIN_VENV)], check=True)
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-r", str(LANGCHAIN_REQUIREMENTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if installed.returncode != 0:
+        raise RuntimeError(f"cannot install the LangChain contender's packages: {installed.stderr[-2000:]}")
+    stamp.write_text(pins)
+    return python
+
+
+def run_langchain(files: list[Path]) -> Run:
+    python = langchain_python()
+    with fresh_stack() as (stack, pgdata), tempfile.NamedTemporaryFile("w", suffix=".json") as listing:
+        json.dump([str(path) for path in files], listing)
+        listing.flush()
+        arguments = [listing.name, stack.database_url, str(CHUNK_SIZE), str(CHUNK_OVERLAP), str(DIMENSION)]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        cpu = server_cpu_seconds(pgdata)
+        with CpuMeter() as meter:
+            started = time.monotonic()
+            child = subprocess.Popen(
+                [str(python), str(LANGCHAIN_CHILD), *arguments],
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, "langchain")
+        chunks = _count_chunks(stack.database_url, "langchain_pg_embedding")
+        return _with_cpu(Run("langchain", seconds, len(files), chunks, db_cpu, rss), meter)
+
+
 def run_direct(files: list[Path], mode: str, name: str) -> Run:
     with fresh_stack() as (stack, pgdata), tempfile.NamedTemporaryFile("w", suffix=".json") as batch:
         json.dump([json.dumps(notification) for notification in _upload(stack, files)], batch)
@@ -400,51 +493,73 @@ def run_direct(files: list[Path], mode: str, name: str) -> Run:
             child = _child(["--direct-child", batch.name], _environment(stack, FILEQUEUE_VECTOR_INDEX=mode))
             seconds, db_cpu, rss = _timed(child, pgdata, cpu, started, name)
         run = Run(name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, rss)
-        return _with_compaction(_with_cpu(run, meter), stack, pgdata, mode)
+        return _with_compaction(_with_cpu(run, meter), stack, pgdata)
 
 
 def run_worker(files: list[Path], mode: str, processes: int, name: str) -> Run:
+    with fresh_stack() as (stack, pgdata):
+        return _worker_on(stack, pgdata, files, mode=mode, processes=processes, name=name)
+
+
+def _worker_on(
+    stack: LocalStack, pgdata: Path, files: list[Path], *, mode: str, processes: int, name: str, compaction: bool = True
+) -> Run:
     from handlers.develop.demo import running_worker, wait_until_processed
 
-    with fresh_stack() as (stack, pgdata):
-        _upload(stack, files)
-        env = _environment(stack, FILEQUEUE_VECTOR_INDEX=mode, FILEQUEUE_WORKER_WAIT_TIME_SECONDS="2")
-        cpu = server_cpu_seconds(pgdata)
-        started = time.monotonic()
-        first_document: list[float] = []
+    _upload(stack, files)
+    env = _environment(stack, FILEQUEUE_VECTOR_INDEX=mode, FILEQUEUE_WORKER_WAIT_TIME_SECONDS="2")
+    cpu = server_cpu_seconds(pgdata)
+    started = time.monotonic()
+    first_document: list[float] = []
 
-        def note_first(done: int, _total: int) -> None:
-            if done and not first_document:
-                first_document.append(time.monotonic() - started)
+    def note_first(done: int, _total: int) -> None:
+        if done and not first_document:
+            first_document.append(time.monotonic() - started)
 
-        with CpuMeter() as meter, running_worker(env, processes) as worker, RssSampler(worker.pid) as sampler:
-            wait_until_processed(stack.database_url, len(files), timeout=3600, worker=worker, on_progress=note_first)
-            seconds = time.monotonic() - started
-            db_cpu = server_cpu_seconds(pgdata) - cpu
-            meter.stop()  # the worker's shutdown is not part of the run
-        run = Run(
-            name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, sampler.peak_bytes / 2**20
-        )
-        run.first_document_seconds = first_document[0]
-        return _with_compaction(_with_cpu(run, meter), stack, pgdata, mode)
+    with CpuMeter() as meter, running_worker(env, processes) as worker, RssSampler(worker.pid) as sampler:
+        wait_until_processed(stack.database_url, len(files), timeout=3600, worker=worker, on_progress=note_first)
+        seconds = time.monotonic() - started
+        db_cpu = server_cpu_seconds(pgdata) - cpu
+        meter.stop()  # the worker's shutdown is not part of the run
+    run = Run(
+        name, seconds, len(files), _count_chunks(stack.database_url, "chunks"), db_cpu, sampler.peak_bytes / 2**20
+    )
+    run.first_document_seconds = first_document[0]
+    _with_cpu(run, meter)
+    return _with_compaction(run, stack, pgdata) if compaction else run
 
 
-def _with_compaction(run: Run, stack: LocalStack, pgdata: Path, mode: str) -> Run:
-    """Seal what the run left in the growing area into one indexed segment, timed on its own."""
-    if mode != "segmented":
-        return run
+def _with_compaction(run: Run, stack: LocalStack, pgdata: Path) -> Run:
+    """Run the product's default compaction after the load; its time and database CPU join the headline.
+
+    With the default options the growing area is sealed and indexed once it holds `seal_rows`
+    rows, the sealed segments' BM25 statistics are counted and the `similar` linking pass runs;
+    the worker's shutdown before it is left out (nobody waits for it).
+    """
     import psycopg
 
     from handlers.ops.compaction import CompactOptions, compact
 
+    options = CompactOptions()
     cpu = server_cpu_seconds(pgdata)
-    started = time.monotonic()
-    with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        report = compact(conn, CompactOptions(force_seal=True))
-    if report.sealed_rows != run.chunks:
+    with CpuMeter() as meter:
+        started = time.monotonic()
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            report = compact(conn, options)
+            seconds = time.monotonic() - started
+            # Read while its backend lives: a backend that exited but is not yet reaped counts nowhere.
+            db_cpu = server_cpu_seconds(pgdata) - cpu
+    if report.skipped:
+        raise RuntimeError(f"compaction skipped: {report.skipped}")
+    if run.chunks >= options.seal_rows and report.sealed_rows != run.chunks:
         raise RuntimeError(f"compaction sealed {report.sealed_rows} of {run.chunks} chunks")
-    run.compaction_seconds = time.monotonic() - started
-    run.compaction_db_cpu_seconds = server_cpu_seconds(pgdata) - cpu
+    run.compaction_seconds = seconds
+    run.compaction_db_cpu_seconds = db_cpu
+    run.compaction_sealed_rows = report.sealed_rows
+    run.compaction_steps = dict(report.seconds)
+    run.seconds += seconds
+    run.db_cpu_seconds += run.compaction_db_cpu_seconds
+    run.machine_cpu_seconds += meter.machine
     return run
 
 
@@ -457,42 +572,49 @@ def _settings() -> Any:
     return get_settings()
 
 
+def fixed_windows(text: str, size: int, overlap: int) -> list[str]:
+    """The floor's chunker: windows of `size` characters starting every `size - overlap`, nothing else."""
+    step = size - overlap
+    return [text[start : start + size] for start in range(0, max(len(text) - overlap, 1), step) if text[start:].strip()]
+
+
 def floor_child(listing: str) -> None:
+    """Extraction, chunking and loading with none of the project's stages: only the embedder is shared."""
     import psycopg
     from pgvector import Vector
     from pgvector.psycopg import register_vector
+    from pypdf import PdfReader
 
     from handlers.adapters.embedders import build_embedder
-    from handlers.model import ChunkingOptions, ExtractLimits
-    from handlers.stages.chunking import chunk_document
-    from handlers.stages.extract import extract_text
 
     settings = _settings()
     embedder = build_embedder(settings)
-    options = ChunkingOptions(size=settings.chunk_size, overlap=settings.chunk_overlap)
     rows = []
     for name in json.loads(Path(listing).read_text()):
         path = Path(name)
-        extracted = extract_text(path.read_bytes(), key=path.name, declared_content_type=None, limits=ExtractLimits())
-        chunks = chunk_document(extracted, options)
-        vectors = embedder.embed([chunk.text for chunk in chunks])
-        rows += [(object_key(path), chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)]
+        if path.suffix == ".pdf":
+            text = "\n".join(page.extract_text() for page in PdfReader(path).pages)
+        else:
+            text = path.read_text(encoding="utf-8")
+        windows = fixed_windows(text, CHUNK_SIZE, CHUNK_OVERLAP)
+        vectors = embedder.embed(windows)
+        rows += [
+            (object_key(path), ordinal, window, vector)
+            for ordinal, (window, vector) in enumerate(zip(windows, vectors, strict=True))
+        ]
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
         conn.execute(
-            f"CREATE TABLE floor_chunks (id bigserial PRIMARY KEY, key text, ordinal int, page int, char_start int,"
-            f" char_end int, text text, embedding vector({DIMENSION}))"
+            f"CREATE TABLE floor_chunks (id bigserial PRIMARY KEY, key text, ordinal int, text text,"
+            f" embedding vector({DIMENSION}))"
         )
         with conn.cursor().copy(
-            "COPY floor_chunks (key, ordinal, page, char_start, char_end, text, embedding)"
-            " FROM STDIN WITH (FORMAT BINARY)"
+            "COPY floor_chunks (key, ordinal, text, embedding) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["text", "int4", "int4", "int4", "int4", "text", "vector"])
-            for key, chunk, vector in rows:
-                copy.write_row(
-                    (key, chunk.ordinal, chunk.page, chunk.char_start, chunk.char_end, chunk.text, Vector(vector))
-                )
+            copy.set_types(["text", "int4", "text", "vector"])
+            for key, ordinal, window, vector in rows:
+                copy.write_row((key, ordinal, window, Vector(vector)))
         conn.execute("CREATE INDEX ON floor_chunks USING hnsw (embedding vector_cosine_ops)")
 
 
@@ -613,6 +735,8 @@ _CHILD_PROBE = """
 import json, statistics, sys, time
 from handlers.adapters import sandbox
 from handlers.model import ExtractLimits
+from handlers.settings import Settings
+ocr = Settings.from_env({}).ocr_options  # what a default deploy passes; text-layer pages never use it
 if sys.argv[1] == "fork_per_file_pypdf_preloaded":
     import pypdf, pypdf.filters
 calls = sandbox.MAX_CALLS_PER_CHILD if sys.argv[1] == "long_lived_child" else 1
@@ -620,7 +744,7 @@ child = sandbox.BoundedChild(sandbox._extract_path, memory_mb=2048, max_calls=ca
 times = []
 for path in sys.argv[2:]:
     started = time.perf_counter()
-    child.call(path, "x.pdf", None, ExtractLimits(), timeout_seconds=60)
+    child.call(path, "x.pdf", None, ExtractLimits(), ocr, timeout_seconds=60)
     times.append((time.perf_counter() - started) * 1000)
 print(json.dumps(statistics.median(times[1:])))
 """
@@ -704,12 +828,14 @@ def _stage(frames: list[str]) -> str:
 
 
 PROFILE_KEY = "profile_direct_after_percent_of_wall_time"
+PROFILE_DB_KEY = "profile_db_worker2_after"
 
 
 def contenders(files: list[Path], small: list[Path]) -> dict[str, Callable[[], Run]]:
     return {
         "floor": lambda: run_floor(files),
         "seed": lambda: run_seed(files),
+        "langchain": lambda: run_langchain(files),
         "direct before": lambda: run_direct(files, "live", "direct before"),
         "direct after": lambda: run_direct(files, "segmented", "direct after"),
         "worker1 before": lambda: run_worker(files, "live", 1, "worker1 before"),
@@ -725,14 +851,26 @@ def median_run(runs: list[Run]) -> dict[str, Any]:
         present = [value for value in values if value is not None]
         return round(statistics.median(present), 3) if present else None
 
+    steps = sorted({step for run in runs for step in run.compaction_steps or {}})
+    seconds = median([run.seconds for run in runs]) or 0.0
+    db_cpu = median([run.db_cpu_seconds for run in runs]) or 0.0
+    files, chunks = runs[0].files, runs[0].chunks
     return {
-        "files": runs[0].files,
-        "chunks": runs[0].chunks,
-        "seconds": median([run.seconds for run in runs]),
-        "db_cpu_seconds": median([run.db_cpu_seconds for run in runs]),
+        "files": files,
+        "chunks": chunks,
+        "seconds": seconds,
+        "files_per_second": round(files / seconds, 2),
+        "chunks_per_second": round(chunks / seconds, 1),
+        "db_cpu_seconds": db_cpu,
+        "db_cpu_ms_per_chunk": round(1000 * db_cpu / max(chunks, 1), 3),
         "peak_rss_mb": median([run.peak_rss_mb for run in runs]),
         "compaction_seconds": median([run.compaction_seconds for run in runs]),
         "compaction_db_cpu_seconds": median([run.compaction_db_cpu_seconds for run in runs]),
+        "compaction_sealed_rows": runs[0].compaction_sealed_rows,
+        "compaction_step_seconds": {
+            step: median([(run.compaction_steps or {}).get(step) for run in runs]) for step in steps
+        }
+        or None,
         "first_document_seconds": median([run.first_document_seconds for run in runs]),
         "machine_cpu_seconds": median([run.machine_cpu_seconds for run in runs]),
         "moto_cpu_seconds": median([run.moto_cpu_seconds for run in runs]),
@@ -740,11 +878,27 @@ def median_run(runs: list[Run]) -> dict[str, Any]:
     }
 
 
+def with_ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each contender's time and DB CPU per chunk against the floor's; worker2's files/s against LangChain's."""
+    comparisons: dict[str, Any] = {}
+    if floor := results.get("floor"):
+        for row in results.values():
+            row["x_floor_seconds"] = round(row["seconds"] / floor["seconds"], 2)
+            row["x_floor_db_cpu_ms_per_chunk"] = round(
+                row["db_cpu_ms_per_chunk"] / max(floor["db_cpu_ms_per_chunk"], 1e-9), 2
+            )
+    for ours in ("worker2 after", "worker1 after", "direct after"):
+        for other in ("langchain", "seed"):
+            if ours in results and other in results:
+                ratio = results[ours]["files_per_second"] / results[other]["files_per_second"]
+                comparisons[f"{ours} files/s over {other} files/s"] = round(ratio, 2)
+    return comparisons
+
+
 def print_table(results: dict[str, dict[str, Any]]) -> None:
-    floor, seed = results["floor"], results["seed"]
     header = (
         f"{'contender':<18}{'files':>6}{'chunks':>7}{'s':>8}{'files/s':>8}{'chunks/s':>9}{'RSS MB':>8}"
-        f"{'DB CPU s':>9}{'DB ms/chunk':>12}{'x floor':>8}{'x seed':>7}{'compact s':>10}{'compact DB s':>13}"
+        f"{'DB CPU s':>9}{'DB ms/chunk':>12}{'x floor':>8}{'compact s':>10}{'compact DB s':>13}"
         f"{'1st doc s':>10}{'cores busy':>11}{'moto CPU s':>11}"
     )
     print(header)
@@ -753,16 +907,175 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         compaction = row["compaction_seconds"]
         compaction_cpu = row["compaction_db_cpu_seconds"]
         first = row["first_document_seconds"]
+        ratio = row.get("x_floor_seconds")
         print(
-            f"{name:<18}{row['files']:>6}{row['chunks']:>7}{seconds:>8.2f}{row['files'] / seconds:>8.2f}"
-            f"{row['chunks'] / seconds:>9.1f}{row['peak_rss_mb']:>8.0f}{row['db_cpu_seconds']:>9.2f}"
-            f"{1000 * row['db_cpu_seconds'] / max(row['chunks'], 1):>12.3f}"
-            f"{seconds / floor['seconds']:>8.2f}{seconds / seed['seconds']:>7.2f}"
+            f"{name:<18}{row['files']:>6}{row['chunks']:>7}{seconds:>8.2f}{row['files_per_second']:>8.2f}"
+            f"{row['chunks_per_second']:>9.1f}{row['peak_rss_mb']:>8.0f}{row['db_cpu_seconds']:>9.2f}"
+            f"{row['db_cpu_ms_per_chunk']:>12.3f}{'' if ratio is None else f'{ratio:.2f}':>8}"
             f"{'' if compaction is None else f'{compaction:.2f}':>10}"
             f"{'' if compaction_cpu is None else f'{compaction_cpu:.2f}':>13}"
             f"{'' if first is None else f'{first:.2f}':>10}"
             f"{row['machine_cpu_seconds'] / seconds:>11.2f}{row['moto_cpu_seconds']:>11.2f}"
         )
+
+
+# --- the database's share, statement by statement -----------------------------------------------
+
+# A logged statement: "<time> <zone> [pid] LOG:  duration: 1.234 ms  execute <unnamed>: SELECT ...".
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[\d+\] ([A-Z]+):  (.*)$")
+# The harness's own statements (its progress poll every 0.2 s, its count of the chunks), left out of the profile.
+HARNESS_STATEMENTS = frozenset({"SELECT count(*) FROM documents", 'SELECT count(*) FROM "chunks"'})
+_DURATION = re.compile(r"^duration: ([0-9.]+) ms  (statement|parse|bind|execute)(?: [^:]+)?: (.*)$", re.DOTALL)
+_COMMENT = re.compile(r"--[^\n]*")
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+STATEMENT_CHARS = 160
+
+
+@dataclass
+class StatementTimes:
+    """Server milliseconds and calls per normalised statement (literals as ?, blanks folded)."""
+
+    milliseconds: defaultdict[str, float]
+    calls: Counter[str]
+
+    def total(self) -> float:
+        return float(sum(self.milliseconds.values()))
+
+    def table(self, documents: int, limit: int) -> list[dict[str, Any]]:
+        whole = self.total() or 1.0
+        return [
+            {
+                "statement": statement,
+                "calls": self.calls[statement],
+                "total_ms": round(total, 1),
+                "percent": round(100 * total / whole, 1),
+                "ms_per_document": round(total / max(documents, 1), 3),
+            }
+            for statement, total in sorted(self.milliseconds.items(), key=lambda item: -item[1])[:limit]
+        ]
+
+
+def logged_statements(log: str) -> StatementTimes:
+    """The statements of a PostgreSQL log written with `log_min_duration_statement = 0`.
+
+    Every phase of the extended protocol (parse, bind, execute) counts toward its statement, and a
+    trigger's time toward the statement that fired it; a call is an execute or a simple-protocol
+    statement. The harness's own statements are left out.
+    """
+    times = StatementTimes(defaultdict(float), Counter())
+    records: list[list[str]] = []
+    for line in log.splitlines():
+        if match := _LOG_RECORD.match(line):
+            records.append(list(match.groups()))
+        elif records:
+            records[-1][1] += "\n" + line
+    for level, message in records:
+        if level != "LOG" or not (match := _DURATION.match(message)):
+            continue
+        milliseconds, phase, text = match.groups()
+        statement = " ".join(_LITERAL.sub("?", _COMMENT.sub("", text)).split())[:STATEMENT_CHARS]
+        if statement in HARNESS_STATEMENTS:
+            continue
+        times.milliseconds[statement] += float(milliseconds)
+        if phase in {"statement", "execute"}:
+            times.calls[statement] += 1
+    return times
+
+
+def profile_db(files: list[Path], limit: int = 25) -> dict[str, Any]:
+    """Server time by statement for `worker2 after` and its default compaction, from PostgreSQL's own log.
+
+    pgserver's build has no pg_stat_statements (nor any contrib module), so PostgreSQL logs the
+    duration of every statement (`log_min_duration_statement = 0`) and this sums the log by
+    normalised statement; `track_functions = 'pl'` adds the PL/pgSQL functions (the full-text
+    trigger) from `pg_stat_user_functions`. Durations are the server's elapsed time for each
+    statement (CPU, waits for locks and I/O included; a COPY's also includes the client sending its
+    rows). The migrations are applied before the log is read, so it holds the documents' statements.
+    Logging every statement slows the server a little, so these figures come from a run of their
+    own, not from the timed rounds.
+    """
+    import psycopg
+
+    with fresh_stack() as (stack, pgdata):
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET log_min_duration_statement = 0")
+            conn.execute("ALTER SYSTEM SET log_line_prefix = '%m [%p] '")
+            conn.execute("ALTER SYSTEM SET track_functions = 'pl'")
+            conn.execute("SELECT pg_reload_conf()")
+        # The schema first, so that the log holds what every document costs, not the start-up's migrations.
+        subprocess.run(
+            [sys.executable, "-m", "handlers.cli", "migrate"],
+            env=_environment(stack),
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+        )
+        log = pgdata / "log"
+        start = log.stat().st_size
+        run = _worker_on(stack, pgdata, files, mode="segmented", processes=2, name="worker2 after", compaction=False)
+        middle = log.stat().st_size
+        _with_compaction(run, stack, pgdata)
+        with log.open("rb") as handle:
+            handle.seek(start)
+            load = handle.read(middle - start).decode(errors="replace")
+            compaction = handle.read().decode(errors="replace")
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            functions = conn.execute(
+                "SELECT schemaname || '.' || funcname, calls, total_time, self_time FROM pg_stat_user_functions"
+                " ORDER BY total_time DESC"
+            ).fetchall()
+    documents = run.files
+    load_times, compaction_times = logged_statements(load), logged_statements(compaction)
+    return {
+        "documents": documents,
+        "chunks": run.chunks,
+        "load_seconds": round(run.seconds - (run.compaction_seconds or 0.0), 3),
+        "compaction_seconds": run.compaction_seconds,
+        "db_cpu_seconds": round(run.db_cpu_seconds, 3),
+        "logged_ms": {"load": round(load_times.total(), 1), "compaction": round(compaction_times.total(), 1)},
+        "load_statements": load_times.table(documents, limit),
+        "compaction_statements": compaction_times.table(documents, limit),
+        "functions": [
+            {
+                "function": name,
+                "calls": calls,
+                "total_ms": round(total, 1),
+                "self_ms": round(own, 1),
+                "ms_per_document": round(total / max(documents, 1), 3),
+            }
+            for name, calls, total, own in functions
+        ],
+    }
+
+
+def print_profile(profile: dict[str, Any]) -> None:
+    for part in ("load_statements", "compaction_statements"):
+        print(f"{part} (server ms; {profile['documents']} documents, {profile['chunks']} chunks)")
+        for row in profile[part][:15]:
+            print(
+                f"{row['total_ms']:>10.1f}{row['percent']:>6.1f}%{row['calls']:>7}"
+                f"{row['ms_per_document']:>9.3f}  {row['statement'][:110]}"
+            )
+    for row in profile["functions"]:
+        print(f"function {row['function']}: {row['calls']} calls, {row['total_ms']} ms ({row['self_ms']} self)")
+
+
+def update_part(args: argparse.Namespace) -> None:
+    """Measure one part again (side measurements, profile or database profile) into the stored results."""
+    stored = json.loads(args.output.read_text())
+    folder = build_corpus(args.n)
+    if args.side_only:
+        stored["cold_import_ms"], stored["largest_pdf_extraction"] = cold_import_ms(), largest_pdf_extraction()
+        stored["extraction_ms_per_pdf"] = extraction_per_file(sorted((folder / "pdf").glob("*.pdf"))[:20])
+        side = ("cold_import_ms", "largest_pdf_extraction", "extraction_ms_per_pdf")
+        print(json.dumps({key: stored[key] for key in side}, indent=2))
+    if args.profile_only:
+        stored[PROFILE_KEY] = profile_direct(corpus_files(folder, args.n))
+        print(json.dumps(stored[PROFILE_KEY], indent=2))
+    if args.profile_db_only:
+        stored[PROFILE_DB_KEY] = profile_db(corpus_files(folder, args.n))
+        print_profile(stored[PROFILE_DB_KEY])
+    args.output.write_text(json.dumps(stored, indent=2) + "\n")
 
 
 def main() -> None:
@@ -778,6 +1091,14 @@ def main() -> None:
         "--side-only", action="store_true", help="only the cold import and the largest PDF; update the results file"
     )
     parser.add_argument("--profile-only", action="store_true", help="only the profile; update the results file")
+    parser.add_argument(
+        "--profile-db",
+        action="store_true",
+        help="also list the server time of worker2 after's statements (a run of its own with statement logging)",
+    )
+    parser.add_argument(
+        "--profile-db-only", action="store_true", help="only the database profile; update the results file"
+    )
     parser.add_argument("--floor-child", help=argparse.SUPPRESS)
     parser.add_argument("--seed-child", help=argparse.SUPPRESS)
     parser.add_argument("--direct-child", help=argparse.SUPPRESS)
@@ -792,23 +1113,11 @@ def main() -> None:
         direct_child(args.direct_child)
         return
 
-    if args.side_only:
-        stored = json.loads(args.output.read_text())
-        stored["cold_import_ms"], stored["largest_pdf_extraction"] = cold_import_ms(), largest_pdf_extraction()
-        pdfs = sorted((build_corpus(args.n) / "pdf").glob("*.pdf"))[:20]
-        stored["extraction_ms_per_pdf"] = extraction_per_file(pdfs)
-        side = ("cold_import_ms", "largest_pdf_extraction", "extraction_ms_per_pdf")
-        print(json.dumps({key: stored[key] for key in side}, indent=2))
-        args.output.write_text(json.dumps(stored, indent=2) + "\n")
+    if args.side_only or args.profile_only or args.profile_db_only:
+        update_part(args)
         return
     folder = build_corpus(args.n)
     files = corpus_files(folder, args.n)
-    if args.profile_only:
-        stored = json.loads(args.output.read_text())
-        stored[PROFILE_KEY] = profile_direct(files)
-        print(json.dumps(stored[PROFILE_KEY], indent=2))
-        args.output.write_text(json.dumps(stored, indent=2) + "\n")
-        return
     small = corpus_files(folder, max(1, args.n // 5))
     chosen = {name: run for name, run in contenders(files, small).items() if not args.only or name in args.only}
     names = list(chosen)
@@ -820,21 +1129,28 @@ def main() -> None:
             runs[name].append(run)
             print(f"round {round_number + 1} {name:<18} {run.seconds:8.2f} s  {run.chunks} chunks", flush=True)
     results = {name: median_run(runs[name]) for name in names}
+    comparisons = with_ratios(results)
     report: dict[str, Any] = {
         "n": args.n,
         "rounds": args.rounds,
         "dimension": DIMENSION,
+        "chunk_size": CHUNK_SIZE,
+        "chunk_overlap": CHUNK_OVERLAP,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "results": results,
+        "comparisons": comparisons,
         "cold_import_ms": cold_import_ms(),
         "largest_pdf_extraction": largest_pdf_extraction(),
         "extraction_ms_per_pdf": extraction_per_file(sorted((folder / "pdf").glob("*.pdf"))[:20]),
     }
     if args.profile:
         report[PROFILE_KEY] = profile_direct(files)
-    if "floor" in results and "seed" in results:
-        print_table(results)
-    print(json.dumps({key: report[key] for key in report if key != "results"}, indent=2))
+    if args.profile_db:
+        report[PROFILE_DB_KEY] = profile_db(files)
+        print_profile(report[PROFILE_DB_KEY])
+    print_table(results)
+    print(json.dumps(comparisons, indent=2))
+    print(json.dumps({key: report[key] for key in report if key not in {"results", PROFILE_DB_KEY}}, indent=2))
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
 

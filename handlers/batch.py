@@ -68,8 +68,16 @@ _route_library_logs()
 RECORD_ATTEMPTS = 5
 RETRY_PAUSE_SECONDS = 0.25
 RETRY_PAUSE_CAP_SECONDS = 2.0
-# Retrying at once cannot help these: the time is up, the message is no longer ours, the database is down.
-_NOT_RETRIED = frozenset({ErrorCode.DEADLINE, ErrorCode.RELEASED, ErrorCode.DB_RECENTLY_UNAVAILABLE})
+# Retrying cannot help these: the time is up, the message is no longer ours.
+_NEVER_RETRIED = frozenset({ErrorCode.DEADLINE, ErrorCode.RELEASED})
+# On a first receive a database known to be down is not waited for: the message comes back later.
+_NOT_RETRIED_AT_ONCE = _NEVER_RETRIED | {ErrorCode.DB_RECENTLY_UNAVAILABLE}
+# From this receive on, a transient failure is tried again until the record's budget is spent, a
+# database known to be down included: each receive given back brings the message nearer the
+# dead-letter queue, which is for what cannot succeed, not for what met an outage three times.
+# For at most FILEQUEUE_OUTAGE_WAIT_SECONDS per receive, so a lasting outage still reaches the
+# dead-letter queue in minutes and holds a Lambda invocation no longer than a passing outage needs.
+PERSISTENT_FROM_RECEIVE = 2
 
 
 def record_handler(
@@ -223,12 +231,12 @@ def _process_or_keep_failure(
     import psycopg
 
     try:
-        return _process_with_retries(ref, budget, where)
+        return _process_with_retries(ref, budget, where, persistent=_receive_count(where) >= PERSISTENT_FROM_RECEIVE)
     except PermanentError as error:
         reason = _storable(f"{ref.uri}: {error}")
         try:
             get_deps().message_failures.note_message_failure(
-                record.message_id, int(str(where["receive_count"] or 0)), error.code, reason
+                record.message_id, _receive_count(where), error.code, reason
             )
         except (FileQueueError, psycopg.Error) as unkept:
             raise TransientError(
@@ -244,21 +252,32 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def _process_with_retries(ref: ObjectRef, budget: RecordBudget, where: dict[str, object]) -> Outcome:
+def _receive_count(where: dict[str, object]) -> int:
+    return int(str(where["receive_count"] or 0))
+
+
+def _process_with_retries(
+    ref: ObjectRef, budget: RecordBudget, where: dict[str, object], *, persistent: bool = False
+) -> Outcome:
     """`process_ref`, tried again after a short pause when a transient failure leaves time to.
 
     A dropped connection or a throttled request usually passes within a second; retrying here keeps
     the message's receives (and so the DLQ) for failures that last. Processing is idempotent, so a
-    retry after a failure at any step is safe. A database known to be down is not retried here.
+    retry after a failure at any step is safe. A database known to be down is not retried here,
+    unless `persistent` (a message that already came back): then every transient failure is tried
+    again, with pauses, until the record's work deadline or FILEQUEUE_OUTAGE_WAIT_SECONDS.
     """
     attempt = 1
+    not_retried = _NEVER_RETRIED if persistent else _NOT_RETRIED_AT_ONCE
+    give_up_at = min(budget.work_deadline, time.monotonic() + get_settings().outage_wait_seconds)
     while True:
         try:
             return process_ref(ref, get_deps(), budget)
         except TransientError as error:
             pause = random.uniform(0, min(RETRY_PAUSE_CAP_SECONDS, RETRY_PAUSE_SECONDS * 2 ** (attempt - 1)))  # noqa: S311
-            late = time.monotonic() + pause > budget.work_deadline
-            if attempt == RECORD_ATTEMPTS or error.code in _NOT_RETRIED or late:
+            late = time.monotonic() + pause > give_up_at
+            spent = attempt >= RECORD_ATTEMPTS and not persistent
+            if spent or error.code in not_retried or late:
                 raise
             logger.warning(
                 "record retried",

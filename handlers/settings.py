@@ -101,6 +101,9 @@ class Settings:
     worker_database_wait_seconds: float = 120.0
     """How long a starting worker waits, retrying, for a database that refuses or times out (a restart or a
     failover) before it exits as misconfigured; a wrong URL, password or database name exits at once."""
+    outage_wait_seconds: float = 60.0
+    """How long a record that came back (its second receive or later) keeps retrying a transient failure
+    in place, a database known to be down included, before it gives the message back (within its budget)."""
     health_port: int = 8080
     console_token: str | None = None
 
@@ -188,6 +191,7 @@ class Settings:
         _require(self.max_decompressed_bytes > 0, "FILEQUEUE_MAX_DECOMPRESSED_BYTES", "must be positive")
         _require(self.worker_start_wait_seconds > 0, "FILEQUEUE_WORKER_START_WAIT_SECONDS", "must be positive")
         _require(self.worker_database_wait_seconds >= 0, "FILEQUEUE_WORKER_DATABASE_WAIT_SECONDS", "must be >= 0")
+        _require(self.outage_wait_seconds >= 0, "FILEQUEUE_OUTAGE_WAIT_SECONDS", "must be >= 0")
         self.derive_extract_memory(max(1, self.worker_processes))
         _require(0 <= self.worker_wait_time_seconds <= 20, "FILEQUEUE_WORKER_WAIT_TIME_SECONDS", "must be in 0..20")
         _require(1 <= self.worker_batch_size <= 10, "FILEQUEUE_WORKER_BATCH_SIZE", "must be in 1..10")

@@ -46,6 +46,7 @@ class PostgresProxy:
         self._lock = threading.Lock()
         self._cut = threading.Event()
         self._chaos = chaos
+        self.refused = 0  # connections turned away while cut
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -55,8 +56,8 @@ class PostgresProxy:
         return make_conninfo(**self.url_params, host="127.0.0.1", port=str(self.port))
 
     def cut(self) -> None:
-        self._cut.set()
         with self._lock:
+            self._cut.set()
             for sock in self._open:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -78,10 +79,17 @@ class PostgresProxy:
                 return
             if self._cut.is_set():
                 client.close()
+                self.refused += 1
                 continue
             upstream = socket.socket(self._family, socket.SOCK_STREAM)
             upstream.connect(self._target)
             with self._lock:
+                # A cut that came while this connection was being opened must close it too
+                if self._cut.is_set():
+                    client.close()
+                    upstream.close()
+                    self.refused += 1
+                    continue
                 self._open.extend([client, upstream])
             threading.Thread(target=self._pipe, args=(client, upstream, self._chaos), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()

@@ -11,7 +11,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tests.paths import REPO_ROOT
 
@@ -132,3 +132,10 @@ def wait_for(condition: object, *, timeout: float = 60, message: str = "") -> No
             return
         time.sleep(0.2)
     raise AssertionError(f"not within {timeout} s: {message}")
+
+
+def dev_client(dev: DevProcess, service: str) -> Any:
+    """A boto3 client for `service` on the dev stack, configured from the exports it printed."""
+    from handlers.develop.devstack import aws_client
+
+    return aws_client(service, dev.exports)

@@ -7,12 +7,24 @@ import subprocess
 import sys
 import time
 
-import boto3
 import psycopg
 import pytest
 
-from tests.functional.cli_process import running_dev
+from tests.functional.cli_process import dev_client, running_dev
 from tests.paths import REPO_ROOT
+
+
+def stored_rows(database_url: str, query: str) -> list[tuple[object, ...]]:
+    """The rows of `query` on `documents` once it has any (the worker stores asynchronously), or [] after 120 s."""
+    deadline = time.monotonic() + 120
+    rows: list[tuple[object, ...]] = []
+    while time.monotonic() < deadline and not rows:
+        with psycopg.connect(database_url) as conn:
+            exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
+            if exists and exists[0]:
+                rows = conn.execute(query).fetchall()
+        time.sleep(0.2)
+    return rows
 
 
 @pytest.mark.slow
@@ -45,22 +57,9 @@ def test_demo_processes_every_file_and_prints_the_summary():
 def test_dev_stack_takes_an_upload_from_another_client_and_stops_on_ctrl_c(dev_dir):
     with running_dev(dev_dir / "data", env={"FILEQUEUE_HEALTH_PORT": "0"}) as dev:
         exports = dev.exports
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=exports["AWS_ENDPOINT_URL"],
-            region_name=exports["AWS_REGION"],
-            aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
-        )
+        s3 = dev_client(dev, "s3")
         s3.put_object(Bucket="filequeue-demo", Key="uploads/notes.md", Body=b"# Notes\n\nUploaded from another shell.")
-        deadline = time.monotonic() + 120
-        rows: list[tuple[object, ...]] = []
-        while time.monotonic() < deadline and not rows:
-            with psycopg.connect(exports["FILEQUEUE_DATABASE_URL"]) as conn:
-                exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
-                if exists and exists[0]:
-                    rows = conn.execute("SELECT key, status FROM documents").fetchall()
-            time.sleep(0.2)
+        rows = stored_rows(exports["FILEQUEUE_DATABASE_URL"], "SELECT key, status FROM documents")
         assert rows == [("uploads/notes.md", "ready")]
     assert dev.process.returncode == 0
 
@@ -73,22 +72,9 @@ def test_dev_stack_without_tesseract_says_so_in_one_line_and_records_scans_as_wi
     ) as dev:
         exports = dev.exports
         assert exports["FILEQUEUE_OCR"] == "off"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=exports["AWS_ENDPOINT_URL"],
-            region_name=exports["AWS_REGION"],
-            aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
-        )
+        s3 = dev_client(dev, "s3")
         s3.put_object(Bucket="filequeue-demo", Key="uploads/scan.pdf", Body=scan)
-        deadline = time.monotonic() + 120
-        rows: list[tuple[object, ...]] = []
-        while time.monotonic() < deadline and not rows:
-            with psycopg.connect(exports["FILEQUEUE_DATABASE_URL"]) as conn:
-                exists = conn.execute("SELECT to_regclass('documents') IS NOT NULL").fetchone()
-                if exists and exists[0]:
-                    rows = conn.execute("SELECT key, status, error_code FROM documents").fetchall()
-            time.sleep(0.2)
+        rows = stored_rows(exports["FILEQUEUE_DATABASE_URL"], "SELECT key, status, error_code FROM documents")
         assert rows == [("uploads/scan.pdf", "failed", "no_text")]
     log = (dev_dir / "data-dev.log").read_text(errors="replace")
     unavailable = [line for line in log.splitlines() if line.startswith("OCR unavailable")]

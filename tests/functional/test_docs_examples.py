@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import boto3
 import pytest
 
-from tests.functional.cli_process import clean_environment, running_dev, wait_for
+from tests.functional.cli_process import clean_environment, dev_client, running_dev, wait_for
 from tests.paths import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -198,21 +197,16 @@ class Shell:
 
 def wait_until_drained(dev: DevProcess) -> None:
     """Until the worker has taken every message an example sent (it deletes each after its commit)."""
-    exports = dev.exports
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=exports["AWS_ENDPOINT_URL"],
-        region_name=exports["AWS_REGION"],
-        aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
-    )
+    sqs = dev_client(dev, "sqs")
 
     def drained() -> bool:
         attributes = sqs.get_queue_attributes(
-            QueueUrl=exports["FILEQUEUE_QUEUE_URL"],
+            QueueUrl=dev.exports["FILEQUEUE_QUEUE_URL"],
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+        return bool(
+            attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+        )
 
     wait_for(drained, timeout=120, message="the worker drains the queue")
 

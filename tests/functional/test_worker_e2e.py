@@ -232,10 +232,12 @@ def test_two_batches_in_work_at_once_get_only_their_own_failures(s3, sqs, ingest
 def test_a_database_outage_dead_letters_after_three_receives_with_nothing_written(
     s3, sqs, ingest, handler_env, monkeypatch
 ):
-    # Given the database behind a proxy that is cut, and a 4 s lease (B3 persisting)
+    # Given the database behind a proxy that is cut, a 4 s lease (B3 persisting), and a message that
+    # came back waiting an outage out in place for 2 s
     proxy = PostgresProxy(handler_env)
     monkeypatch.setenv("FILEQUEUE_DATABASE_URL", proxy.url)
     monkeypatch.setenv("FILEQUEUE_DEADLINE_MARGIN_SECONDS", "1")
+    monkeypatch.setenv("FILEQUEUE_OUTAGE_WAIT_SECONDS", "2")
     get_settings.cache_clear()
     reset_deps()
     proxy.cut()
