@@ -2,9 +2,10 @@
 
 A deterministic synthetic corpus (topics of generated words over a Zipf-distributed common
 vocabulary) is embedded with the hashing embedder (dimension 384) into a fresh pgserver database
-migrated like production, twice: database A segmented, database B with one index. 100 queries
-then run through `search_chunks` (the code the CLI uses, minus embedding the query), vector and
-hybrid, on the same rows in four layouts:
+migrated like production, twice: database A segmented, database B with one index. 100 short
+queries (4 words) and 100 long questions (40-60 words, `Corpus.question`) then run through
+`search_chunks` (the code the CLI uses, minus embedding the query), vector and hybrid, on the same
+rows in four layouts; each layout's hybrid p95 over its vector p95 is reported for both lengths:
 
 - segmented (A): the rows arrive in batches, as ingestion writes them, and compaction runs after
   each batch with the default policy (seal at FILEQUEUE_COMPACTION_SEAL_ROWS, merge a full size
@@ -22,7 +23,8 @@ noise falls on both alike.
 
 Results go to bench/results/search_latency.json.
 
-    python bench/search_latency.py [--documents 1700] [--chunks-per-document 60] [--output FILE]
+    python bench/search_latency.py [--documents 1700] [--chunks-per-document 60] [--queries 100] [--rounds 3]
+                                   [--output FILE]
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ COPY_COLUMNS = (
 )
 COPY_LIVE_COLUMNS = COPY_COLUMNS.replace("chunks_growing", "chunks_live")
 ROUNDS = 3
+FUNCTION_WORDS = ("the", "of", "and", "in", "for", "with", "is", "are", "to", "which", "how", "does", "on", "by")
+QUERY_KINDS = ("short", "long")
 
 
 def seeded_rng(seed: int) -> random.Random:
@@ -101,6 +105,17 @@ class Corpus:
     def query(self) -> str:
         topic = self.topics[self.rng.randrange(len(self.topics))]
         return " ".join(self.rng.sample(topic, 2) + self.rng.sample(self.common[:200], 2))
+
+    def question(self) -> str:
+        """A long question (40-60 words): a few of one topic's words among common words drawn as chunks
+        draw them, and English function words (stop words, which BM25 drops but the embedder reads)."""
+        length = self.rng.randint(40, 60)
+        topic = self.topics[self.rng.randrange(len(self.topics))]
+        words = self.rng.sample(topic, self.rng.randint(3, 6))
+        words += self.rng.choices(FUNCTION_WORDS, k=length // 4)
+        words += self.rng.choices(self.common, self.common_weights, k=length - len(words))
+        self.rng.shuffle(words)
+        return "what " + " ".join(words[1:]) + "?"
 
 
 def load(
@@ -204,16 +219,17 @@ def recall(approximate: list[list[SearchHit]], exact: list[list[SearchHit]]) -> 
 def side_by_side(
     pair: dict[str, psycopg.Connection[Any]],
     queries: list[tuple[str, list[float]]],
-    exact: dict[str, list[list[SearchHit]]],
+    exact: dict[str, list[list[SearchHit]]] | None,
     *,
     hybrid: bool,
     ef_search: int = EF_SEARCH,
+    rounds: int = ROUNDS,
 ) -> dict[str, dict[str, float]]:
-    """Each layout's median and p95 ms over ROUNDS rounds in alternating order, and its recall@10."""
+    """Each layout's median and p95 ms over `rounds` rounds in alternating order, and its recall@10 (given `exact`)."""
     names = list(pair)
     per_round: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     answers: dict[str, list[list[SearchHit]]] = {}
-    for round_number in range(ROUNDS):
+    for round_number in range(rounds):
         for name in names if round_number % 2 == 0 else names[::-1]:
             stats, answers[name] = measure(pair[name], queries, hybrid=hybrid, ef_search=ef_search)
             per_round[name].append(stats)
@@ -222,7 +238,7 @@ def side_by_side(
         result[name] = {
             key: round(statistics.median(stats[key] for stats in per_round[name]), 2) for key in ("median_ms", "p95_ms")
         }
-        if not hybrid:
+        if not hybrid and exact is not None:
             result[name]["recall_at_10"] = recall(answers[name], exact[name])
     return result
 
@@ -230,15 +246,22 @@ def side_by_side(
 def measure_pair(
     pair: dict[str, psycopg.Connection[Any]],
     queries: list[tuple[str, list[float]]],
+    questions: list[tuple[str, list[float]]],
     exact: dict[str, list[list[SearchHit]]],
+    *,
     sweep: bool,
+    rounds: int = ROUNDS,
 ) -> dict[str, dict[str, Any]]:
-    vector = side_by_side(pair, queries, exact, hybrid=False)
-    hybrid = side_by_side(pair, queries, exact, hybrid=True)
+    """Short queries (with recall@10) and long questions, vector and hybrid, each layout beside the other."""
+    vector = side_by_side(pair, queries, exact, hybrid=False, rounds=rounds)
+    hybrid = side_by_side(pair, queries, exact, hybrid=True, rounds=rounds)
+    long_vector = side_by_side(pair, questions, None, hybrid=False, rounds=rounds)
+    long_hybrid = side_by_side(pair, questions, None, hybrid=True, rounds=rounds)
     result: dict[str, dict[str, Any]] = {
         name: {
             "vector": vector[name],
             "hybrid": hybrid[name],
+            "long": {"vector": long_vector[name], "hybrid": long_hybrid[name]},
             "plan": scans_in_plan(conn, queries[0][1]),
             "layout": _describe(conn),
         }
@@ -246,7 +269,7 @@ def measure_pair(
     }
     if sweep:
         for ef in EF_SEARCH_SWEEP:
-            swept = side_by_side(pair, queries, exact, hybrid=False, ef_search=ef)
+            swept = side_by_side(pair, queries, exact, hybrid=False, ef_search=ef, rounds=rounds)
             for name in pair:
                 result[name].setdefault("ef_search_sweep", {})[str(ef)] = swept[name]
     return result
@@ -281,23 +304,33 @@ def _open(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[str, Any]:
+def run(
+    urls: dict[str, str], documents: int, chunks_per_document: int, queries_count: int = QUERIES, rounds: int = ROUNDS
+) -> dict[str, Any]:
     options = CompactOptions()
     with _open(urls["segmented"]) as segmented, _open(urls["single"]) as single:
         build = load(segmented, documents, chunks_per_document, options)
         build["single_hnsw_build_seconds"] = load(single, documents, chunks_per_document, None)["hnsw_build_seconds"]
-        corpus = Corpus(seeded_rng(SEED + 1))
+        # The corpus's vocabulary (its seed), queries drawn with a seed of their own.
+        corpus = Corpus(seeded_rng(SEED))
+        corpus.rng = seeded_rng(SEED + 1)
         embedder = HashingEmbedder(DIMENSION)
-        texts = [corpus.query() for _ in range(QUERIES)]
+        texts = [corpus.query() for _ in range(QUERIES)][:queries_count]
         queries = list(zip(texts, embedder.embed(texts), strict=True))
+        long_texts = [corpus.question() for _ in range(QUERIES)][:queries_count]
+        questions = list(zip(long_texts, embedder.embed(long_texts), strict=True))
         _, _, exact_segmented = exact_answers(urls["segmented"], queries)
         exact_vector, exact_hybrid, exact_single = exact_answers(urls["single"], queries)
         exact = {"segmented": exact_segmented, "merged": exact_segmented, "single": exact_single}
-        layouts = measure_pair({"segmented": segmented, "single": single}, queries, exact, sweep=True)
+        layouts = measure_pair(
+            {"segmented": segmented, "single": single}, queries, questions, exact, sweep=True, rounds=rounds
+        )
         started = time.perf_counter()
         compact(segmented, CompactOptions(merge_all=True))
         build["merge_all_seconds"] = round(time.perf_counter() - started, 2)
-        beside_merged = measure_pair({"merged": segmented, "single": single}, queries, exact, sweep=False)
+        beside_merged = measure_pair(
+            {"merged": segmented, "single": single}, queries, questions, exact, sweep=False, rounds=rounds
+        )
         [(chunks,)] = segmented.execute("SELECT count(*) FROM chunks").fetchall()
         [(server,)] = segmented.execute("SHOW server_version").fetchall()
         [(pgvector,)] = segmented.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchall()
@@ -311,13 +344,20 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
         }
         for name, reference in (("segmented", "single"), ("merged", "single_beside_merged"))
     }
+    hybrid_over_vector = {
+        name: {
+            kind: round(figures["hybrid"]["p95_ms"] / figures["vector"]["p95_ms"], 2)
+            for kind, figures in (("short", layouts[name]), ("long", layouts[name]["long"]))
+        }
+        for name in ("segmented", "single", "merged", "single_beside_merged")
+    }
     return {
         "chunks": chunks,
         "documents": documents,
         "dimension": DIMENSION,
-        "queries": QUERIES,
+        "queries": queries_count,
         "limit": LIMIT,
-        "rounds": ROUNDS,
+        "rounds": rounds,
         "hnsw_ef_search": EF_SEARCH,
         "hnsw_params": "m=16, ef_construction=64 (pgvector defaults)",
         "compaction": {"seal_rows": options.seal_rows, "merge_factor": options.merge_factor},
@@ -327,6 +367,8 @@ def run(urls: dict[str, str], documents: int, chunks_per_document: int) -> dict[
         "build": build,
         "layouts": layouts,
         "latency_ratio_to_single_index": ratios,
+        "hybrid_over_vector_p95": hybrid_over_vector,
+        "query_words": {"short": "2 topic words + 2 of the 200 commonest", "long": "40-60 (3-6 topic words)"},
         "measured": "search_chunks() wall time per query (SQL round trip, ranking, snippets); not the query embedding",
     }
 
@@ -340,6 +382,16 @@ def print_table(report: dict[str, Any]) -> None:
             f"{name:<21} {vector['median_ms']:>10.2f} {vector['p95_ms']:>7.2f} {vector.get('recall_at_10', 1.0):>10.3f}"
             f" {hybrid['median_ms']:>10.2f} {hybrid['p95_ms']:>7.2f}  {row.get('layout', '')}"
         )
+    print(f"{'long questions':<21} {'vector ms':>10} {'p95':>7} {'hybrid ms':>10} {'p95':>7}")
+    for name, row in report["layouts"].items():
+        if "long" in row:
+            vector, hybrid = row["long"]["vector"], row["long"]["hybrid"]
+            print(
+                f"{name:<21} {vector['median_ms']:>10.2f} {vector['p95_ms']:>7.2f}"
+                f" {hybrid['median_ms']:>10.2f} {hybrid['p95_ms']:>7.2f}"
+            )
+    for name, ratios in report["hybrid_over_vector_p95"].items():
+        print(f"{name} hybrid p95 / vector p95: short {ratios['short']:.2f}x, long {ratios['long']:.2f}x")
     for name, ratios in report["latency_ratio_to_single_index"].items():
         print(f"{name} / single beside it: vector {ratios['vector']:.2f}x, hybrid {ratios['hybrid']:.2f}x")
     for name in ("segmented", "single"):
@@ -377,10 +429,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=1700)
     parser.add_argument("--chunks-per-document", type=int, default=60)
+    parser.add_argument("--queries", type=int, default=QUERIES, help="only the first N queries of each length")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS.name})")
     args = parser.parse_args()
     with bench_databases(("segmented", "single")) as urls:
-        report = run(urls, args.documents, args.chunks_per_document)
+        report = run(urls, args.documents, args.chunks_per_document, args.queries, args.rounds)
     print_table(report)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -17,10 +17,15 @@ are counted exactly at query time through their GIN indexes: the statistics are 
 whatever compaction, replacement, deletion or re-embedding did; `refresh_statistics` only makes the
 counting cheaper, and recounts a segment once many of its rows were deleted.
 
-Candidates: a query's lexemes are taken rarest first while their document frequencies add up to at
-most `candidate_budget` chunks (the rarest always), the chunks that hold any of them are found through
-GIN, and each is scored with every query lexeme. Rare lexemes carry most of BM25's weight, so a chunk
-that holds none of them rarely ranks high; the cost is bounded by the budget, not by the query's length.
+Candidates: a query's lexemes are taken rarest first while their document frequencies, the next
+one's included, add up to at most the budget (`CANDIDATE_BUDGET` chunks unless the caller gives
+another; the rarest lexeme always), the chunks that hold any of them are found through GIN, and each
+is scored with every query lexeme. Rare lexemes carry most of BM25's weight, so a chunk that holds
+none of them rarely ranks high; the cost is bounded by the budget, not by the query's length, nor by
+a common lexeme that comes next in line. A candidate is scored on the query's lexemes alone: its
+`tsv` is cut down to them (`setweight` marks them, `ts_filter` keeps the marked) before its lexemes
+are unnested, rather than unnesting all of them (about a hundred per chunk) to join a few. This
+needs every lexeme of a chunk's `tsv` to carry positions, as `to_tsvector` gives them.
 """
 
 from __future__ import annotations
@@ -81,12 +86,17 @@ frequencies AS MATERIALIZED (
     FROM terms AS term
 ),
 statistics AS MATERIALIZED (
-    SELECT frequency.lexeme, frequency.weight, frequency.match, frequency.chunks,
-           ln(1 + (totals.chunks - frequency.chunks + 0.5) / (frequency.chunks + 0.5)) AS idf,
-           sum(frequency.chunks) OVER (ORDER BY frequency.chunks, frequency.lexeme
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS rarer_chunks
-    FROM frequencies AS frequency, totals
-    WHERE frequency.chunks > 0
+    SELECT chosen.lexeme, chosen.weight, chosen.match, chosen.chunks, chosen.idf,
+           sum(chosen.chunks) OVER (ORDER BY chosen.chunks, chosen.lexeme
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS rarer_chunks
+    FROM (SELECT frequency.lexeme, frequency.weight, frequency.match, frequency.chunks,
+                 ln(1 + (totals.chunks - frequency.chunks + 0.5) / (frequency.chunks + 0.5)) AS idf
+          FROM frequencies AS frequency, totals
+          WHERE frequency.chunks > 0
+          -- %(query_terms)s: the query's most distinctive lexemes only (weight times idf); NULL: all.
+          ORDER BY frequency.weight * ln(1 + (totals.chunks - frequency.chunks + 0.5) / (frequency.chunks + 0.5))
+                   DESC, frequency.lexeme
+          LIMIT %(query_terms)s) AS chosen
 )"""
 
 # After STATISTICS_CTES: `candidates` (chunks holding one of the rarest lexemes, within the document
@@ -94,27 +104,30 @@ statistics AS MATERIALIZED (
 # (id, score, rank), the best %(bm25_limit)s of them. Hybrid search can use `by_bm25` as its text ranking.
 RANKING_CTES = """
 candidates AS MATERIALIZED (
-    SELECT chunk.id, chunk.tsv, chunk.lexemes
+    -- held: the candidate's occurrences of the query's lexemes (a lexeme marked A before is kept too,
+    -- and dropped by the join with the statistics below).
+    SELECT chunk.id, chunk.lexemes,
+           ts_filter(setweight(chunk.tsv, 'A', (SELECT array_agg(lexeme) FROM statistics)), '{a}') AS held
     FROM chunks AS chunk
     WHERE chunk.tsv @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM statistics
-                        WHERE coalesce(rarer_chunks, 0) < %(budget)s)
+                        WHERE rarer_chunks IS NULL OR rarer_chunks + chunks <= %(budget)s)
       AND (%(all_documents)s OR chunk.document_id IN (
            SELECT id FROM documents WHERE key LIKE %(key_pattern)s
            AND (%(content_type)s::text IS NULL OR content_type = %(content_type)s)))
 ),
 by_bm25 AS (
     SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
-    FROM (SELECT candidate.id,
-                 sum(stat.weight * stat.idf * occurrences.tf * (%(k1)s + 1)
-                     / (occurrences.tf
-                        + %(k1)s * (1 - %(b)s + %(b)s * candidate.lexemes / totals.average_length)))::float8 AS score
-          FROM candidates AS candidate
+    FROM (SELECT occurrence.id,
+                 sum(stat.weight * stat.idf * occurrence.tf * (%(k1)s + 1)
+                     / (occurrence.tf
+                        + %(k1)s * (1 - %(b)s + %(b)s * occurrence.lexemes / totals.average_length)))::float8 AS score
+          -- unnest in the select list: one pass over the candidates, no function scan per candidate.
+          FROM (SELECT id, lexemes, (term).lexeme, coalesce(array_length((term).positions, 1), 1) AS tf
+                FROM (SELECT id, lexemes, unnest(held) AS term FROM candidates) AS flat) AS occurrence
           CROSS JOIN totals
-          CROSS JOIN LATERAL (SELECT term.lexeme, coalesce(array_length(term.positions, 1), 1) AS tf
-                              FROM unnest(candidate.tsv) AS term) AS occurrences
-          JOIN statistics AS stat ON stat.lexeme = occurrences.lexeme
-          GROUP BY candidate.id
-          ORDER BY score DESC, candidate.id
+          JOIN statistics AS stat ON stat.lexeme = occurrence.lexeme
+          GROUP BY occurrence.id
+          ORDER BY score DESC, occurrence.id
           LIMIT %(bm25_limit)s) AS scored
 )"""
 
@@ -169,8 +182,13 @@ def bm25_params(
     budget: int = CANDIDATE_BUDGET,
     key_prefix: str = "",
     content_type: str | None = None,
+    query_terms: int | None = None,
 ) -> dict[str, object]:
-    """The parameters of `BM25_QUERY` (and of `STATISTICS_CTES`); one catalog round trip."""
+    """The parameters of `BM25_QUERY` (and of `STATISTICS_CTES`); one catalog round trip.
+
+    `query_terms`: rank with the query's `query_terms` most distinctive lexemes only (the most
+    occurrences in the query times idf), as "more like this" queries do; None: every lexeme.
+    """
     counted, live = areas(conn)
     escaped = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return {
@@ -184,6 +202,7 @@ def bm25_params(
         "all_documents": not key_prefix and content_type is None,
         "key_pattern": escaped + "%",
         "content_type": content_type,
+        "query_terms": query_terms,
     }
 
 
@@ -195,9 +214,18 @@ def rank(
     budget: int = CANDIDATE_BUDGET,
     key_prefix: str = "",
     content_type: str | None = None,
+    query_terms: int | None = None,
 ) -> list[LexicalHit]:
-    """The best `limit` chunks for `query` by BM25, best first (ties by chunk id)."""
-    params = bm25_params(conn, query, limit=limit, budget=budget, key_prefix=key_prefix, content_type=content_type)
+    """The best `limit` chunks for `query` by BM25, best first (ties by chunk id); `query_terms` as in `bm25_params`."""
+    params = bm25_params(
+        conn,
+        query,
+        limit=limit,
+        budget=budget,
+        key_prefix=key_prefix,
+        content_type=content_type,
+        query_terms=query_terms,
+    )
     return [LexicalHit(int(chunk_id), float(score)) for chunk_id, score in conn.execute(BM25_QUERY, params)]
 
 
@@ -208,7 +236,7 @@ def term_statistics(conn: psycopg.Connection[Any], query: str) -> TermStatistics
         counted, live = areas(conn)
         [(chunks, average)] = conn.execute(
             "WITH" + STATISTICS_CTES + "\nSELECT chunks, average_length FROM totals",
-            {"query": "", "counted": counted, "live": live},
+            {"query": "", "counted": counted, "live": live, "query_terms": None},
         ).fetchall()
         return TermStatistics(float(chunks), float(average), {})
     return TermStatistics(

@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 SearchMode = Literal["vector", "hybrid", "text"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "hybrid", "text")
 CANDIDATES = 50
+# BM25's candidate budget in hybrid search (handlers.ops.lexical: chunks holding the query's rarest
+# lexemes, up to this many by document frequency): smaller than text search's, since the vector side
+# brings its own candidates; BM25's cost grows with it (bench/search_latency.py).
+HYBRID_CANDIDATE_BUDGET = 1000
 EF_SEARCH = 100
 SNIPPET_CHARS = 200
 # Text weight s of hybrid search by embedder model family (the model name's prefix); others: DEFAULT.
@@ -320,6 +324,7 @@ def search_chunks(
                 conn,
                 query,
                 limit=max(candidates, limit),
+                budget=HYBRID_CANDIDATE_BUDGET if mode == "hybrid" else lexical.CANDIDATE_BUDGET,
                 key_prefix=where.key_prefix,
                 content_type=where.content_type,
             )

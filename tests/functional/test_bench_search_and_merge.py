@@ -30,7 +30,19 @@ def _run(arguments: list[str]) -> subprocess.CompletedProcess[str]:
 def test_the_search_benchmark_measures_each_layout_beside_one_index(tmp_path: Path) -> None:
     output = tmp_path / "search.json"
     completed = _run(
-        ["bench/search_latency.py", "--documents", "60", "--chunks-per-document", "60", "--output", str(output)]
+        [
+            "bench/search_latency.py",
+            "--documents",
+            "60",
+            "--chunks-per-document",
+            "60",
+            "--queries",
+            "20",
+            "--rounds",
+            "1",
+            "--output",
+            str(output),
+        ]
     )
     report = json.loads(output.read_text())
     assert report["chunks"] == 60 * 60

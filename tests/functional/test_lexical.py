@@ -218,3 +218,90 @@ def test_the_key_prefix_filter_and_a_query_of_stop_words(conn, writer):
     assert hits
     assert all(keys[hit.chunk_id].startswith("uploads/two/") for hit in hits)
     assert lexical.rank(conn, "how is the of and", limit=10) == []
+
+
+# The ranking as it was first written: each candidate scored by unnesting its whole tsvector and
+# joining every lexeme with the query's statistics. The store scores only the query's lexemes of
+# each candidate; both must give the same scores.
+REFERENCE_RANKING_CTES = """
+candidates AS MATERIALIZED (
+    SELECT chunk.id, chunk.tsv, chunk.lexemes
+    FROM chunks AS chunk
+    WHERE chunk.tsv @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM statistics)
+),
+by_bm25 AS (
+    SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
+    FROM (SELECT candidate.id,
+                 sum(stat.weight * stat.idf * occurrences.tf * (%(k1)s + 1)
+                     / (occurrences.tf
+                        + %(k1)s * (1 - %(b)s + %(b)s * candidate.lexemes / totals.average_length)))::float8 AS score
+          FROM candidates AS candidate
+          CROSS JOIN totals
+          CROSS JOIN LATERAL (SELECT term.lexeme, coalesce(array_length(term.positions, 1), 1) AS tf
+                              FROM unnest(candidate.tsv) AS term) AS occurrences
+          JOIN statistics AS stat ON stat.lexeme = occurrences.lexeme
+          GROUP BY candidate.id
+          ORDER BY score DESC, candidate.id
+          LIMIT %(bm25_limit)s) AS scored
+)"""
+REFERENCE_QUERY = (
+    "WITH" + lexical.STATISTICS_CTES + "," + REFERENCE_RANKING_CTES + "\nSELECT id, score FROM by_bm25 ORDER BY rank"
+)
+
+
+def test_scoring_only_the_query_lexemes_gives_the_scores_of_the_whole_tsvector(conn, writer):
+    _store_all(writer, prefix="a-")
+    compact(conn, CompactOptions(force_seal=True))
+    _store_all(writer, prefix="b-")
+    writer.delete("uploads/a-tax.txt")
+    writer.put("uploads/a-bread.txt", ["Rye bread needs no starter at all; bread, bread and more bread."])
+    # Weights other than the default D on some lexemes: the scoring must not depend on them.
+    conn.execute("UPDATE chunks SET tsv = setweight(tsv, 'B', ARRAY['oven', 'water']) WHERE text LIKE '%%oven%%'")
+    for query in (QUERY, "bread", "water water flour rivers tax oven starter"):
+        params = lexical.bm25_params(conn, query, limit=1000, budget=10**9)
+        want = conn.execute(REFERENCE_QUERY, params).fetchall()
+        got = [(hit.chunk_id, hit.score) for hit in lexical.rank(conn, query, limit=1000, budget=10**9)]
+        assert want, query
+        assert got == want, query
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3, 4, 5, 6, 10**9])
+def test_the_budget_takes_the_rarest_lexemes_while_their_frequencies_add_up_to_it(conn, writer, budget):
+    _store_all(writer)
+    compact(conn, CompactOptions(force_seal=True))
+    _store_all(writer, prefix="late-")  # half the chunks counted live in the growing area
+    query = "oven water bread starter flour tax"
+    frequencies = lexical.term_statistics(conn, query).lexemes
+    rarest_first = sorted(frequencies, key=lambda lexeme: (frequencies[lexeme][0], lexeme))
+    chosen = rarest_first[:1]
+    for lexeme in rarest_first[1:]:
+        if sum(frequencies[taken][0] for taken in chosen) + frequencies[lexeme][0] > budget:
+            break
+        chosen.append(lexeme)
+    holders = {
+        int(chunk_id)
+        for (chunk_id,) in conn.execute(
+            "SELECT id FROM chunks WHERE tsv @@ to_tsquery('simple', %s)", (" | ".join(chosen),)
+        )
+    }
+    found = {hit.chunk_id for hit in lexical.rank(conn, query, limit=1000, budget=budget)}
+    assert found == holders
+    assert len(holders) <= max(budget, frequencies[rarest_first[0]][0])
+
+
+@pytest.mark.parametrize("query_terms", [1, 2, 4])
+def test_a_query_cut_to_its_most_distinctive_lexemes_ranks_as_those_lexemes_alone(conn, writer, query_terms):
+    _store_all(writer)
+    compact(conn, CompactOptions(force_seal=True))
+    _store_all(writer, prefix="late-")
+    query = "water water water flour flour oven tax rivers bread"
+    statistics = lexical.term_statistics(conn, query).lexemes
+    weights = {"water": 3, "flour": 2, "oven": 1, "tax": 1, "river": 1, "bread": 1}
+    assert statistics.keys() == weights.keys()
+    distinctive = sorted(weights, key=lambda lexeme: (-weights[lexeme] * statistics[lexeme][1], lexeme))
+    alone = " ".join(" ".join([lexeme] * weights[lexeme]) for lexeme in distinctive[:query_terms])
+
+    cut = lexical.rank(conn, query, limit=1000, budget=10**9, query_terms=query_terms)
+
+    assert cut == lexical.rank(conn, alone, limit=1000, budget=10**9)
+    assert cut != lexical.rank(conn, query, limit=1000, budget=10**9)

@@ -10,6 +10,7 @@ from pgvector.psycopg import register_vector
 
 from handlers.adapters.embedders.hashing import LexicalHashingEmbedder
 from handlers.cli import main
+from handlers.ops import search as search_module
 from handlers.ops.search import SEARCH_MODES, make_snippet, search
 from tests.functional.ingest_helpers import Uploads, pdf
 
@@ -96,6 +97,18 @@ def test_hybrid_search_ranks_a_rare_term_first_by_text_and_fuses_both_ranks(s3, 
     assert (text_only.key, text_only.score, text_only.similarity) == ("uploads/garden.md", 1.0, None)
     assert text_only.bm25 is not None
     assert text_only.bm25 > 0
+
+
+def test_hybrid_search_gives_bm25_a_candidate_budget_of_its_own(s3, handler_env, conn, monkeypatch):
+    _revenue_and_garden(s3)
+    # Only the note holds the rare word; every document holds the three others.
+    monkeypatch.setattr(search_module, "HYBRID_CANDIDATE_BUDGET", 1)
+    hybrid = search(conn, EMBEDDER, QUERY, limit=31, mode="hybrid")
+    assert [hit.key for hit in hybrid if hit.text_rank is not None] == ["uploads/garden.md"]
+    assert len(search(conn, EMBEDDER, QUERY, limit=31, mode="text")) == 31  # text search: its own budget
+    monkeypatch.setattr(search_module, "HYBRID_CANDIDATE_BUDGET", 1000)
+    hybrid = search(conn, EMBEDDER, QUERY, limit=31, mode="hybrid")
+    assert sum(hit.text_rank is not None for hit in hybrid) == 31
 
 
 def test_a_question_matches_on_any_stemmed_content_word_not_on_all_words(s3, handler_env, conn):
