@@ -41,10 +41,13 @@ def test_demo_processes_every_file_and_prints_the_summary():
     out = result.stdout
     assert "stored:  7" in out  # the scan among them, read by OCR
     events = dict(re.findall(r"(\w+) (\d+)", out.split("events:", 1)[1].splitlines()[0]))
-    assert events["stored"] == "7"
     assert events["failed"] == "2"
     assert events["ignored"] == "1", "the s3:TestEvent moto sends when the notification is configured"
-    assert int(events.get("unchanged", 0)) + int(events.get("skipped", 0)) == 1, "the re-uploaded file"
+    # The re-uploaded file's second event is unchanged or skipped when the first version was committed
+    # (or overtaken) before it was read; when both versions were in flight at once, the newer one is
+    # stored over the older: 7 documents either way, every event accounted for.
+    reupload = int(events.get("unchanged", 0)) + int(events.get("skipped", 0))
+    assert (int(events["stored"]), reupload) in {(7, 1), (8, 0)}, events
     assert "uploads/broken.pdf: corrupt_file" in out
     assert "uploads/secret.pdf: encrypted_pdf" in out
     assert "queue:   0 left, 0 in the DLQ" in out
